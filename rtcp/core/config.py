@@ -1,0 +1,35 @@
+"""Every tunable of a connection, in one place, with its unit in its name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+# A 1400-byte datagram crosses any sane path (Ethernet 1500 minus IP/UDP headers and tunnels).
+DEFAULT_MAX_DATAGRAM_BYTES = 1400
+# Payload per segment so that header (28) + timestamps option (10) + payload fit the datagram.
+DEFAULT_MSS_BYTES = DEFAULT_MAX_DATAGRAM_BYTES - 28 - 10
+DEFAULT_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+DEFAULT_SEND_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class ConnectionConfig:
+    mss_bytes: int = DEFAULT_MSS_BYTES  # largest payload we send and accept per segment
+    receive_buffer_bytes: int = DEFAULT_RECEIVE_BUFFER_BYTES  # bounds the advertised window
+    send_buffer_bytes: int = DEFAULT_SEND_BUFFER_BYTES  # bounds unacknowledged + unsent bytes
+    initial_rto_s: float = 1.0  # RFC 6298 2.1
+    min_rto_s: float = 0.2  # Linux's floor; RFC 6298 says 1 s, too slow for loopback
+    max_rto_s: float = 60.0  # RFC 6298 2.5
+    user_timeout_s: float = 30.0  # abort when the peer is silent this long while we wait on it
+    time_wait_s: float = 1.0  # 2*MSL; short because rtcp's ids make old duplicates harmless
+    delayed_ack_s: float = 0.04  # RFC 9293 3.8.6.3 allows up to 0.5 s; Linux uses 40 ms
+    congestion_control: str = "reno"
+    initial_window_segments: int = 10  # RFC 6928
+    sack: bool = True  # offer SACK-permitted (RFC 2018)
+    timestamps: bool = True  # offer timestamps (RFC 7323)
+    window_scaling: bool = True  # offer window scale (RFC 7323)
+    nagle: bool = False  # RFC 896; off, like TCP_NODELAY, because the file app writes in bulk
+    initial_seq: int | None = None  # fixed ISN for tests (the wrap test); None = random (secrets)
+    local_id: int | None = None  # fixed connection id for tests; None = random (secrets)
+    event_hook: Callable[[str, dict], None] | None = None  # tracing; None costs nothing

@@ -1,0 +1,1047 @@
+"""One TCP-style connection as a sans-IO state machine (RFC 9293 over UDP datagrams).
+
+The caller owns the socket and the clock: it feeds datagrams with receive_datagram(data, now),
+takes datagrams_to_send(now), sleeps until get_timer() and calls handle_timer(now). What happened
+comes out of next_event(). Nothing here blocks, sleeps or reads a clock.
+
+Internally every sequence number is a 64-bit absolute offset (the SYN is offset 0, stream byte i
+is offset i + 1, the FIN follows the last byte), converted to 32-bit wire numbers only at the
+edge (rtcp.core.seqnum), so wraparound is handled in exactly two functions.
+
+Where to find each mechanism:
+- state transitions: TRANSITIONS and _set_state
+- handshake and option negotiation: connect, _on_listen, _on_syn_sent, _negotiate
+- segment acceptability (RFC 9293 3.10.7.4): _acceptable
+- ACK processing, window update, dup ACKs, recovery entry/exit: _process_ack
+- receiving data, reassembly, delayed ACKs: _process_data
+- sending, segmentation, retransmission, pacing by cwnd and peer window: datagrams_to_send
+- retransmission timer (RFC 6298), persist timer, delayed ACK, TIME-WAIT, user timeout:
+  get_timer and handle_timer
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from rtcp.core import events, wire
+from rtcp.core.config import ConnectionConfig
+from rtcp.core.congestion import make_controller
+from rtcp.core.reassembly import Reassembler
+from rtcp.core.rtt import RttEstimator
+from rtcp.core.scoreboard import DUP_THRESH, Scoreboard
+from rtcp.core.seqnum import unwrap, wrap
+from rtcp.core.wire import ACK, FIN, RST, SYN
+
+MAX_WINDOW_FIELD = 0xFFFF
+TS_MASK = 0xFFFFFFFF
+TS_TICKS_PER_S = 1_000_000  # timestamps count microseconds: loopback RTTs are well under 1 ms
+PAWS_IDLE_LIMIT_S = 1000.0  # RFC 7323 5.5, scaled to the microsecond clock's 35-minute half-wrap
+MAX_PERSIST_S = 60.0
+
+
+class State(Enum):
+    """RFC 9293 3.3.2 connection states."""
+
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+
+
+S = State
+# Every legal transition, as RFC 9293 figure 5 draws them (plus reset/abort/timeout from anywhere).
+TRANSITIONS: dict[tuple[State, str], State] = {
+    (S.CLOSED, "connect"): S.SYN_SENT,
+    (S.LISTEN, "recv SYN"): S.SYN_RECEIVED,
+    (S.LISTEN, "close"): S.CLOSED,
+    (S.SYN_SENT, "recv SYN-ACK"): S.ESTABLISHED,
+    (S.SYN_SENT, "recv SYN"): S.SYN_RECEIVED,  # simultaneous open
+    (S.SYN_SENT, "close"): S.CLOSED,
+    (S.SYN_RECEIVED, "recv ACK of SYN"): S.ESTABLISHED,  # a close() here waits for this
+    (S.ESTABLISHED, "close"): S.FIN_WAIT_1,
+    (S.ESTABLISHED, "recv FIN"): S.CLOSE_WAIT,
+    (S.FIN_WAIT_1, "recv ACK of FIN"): S.FIN_WAIT_2,
+    (S.FIN_WAIT_1, "recv FIN"): S.CLOSING,  # simultaneous close
+    (S.FIN_WAIT_2, "recv FIN"): S.TIME_WAIT,
+    (S.CLOSE_WAIT, "close"): S.LAST_ACK,
+    (S.CLOSING, "recv ACK of FIN"): S.TIME_WAIT,
+    (S.LAST_ACK, "recv ACK of FIN"): S.CLOSED,
+    (S.TIME_WAIT, "2MSL timeout"): S.CLOSED,
+}
+_ANY_STATE_EVENTS = ("recv RST", "abort", "user timeout")
+
+# States in which our FIN may be outstanding, and in which the peer may still send data.
+_SYNCHRONIZED = frozenset(
+    {S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK, S.TIME_WAIT}
+)
+_PEER_MAY_SEND = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+
+
+class LocalProtocolError(Exception):
+    """The caller used the API wrongly (h11's name): a bug in the caller, not the network."""
+
+
+@dataclass
+class ConnectionStats:
+    """Counters a user, a progress bar or the benchmark reads."""
+
+    segments_sent: int = 0
+    segments_received: int = 0
+    bytes_sent: int = 0  # datagram bytes on the wire
+    bytes_received: int = 0
+    data_bytes_sent: int = 0  # payload bytes, first transmissions only
+    data_bytes_received: int = 0  # in-order payload bytes delivered
+    retransmissions: int = 0
+    retransmits_timeout: int = 0
+    retransmits_fast: int = 0  # first retransmission of a recovery episode (3 dup ACKs / SACK)
+    retransmits_sack: int = 0  # further repairs inside SACK/NewReno recovery
+    timeouts: int = 0
+    fast_recoveries: int = 0
+    duplicate_segments: int = 0
+    out_of_order_segments: int = 0
+    checksum_failures: int = 0
+    malformed_datagrams: int = 0
+    foreign_datagrams: int = 0  # well-formed but for another connection id
+    window_probes: int = 0
+    srtt_s: float | None = None
+    rttvar_s: float | None = None
+    min_rtt_s: float | None = None
+    rto_s: float = 1.0
+    cwnd_bytes: int = 0
+    ssthresh_bytes: int = 0
+    peer_window_bytes: int = 0
+    bytes_in_flight: int = 0
+
+
+class Connection:
+    """A TCP-style connection over datagrams. See the module docstring for the driving loop."""
+
+    def __init__(self, config: ConnectionConfig | None = None, *, is_client: bool, now: float):
+        self.config = cfg = config or ConnectionConfig()
+        self.is_client = is_client
+        self._hook = cfg.event_hook
+        self.local_id = cfg.local_id if cfg.local_id is not None else _random_id()
+        self.peer_id = 0
+        self.state = State.CLOSED if is_client else State.LISTEN
+        self._events: deque[events.Event] = deque()
+        self.stats = ConnectionStats(rto_s=cfg.initial_rto_s)
+        self._closed_reported = False
+
+        # Send side (RFC 9293 3.3.1 SND.*), as absolute offsets.
+        self.iss = cfg.initial_seq if cfg.initial_seq is not None else secrets.randbits(32)
+        self.snd_una = 0
+        self.snd_nxt = 0
+        self.snd_wnd = 0
+        self._snd_wl1 = -1  # offset of the segment that last updated snd_wnd
+        self._snd_wl2 = -1  # ack of that segment
+        self._sndbuf = bytearray()  # bytes from offset _sndbuf_base onward
+        self._sndbuf_base = 1  # offset of _sndbuf[0]: the first unacknowledged data byte
+        self._send_blocked = False
+        self._fin_queued = False  # close() called: FIN follows the data
+        self._fin_offset: int | None = None  # offset the FIN occupies once sent
+        self._syn_pending = False  # a SYN or SYN-ACK is to be (re)sent
+        self._rst_pending: tuple[int, int, int, int] | None = None  # seq, ack, flags, dst_id
+        self._probe_pending = False
+        self.scoreboard = Scoreboard()
+        self.rtt = RttEstimator(
+            initial_rto_s=cfg.initial_rto_s, min_rto_s=cfg.min_rto_s, max_rto_s=cfg.max_rto_s
+        )
+        self.mss = cfg.mss_bytes
+        self.cc = make_controller(
+            cfg.congestion_control, self.mss, initial_window_segments=cfg.initial_window_segments
+        )
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = 0  # RFC 6582 "recover": snd_nxt when the last recovery or RTO began
+        self._dupack_credit = 0  # NewReno without SACK: bytes that dup ACKs say have left
+
+        # Receive side (RCV.*).
+        self.irs = 0
+        self.rcv_nxt = 0
+        self._rcvbuf = bytearray()
+        self._reasm = Reassembler(1)
+        self._peer_fin_offset: int | None = None
+        self._ack_now = False
+        self._unacked_segments = 0
+        self._last_adv_window = 0
+        self._immediate: list[bytes] = []  # duplicate ACKs built while receiving
+        self._stream_ended = False
+
+        # Negotiated options.
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ws_ok = False
+        self._snd_wscale = 0  # shift the peer applies to windows it sends us
+        self._rcv_wscale = _wscale_for(cfg.receive_buffer_bytes) if cfg.window_scaling else 0
+        self._ts_recent = 0
+        self._ts_recent_at = 0.0
+        self._ts_now = 0
+
+        # Timers: one absolute deadline each; get_timer() returns the earliest.
+        self._rto_deadline: float | None = None
+        self._persist_deadline: float | None = None
+        self._persist_backoff = 0
+        self._delack_deadline: float | None = None
+        self._time_wait_deadline: float | None = None
+        self._last_heard = now
+
+    # --- the user's API ----------------------------------------------------------------
+
+    def connect(self, now: float) -> None:
+        """Active open: queue a SYN (RFC 9293 3.10.1)."""
+        self._set_state("connect")
+        self._syn_pending = True
+        self.snd_nxt = 1
+        self._last_heard = now
+
+    def send(self, data) -> int:
+        """Queue bytes for sending; returns how many fit in the send buffer."""
+        if self._fin_queued or self.state not in (
+            S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT
+        ):
+            raise LocalProtocolError(f"cannot send in state {self.state.value}")
+        room = self.send_buffer_space
+        if room < len(data):
+            self._send_blocked = True
+            data = memoryview(data)[:room]
+        self._sndbuf += data
+        return len(data)
+
+    @property
+    def send_buffer_space(self) -> int:
+        return max(0, self.config.send_buffer_bytes - len(self._sndbuf))
+
+    @property
+    def unsent_bytes(self) -> int:
+        return self._sndbuf_base + len(self._sndbuf) - max(self.snd_nxt, 1)
+
+    def close(self) -> None:
+        """Half-close: send FIN after everything already queued; reading stays possible."""
+        if self.state in (S.LISTEN, S.SYN_SENT):
+            self._set_state("close")
+            self._report_closed("closed", None)
+            return
+        if self.state is S.SYN_RECEIVED:
+            self._fin_queued = True  # RFC 9293 3.10.4: the FIN waits for ESTABLISHED
+        elif self.state in (S.ESTABLISHED, S.CLOSE_WAIT) and not self._fin_queued:
+            self._fin_queued = True
+            self._set_state("close")
+
+    def abort(self) -> None:
+        """Send RST and forget the connection (RFC 9293 3.10.5 ABORT)."""
+        if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
+            self._rst_pending = (wrap(self.snd_nxt, self.iss), 0, RST, self.peer_id)
+        self._enter_closed("aborted", "connection aborted locally")
+
+    def read(self, max_bytes: int = -1) -> bytes:
+        """Take in-order received bytes; b"" when none (check StreamEnded for the end)."""
+        buf = self._rcvbuf
+        if max_bytes < 0 or max_bytes >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:max_bytes])
+            del buf[:max_bytes]
+        if data and self.state in _PEER_MAY_SEND:
+            # RFC 9293 3.8.6.2.2 receiver SWS avoidance: announce a window that grew enough.
+            if self._receive_window() - self._last_adv_window >= min(
+                self.config.receive_buffer_bytes // 2, 2 * self.mss
+            ):
+                self._ack_now = True
+        return data
+
+    @property
+    def readable(self) -> int:
+        return len(self._rcvbuf)
+
+    def next_event(self) -> events.Event | None:
+        return self._events.popleft() if self._events else None
+
+    @property
+    def is_closed(self) -> bool:
+        """CLOSED: the driver may forget this connection."""
+        return self.state is S.CLOSED
+
+    # --- receiving ---------------------------------------------------------------------
+
+    def receive_datagram(self, data, now: float) -> None:
+        """Process one datagram. Never raises for anything the network can send."""
+        stats = self.stats
+        try:
+            seg = wire.decode(data)
+        except wire.ChecksumError:
+            stats.checksum_failures += 1
+            self._trace("checksum_failure", size=len(data))
+            return
+        except wire.WireError as exc:
+            stats.malformed_datagrams += 1
+            self._trace("malformed", size=len(data), error=str(exc))
+            return
+        if seg.dst_id != self.local_id and not (seg.flags & SYN and seg.dst_id == 0):
+            stats.foreign_datagrams += 1
+            return
+        if self.peer_id and seg.src_id != self.peer_id and self.state is not S.LISTEN:
+            if not (seg.flags & SYN and self.state is S.SYN_SENT):
+                stats.foreign_datagrams += 1
+                return
+        stats.segments_received += 1
+        stats.bytes_received += len(data)
+        if self._hook is not None:
+            self._trace_segment("segment_received", seg, len(data))
+        state = self.state
+        if state is S.CLOSED:
+            return
+        if state is S.LISTEN:
+            self._on_listen(seg, now)
+        elif state is S.SYN_SENT:
+            self._on_syn_sent(seg, now)
+        else:
+            self._on_synchronized(seg, now)
+
+    def _on_listen(self, seg: wire.Segment, now: float) -> None:
+        """RFC 9293 3.10.7.2: only a SYN opens; a stray ACK earns a RST."""
+        if seg.flags & RST:
+            return
+        if seg.flags & ACK:
+            self._rst_pending = (seg.ack, 0, RST, seg.src_id)
+            return
+        if not seg.flags & SYN:
+            return
+        self.peer_id = seg.src_id
+        self._accept_syn(seg, now)
+        self._set_state("recv SYN")
+
+    def _accept_syn(self, seg: wire.Segment, now: float) -> None:
+        self.irs = seg.seq
+        self.rcv_nxt = 1
+        self._negotiate(seg)
+        self._ts_update(seg, now)
+        self.snd_wnd = seg.window  # windows in SYNs are never scaled (RFC 7323 2.2)
+        self._snd_wl1 = 0
+        self._syn_pending = True
+        self.snd_nxt = max(self.snd_nxt, 1)
+        self._last_heard = now
+
+    def _negotiate(self, seg: wire.Segment) -> None:
+        cfg = self.config
+        if seg.mss:
+            self.mss = max(64, min(self.mss, seg.mss))
+            self.cc = make_controller(
+                cfg.congestion_control, self.mss,
+                initial_window_segments=cfg.initial_window_segments,
+            )
+        if cfg.window_scaling and seg.wscale is not None:
+            self._snd_wscale = seg.wscale
+            self.ws_ok = True
+        else:
+            self._rcv_wscale = 0
+        self.sack_ok = cfg.sack and seg.sack_permitted
+        self.ts_ok = cfg.timestamps and seg.ts_val is not None
+
+    def _on_syn_sent(self, seg: wire.Segment, now: float) -> None:
+        """RFC 9293 3.10.7.3."""
+        flags = seg.flags
+        if flags & ACK:
+            ack = unwrap(seg.ack, self.iss, 1)
+            if ack != 1:
+                if not flags & RST:
+                    self._rst_pending = (seg.ack, 0, RST, seg.src_id)
+                return
+            if flags & RST:
+                self._enter_closed("reset", "connection refused: the peer reset it")
+                return
+        elif flags & RST:
+            return
+        if not flags & SYN:
+            return
+        self.peer_id = seg.src_id
+        self._accept_syn(seg, now)
+        if flags & ACK:
+            self._syn_pending = False
+            self.snd_una = 1
+            self._on_new_ack_timers(now)
+            self._rtt_sample_syn(seg, now)
+            self._set_state("recv SYN-ACK")
+            self._ack_now = True
+            self._events.append(events.HandshakeComplete())
+        else:
+            self._set_state("recv SYN")
+
+    def _rtt_sample_syn(self, seg: wire.Segment, now: float) -> None:
+        if self.ts_ok and seg.ts_ecr:
+            self._rtt_sample(((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S)
+        elif self.stats.timeouts == 0 and self._syn_sent_at is not None:
+            self._rtt_sample(now - self._syn_sent_at)
+
+    _syn_sent_at: float | None = None
+
+    def _acceptable(self, seg_off: int, seg_len: int) -> bool:
+        """RFC 9293 3.10.7.4: the four cases of segment acceptability."""
+        wnd = self._receive_window()
+        nxt = self.rcv_nxt
+        if seg_len == 0:
+            if wnd == 0:
+                return seg_off == nxt
+            return nxt <= seg_off < nxt + wnd
+        if wnd == 0:
+            return False
+        end = seg_off + seg_len - 1
+        return nxt <= seg_off < nxt + wnd or nxt <= end < nxt + wnd
+
+    def _on_synchronized(self, seg: wire.Segment, now: float) -> None:
+        flags = seg.flags
+        seg_off = unwrap(seg.seq, self.irs, self.rcv_nxt)
+        plen = len(seg.payload)
+        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+
+        # PAWS (RFC 7323 5): an old timestamp means an old duplicate.
+        if (
+            self.ts_ok
+            and seg.ts_val is not None
+            and not flags & RST
+            and ((seg.ts_val - self._ts_recent) & TS_MASK) >= 0x80000000
+            and now - self._ts_recent_at < PAWS_IDLE_LIMIT_S
+        ):
+            self.stats.duplicate_segments += 1
+            self._ack_now = True
+            return
+
+        if not self._acceptable(seg_off, seg_len):
+            if flags & RST:
+                return
+            if seg_len and seg_off + seg_len <= self.rcv_nxt:
+                self.stats.duplicate_segments += 1
+                self._trace("duplicate", seq=seg_off - 1, len=plen)
+            # SYN retransmitted by a peer that missed our SYN-ACK: resend it.
+            if flags & SYN and self.state is S.SYN_RECEIVED and seg_off == 0:
+                if flags & ACK:  # simultaneous open: the peer's SYN-ACK acknowledges our SYN
+                    self._process_ack(seg, seg_off, now)
+                else:
+                    self._syn_pending = True
+            self._ack_now = True  # also answers zero-window probes
+            self._last_heard = now
+            return
+
+        if flags & RST:
+            # RFC 5961 3.2: only an exact match resets; an in-window RST earns a challenge ACK.
+            if seg_off == self.rcv_nxt:
+                self._enter_closed("reset", "the peer reset the connection")
+            else:
+                self._ack_now = True
+            return
+
+        if flags & SYN:
+            if self.state is S.SYN_RECEIVED and seg_off == 0:
+                self._syn_pending = True
+                return
+            self._ack_now = True  # RFC 5961 4.2 challenge ACK
+            return
+
+        if not flags & ACK:
+            return
+        self._last_heard = now
+        if self.ts_ok and seg.ts_val is not None and seg_off <= self.rcv_nxt:
+            self._ts_update(seg, now)
+        if not self._process_ack(seg, seg_off, now):
+            return
+        if plen or flags & FIN:
+            self._process_data(seg, seg_off, now)
+
+    def _process_ack(self, seg: wire.Segment, seg_off: int, now: float) -> bool:
+        """RFC 9293 3.10.7.4 fifth check, RFC 5681 / 6675 / 6582 loss recovery."""
+        ack = unwrap(seg.ack, self.iss, self.snd_una)
+        state = self.state
+        if state is S.SYN_RECEIVED:
+            if ack != 1:
+                if not 0 < ack <= self.snd_nxt:
+                    self._rst_pending = (seg.ack, 0, RST, self.peer_id)
+                    return False
+            self._syn_pending = False
+            self.snd_una = max(self.snd_una, 1)
+            self._sndbuf_base = 1
+            self.snd_wnd = seg.window << self._snd_wscale
+            self._snd_wl1, self._snd_wl2 = seg_off, ack
+            if self.ts_ok and seg.ts_ecr:
+                self._rtt_sample(((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S)
+            self.rtt.reset_backoff()
+            self._set_state("recv ACK of SYN")
+            self._events.append(events.HandshakeComplete())
+            if self._fin_queued:
+                self._set_state("close")
+            self._rto_deadline = None
+            state = self.state
+        if ack > self.snd_nxt:
+            self._ack_now = True  # acks something never sent (RFC 9293): ACK and drop
+            return False
+
+        window = seg.window << self._snd_wscale
+        sb = self.scoreboard
+        newly_sacked = 0
+        if self.sack_ok and seg.sack_blocks:
+            blocks = []
+            for left, right in seg.sack_blocks:
+                lo = unwrap(left, self.iss, self.snd_una)
+                hi = unwrap(right, self.iss, self.snd_una)
+                if self.snd_una < hi <= self.snd_nxt and lo < hi:
+                    blocks.append((lo, hi))
+            if blocks:
+                newly_sacked = sb.on_sack(blocks)
+
+        if ack > self.snd_una:
+            self._on_ack_advance(seg, ack, now)
+        elif (
+            ack == self.snd_una
+            and self.snd_nxt > self.snd_una
+            and not seg.payload
+            and not seg.flags & FIN
+            and (window == self.snd_wnd or newly_sacked)
+        ):
+            # RFC 5681 2 duplicate ACK (RFC 6675 also counts ACKs that bring new SACK info).
+            self._dupacks += 1
+            if self._in_recovery and not self.sack_ok:
+                self._dupack_credit += self.mss  # RFC 6582 3.2 step 4: cwnd inflation
+        # Loss detection and entry into recovery.
+        if len(sb):
+            if newly_sacked:
+                sb.detect_losses()
+            if not self._in_recovery and self.snd_una >= self._recover:
+                if self._dupacks >= DUP_THRESH and not sb.lost_bytes:
+                    sb.mark_first_lost()
+                if sb.lost_bytes:
+                    self._enter_recovery(now)
+
+        # RFC 9293 3.10.7.4: update the send window from the newest segment only.
+        if self._snd_wl1 < seg_off or (self._snd_wl1 == seg_off and self._snd_wl2 <= ack):
+            if window != self.snd_wnd:
+                self._trace("window_update", window=window)
+            self.snd_wnd = window
+            self._snd_wl1, self._snd_wl2 = seg_off, ack
+            if window and self._persist_deadline is not None:
+                self._persist_deadline = None
+                self._persist_backoff = 0
+
+        # Our FIN acknowledged?
+        if self._fin_offset is not None and ack > self._fin_offset:
+            if state is S.FIN_WAIT_1:
+                self._set_state("recv ACK of FIN")
+            elif state is S.CLOSING:
+                self._set_state("recv ACK of FIN")
+                self._enter_time_wait(now)
+            elif state is S.LAST_ACK:
+                self._set_state("recv ACK of FIN")
+                self._report_closed("closed", None)
+                return False
+        return True
+
+    def _on_ack_advance(self, seg: wire.Segment, ack: int, now: float) -> None:
+        sb = self.scoreboard
+        acked = ack - self.snd_una
+        flight_before = sb.pipe
+        newest, retransmitted_at = sb.on_cumulative_ack(ack)
+        # Free acknowledged bytes from the send buffer.
+        data_end = self._sndbuf_base + len(self._sndbuf)
+        drop = min(ack, data_end) - self._sndbuf_base
+        if drop > 0:
+            del self._sndbuf[:drop]
+            self._sndbuf_base += drop
+            if self._send_blocked and self.send_buffer_space >= len(self._sndbuf) // 2:
+                self._send_blocked = False
+                self._events.append(events.SendSpaceAvailable())
+        self.snd_una = ack
+        self._dupacks = 0
+        # RTT: Karn's rule (RFC 6298 3): no sequence-based sample when the ACK covers
+        # retransmitted data (Linux's FLAG_RETRANS_DATA_ACKED). Then the timestamp echo
+        # (RFC 7323 4) counts only if it proves the ACK answers the latest retransmission: a
+        # stale echo (the peer re-ACKs with an old TS.Recent after our ACK was lost) is not one.
+        rtt_s = None
+        if newest is not None:
+            if retransmitted_at is None:
+                rtt_s = now - newest.sent_at
+            elif self.ts_ok and seg.ts_ecr:
+                if ((seg.ts_ecr - self._ts(retransmitted_at)) & TS_MASK) < 0x80000000:
+                    rtt_s = ((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S
+        if rtt_s is not None and 0 <= rtt_s < 60:
+            self._rtt_sample(rtt_s)
+        self.rtt.reset_backoff()
+        self._on_new_ack_timers(now)
+
+        if self._in_recovery:
+            if ack >= self._recover:
+                self._in_recovery = False
+                self._dupack_credit = 0
+                self.cc.on_recovery_exit(now)
+                self._trace_cc(now)
+            elif not self.sack_ok:
+                # RFC 6582 3.2 step 5: a partial ACK; the next hole is lost too.
+                self._dupack_credit = 0
+                sb.mark_first_lost()
+        else:
+            self.cc.on_ack(acked, now, rtt_s, flight_before)
+            if self._hook is not None:
+                self._trace_cc(now)
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast retransmit and the start of fast recovery (RFC 5681 3.2, RFC 6675 5)."""
+        self._in_recovery = True
+        self._recover = self.snd_nxt
+        self.stats.fast_recoveries += 1
+        self._fast_retransmit_due = True
+        self.cc.on_congestion_event(now, self.scoreboard.outstanding_bytes)
+        self._trace_cc(now)
+
+    _fast_retransmit_due = False
+
+    def _process_data(self, seg: wire.Segment, seg_off: int, now: float) -> None:
+        """Deliver in-order bytes, buffer out-of-order ones, decide how soon to ACK."""
+        if self.state not in _PEER_MAY_SEND:
+            if seg.flags & FIN:
+                self._ack_now = True  # a retransmitted FIN: our ACK was lost
+                if self.state is S.TIME_WAIT:
+                    self._enter_time_wait(now)
+            return
+        payload = seg.payload
+        if seg.flags & FIN:
+            self._peer_fin_offset = seg_off + len(payload)
+        if payload:
+            window_end = self.rcv_nxt + self._receive_window()
+            result = self._reasm.insert(seg_off, payload, window_end)
+            if result.delivered:
+                self._rcvbuf += result.delivered
+                self.rcv_nxt = self._reasm.next_offset
+                self.stats.data_bytes_received += len(result.delivered)
+                self._events.append(events.DataReceived())
+            if result.duplicate:
+                self.stats.duplicate_segments += 1
+                self._ack_now = True
+                self._trace("duplicate", seq=seg_off - 1, len=len(payload))
+            elif result.out_of_order:
+                self.stats.out_of_order_segments += 1
+                self._ack_now = True  # RFC 5681 4.2: ACK out-of-order data at once
+                if not self.sack_ok:
+                    # Without SACK the sender counts duplicate ACKs: one per segment, not per batch.
+                    self._immediate.append(self._emit_ack(now))
+                self._trace("out_of_order", seq=seg_off - 1, len=len(payload))
+            elif result.filled_gap or self._reasm.has_gap():
+                self._ack_now = True
+            else:
+                self._unacked_segments += 1
+                if self._unacked_segments >= 2:
+                    self._ack_now = True
+                elif self._delack_deadline is None:
+                    self._delack_deadline = now + self.config.delayed_ack_s
+        if self._peer_fin_offset is not None and self.rcv_nxt == self._peer_fin_offset:
+            self.rcv_nxt += 1
+            self._ack_now = True
+            self._stream_ended = True
+            self._events.append(events.StreamEnded())
+            state = self.state
+            self._set_state("recv FIN")
+            if state is S.FIN_WAIT_2:
+                self._enter_time_wait(now)
+
+    # --- sending -----------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Everything due now: RST, SYN, retransmissions, new data within cwnd and the peer's
+        window, FIN, window probes, and the ACK (one per call, however many segments arrived)."""
+        out = self._immediate
+        self._immediate = []
+        if self._rst_pending is not None:
+            seq, ack, flags, dst = self._rst_pending
+            self._rst_pending = None
+            out.append(self._emit(flags, seq, ack, dst, b"", b"", now))
+        state = self.state
+        if state is S.CLOSED or state is S.LISTEN:
+            return out
+        if self._syn_pending:
+            self._send_syn(out, now)
+            return out
+        if state is S.SYN_SENT:
+            return out
+        if state is not S.SYN_RECEIVED:
+            self._send_data(out, now)
+            self._send_fin(out, now)
+            if self._probe_pending:
+                self._probe_pending = False
+                self.stats.window_probes += 1
+                out.append(self._emit_ack(now, seq_off=self.snd_una - 1))
+        if self._ack_now or self._unacked_segments >= 2:
+            out.append(self._emit_ack(now))
+        return out
+
+    def _send_syn(self, out: list[bytes], now: float) -> None:
+        self._syn_pending = False
+        cfg = self.config
+        opts = wire.opt_mss(cfg.mss_bytes)
+        is_synack = self.state is S.SYN_RECEIVED
+        if cfg.window_scaling and (not is_synack or self.ws_ok):
+            opts += wire.opt_wscale(self._rcv_wscale)
+        if cfg.sack and (not is_synack or self.sack_ok):
+            opts += wire.opt_sack_permitted()
+        if cfg.timestamps and (not is_synack or self.ts_ok):
+            opts += wire.opt_timestamps(self._ts(now), self._ts_recent)
+        flags = SYN | ACK if is_synack else SYN
+        ack = wrap(self.rcv_nxt, self.irs) if is_synack else 0
+        window = min(self._receive_window(), MAX_WINDOW_FIELD)
+        dgram = wire.build(
+            flags, self.local_id, self.peer_id, self.iss, ack, window, opts, b""
+        )
+        self._count_sent(dgram, "SYN-ACK" if is_synack else "SYN", 0, ack, 0, window)
+        out.append(dgram)
+        self._syn_sent_at = now
+        self._ack_now = False
+        self._unacked_segments = 0
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self.rtt.rto_s
+
+    def _send_data(self, out: list[bytes], now: float) -> None:
+        sb = self.scoreboard
+        cwnd = self.cc.cwnd
+        mss = self.mss
+        # Retransmissions first (RFC 6675 NextSeg rule 1), the first one regardless of cwnd.
+        while True:
+            rec = sb.next_lost()
+            if rec is None:
+                break
+            if not self._fast_retransmit_due and sb.pipe - self._dupack_credit >= cwnd:
+                break
+            if self._fast_retransmit_due:
+                self._fast_retransmit_due = False
+                self.stats.retransmits_fast += 1
+                why = "fast"
+            elif self._in_recovery:
+                self.stats.retransmits_sack += 1
+                why = "recovery"
+            else:
+                self.stats.retransmits_timeout += 1
+                why = "timeout"
+            self.stats.retransmissions += 1
+            sb.on_retransmit(rec, now)
+            out.append(self._emit_data(rec.start, rec.end, now, why))
+            if self._rto_deadline is None:
+                self._rto_deadline = now + self.rtt.rto_s
+        self._fast_retransmit_due = False
+        # New data (NextSeg rule 2), bounded by cwnd and the peer's window (RFC 5681, 9293).
+        data_end = self._sndbuf_base + len(self._sndbuf)
+        wnd_end = self.snd_una + self.snd_wnd
+        nxt = self.snd_nxt
+        while nxt < data_end:
+            room = min(wnd_end - nxt, data_end - nxt, mss)
+            if room <= 0:
+                break
+            if sb.pipe - self._dupack_credit >= cwnd:
+                break
+            if room < mss and room < data_end - nxt and len(sb):
+                break  # sender SWS avoidance (RFC 9293 3.8.6.2.1): wait for a full segment
+            if self.config.nagle and room < mss and len(sb):
+                break
+            end = nxt + room
+            sb.add(nxt, end, now)
+            out.append(self._emit_data(nxt, end, now, None))
+            self.stats.data_bytes_sent += room
+            nxt = end
+            self.snd_nxt = nxt
+            if self._rto_deadline is None:
+                self._rto_deadline = now + self.rtt.rto_s
+        # Zero window with data waiting and nothing in flight: arm the persist timer.
+        if nxt < data_end and not len(sb) and wnd_end <= nxt:
+            if self._persist_deadline is None:
+                self._persist_deadline = now + self._persist_interval()
+        elif self._persist_deadline is not None and wnd_end > nxt:
+            self._persist_deadline = None
+            self._persist_backoff = 0
+
+    def _send_fin(self, out: list[bytes], now: float) -> None:
+        if self._fin_resend:
+            self._fin_resend = False
+            out.append(self._emit_fin(now))
+            return
+        if not self._fin_queued or self._fin_offset is not None:
+            return
+        data_end = self._sndbuf_base + len(self._sndbuf)
+        if self.snd_nxt < data_end:
+            return
+        self._fin_offset = self.snd_nxt
+        self.snd_nxt += 1
+        out.append(self._emit_fin(now))
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self.rtt.rto_s
+
+    def _emit_fin(self, now: float) -> bytes:
+        assert self._fin_offset is not None
+        return self._emit(
+            FIN | ACK, wrap(self._fin_offset, self.iss), wrap(self.rcv_nxt, self.irs),
+            self.peer_id, self._data_options(now), b"", now,
+        )
+
+    def _emit_data(self, start: int, end: int, now: float, retransmit: str | None) -> bytes:
+        base = self._sndbuf_base
+        with memoryview(self._sndbuf) as view:
+            payload = view[start - base:end - base]
+            dgram = self._emit(
+                ACK, wrap(start, self.iss), wrap(self.rcv_nxt, self.irs), self.peer_id,
+                self._data_options(now), payload, now, retransmit,
+            )
+            payload.release()
+        return dgram
+
+    def _emit_ack(self, now: float, seq_off: int | None = None) -> bytes:
+        opts = self._data_options(now)
+        if self.sack_ok and self._reasm.has_gap():
+            opts += wire.opt_sack(
+                (wrap(lo, self.irs), wrap(hi, self.irs)) for lo, hi in self._reasm.sack_ranges()
+            )
+        seq = wrap(self.snd_nxt if seq_off is None else seq_off, self.iss)
+        return self._emit(ACK, seq, wrap(self.rcv_nxt, self.irs), self.peer_id, opts, b"", now)
+
+    def _data_options(self, now: float) -> bytes:
+        if self.ts_ok:
+            return wire.opt_timestamps(self._ts(now), self._ts_recent)
+        return b""
+
+    def _emit(self, flags, seq, ack, dst, opts, payload, now, retransmit=None) -> bytes:
+        """Encode one segment; every non-RST segment carries the current ACK and window."""
+        window = 0
+        if not flags & RST:
+            wnd = self._receive_window()
+            window = min(wnd >> self._rcv_wscale, MAX_WINDOW_FIELD)
+            self._last_adv_window = window << self._rcv_wscale
+            self._ack_now = False
+            self._unacked_segments = 0
+            self._delack_deadline = None
+        dgram = wire.build(flags, self.local_id, dst, seq, ack, window, opts, payload)
+        stats = self.stats
+        stats.segments_sent += 1
+        stats.bytes_sent += len(dgram)
+        if self._hook is not None:
+            self._trace_sent(flags, seq, ack, len(payload), window, opts, retransmit, len(dgram))
+        return dgram
+
+    def _count_sent(self, dgram: bytes, kind, seq, ack, length, window) -> None:
+        self.stats.segments_sent += 1
+        self.stats.bytes_sent += len(dgram)
+        if self._hook is not None:
+            self._trace("segment_sent", flags=kind, seq=seq, ack=ack, len=length, window=window)
+
+    # --- timers ------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of every timer, or None when nothing is pending."""
+        deadline = None
+        for t in (
+            self._rto_deadline,
+            self._persist_deadline,
+            self._delack_deadline,
+            self._time_wait_deadline,
+        ):
+            if t is not None and (deadline is None or t < deadline):
+                deadline = t
+        ut = self._user_timeout_deadline()
+        if ut is not None and (deadline is None or ut < deadline):
+            deadline = ut
+        return deadline
+
+    def _user_timeout_deadline(self) -> float | None:
+        """While we wait on the peer (SYN, data, FIN, probes), its silence is bounded."""
+        state = self.state
+        if state is S.CLOSED or state is S.LISTEN or state is S.TIME_WAIT:
+            return None
+        waiting = (
+            state in (S.SYN_SENT, S.SYN_RECEIVED, S.FIN_WAIT_2)
+            or self.snd_nxt > self.snd_una
+            or self._persist_deadline is not None
+        )
+        return self._last_heard + self.config.user_timeout_s if waiting else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer whose deadline has passed."""
+        ut = self._user_timeout_deadline()
+        if ut is not None and now >= ut:
+            self._trace("timer_fired", timer="user_timeout")
+            what = "no answer from the peer" if self.state in (S.SYN_SENT, S.SYN_RECEIVED) else (
+                "the peer stopped answering"
+            )
+            self._set_state("user timeout")
+            self._enter_closed(
+                "timeout", f"{what} for {self.config.user_timeout_s:g} s", transition=False
+            )
+            return
+        if self._time_wait_deadline is not None and now >= self._time_wait_deadline:
+            self._time_wait_deadline = None
+            self._trace("timer_fired", timer="time_wait")
+            self._set_state("2MSL timeout")
+            return
+        if self._rto_deadline is not None and now >= self._rto_deadline:
+            self._trace("timer_fired", timer="retransmission")
+            self._on_rto(now)
+        if self._persist_deadline is not None and now >= self._persist_deadline:
+            self._trace("timer_fired", timer="persist")
+            self._probe_pending = True
+            self._persist_backoff += 1
+            self._persist_deadline = now + self._persist_interval()
+        if self._delack_deadline is not None and now >= self._delack_deadline:
+            self._trace("timer_fired", timer="delayed_ack")
+            self._delack_deadline = None
+            self._ack_now = True
+
+    def _persist_interval(self) -> float:
+        return min(self.rtt.rto_s * (1 << min(self._persist_backoff, 16)), MAX_PERSIST_S)
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 5.4-5.6: retransmit the earliest unacknowledged thing, back off."""
+        self._rto_deadline = None
+        if self.snd_una >= self.snd_nxt:
+            return
+        self.stats.timeouts += 1
+        self.rtt.backoff()
+        self.stats.rto_s = self.rtt.rto_s
+        if self.snd_una == 0:  # SYN or SYN-ACK lost
+            self._syn_pending = True
+            return
+        sb = self.scoreboard
+        self.cc.on_rto(now, sb.outstanding_bytes)  # RFC 5681 3.1 eq. 4, then cwnd = 1 segment
+        self._in_recovery = False
+        self._dupack_credit = 0
+        self._dupacks = 0
+        self._recover = self.snd_nxt
+        if len(sb):
+            sb.mark_all_lost()
+        elif self._fin_offset is not None and self.snd_una == self._fin_offset:
+            self.stats.retransmissions += 1
+            self.stats.retransmits_timeout += 1
+            self._fin_resend = True
+        self._rto_deadline = now + self.rtt.rto_s
+        self._trace_cc(now)
+
+    _fin_resend = False
+
+    def _on_new_ack_timers(self, now: float) -> None:
+        """RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it."""
+        if self.snd_una >= self.snd_nxt:
+            self._rto_deadline = None
+        else:
+            self._rto_deadline = now + self.rtt.rto_s
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._time_wait_deadline = now + self.config.time_wait_s
+        self._rto_deadline = None
+        self._report_closed("closed", None)
+
+    # --- state, helpers ------------------------------------------------------------------
+
+    def _set_state(self, event: str) -> None:
+        old = self.state
+        new = TRANSITIONS.get((old, event))
+        if new is None:
+            if event in _ANY_STATE_EVENTS:
+                new = S.CLOSED
+            else:
+                raise LocalProtocolError(f"no transition from {old.value} on {event!r}")
+        self.state = new
+        if self._hook is not None:
+            self._trace("state_change", old=old.value, new=new.value, cause=event)
+        if new is S.CLOSED:
+            self._clear_timers()
+
+    def _enter_closed(self, reason: str, error: str | None, transition: bool = True) -> None:
+        if transition and self.state is not S.CLOSED:
+            self._set_state("abort" if reason == "aborted" else "recv RST")
+        self._clear_timers()
+        self._report_closed(reason, error)
+
+    def _clear_timers(self) -> None:
+        self._rto_deadline = self._persist_deadline = self._delack_deadline = None
+        self._time_wait_deadline = None
+
+    def _report_closed(self, reason: str, error: str | None) -> None:
+        if not self._closed_reported:
+            self._closed_reported = True
+            self._events.append(events.ConnectionClosed(reason, error))
+
+    def _receive_window(self) -> int:
+        return max(0, self.config.receive_buffer_bytes - len(self._rcvbuf))
+
+    def _ts(self, now: float) -> int:
+        return int(now * TS_TICKS_PER_S) & TS_MASK
+
+    def _ts_update(self, seg: wire.Segment, now: float) -> None:
+        if seg.ts_val is not None:
+            self._ts_recent = seg.ts_val
+            self._ts_recent_at = now
+
+    def _rtt_sample(self, rtt_s: float) -> None:
+        rtt = self.rtt
+        rtt.on_sample(rtt_s)
+        stats = self.stats
+        stats.srtt_s = rtt.srtt_s
+        stats.rttvar_s = rtt.rttvar_s
+        stats.min_rtt_s = rtt.min_rtt_s
+        stats.rto_s = rtt.rto_s
+        if self._hook is not None:
+            self._trace(
+                "rtt_sample", rtt=rtt_s, srtt=rtt.srtt_s, rttvar=rtt.rttvar_s, rto=rtt.rto_s
+            )
+
+    def refresh_stats(self) -> ConnectionStats:
+        """Copy the live congestion and window figures into stats and return it."""
+        s = self.stats
+        s.cwnd_bytes = self.cc.cwnd
+        s.ssthresh_bytes = min(self.cc.ssthresh, 1 << 62)
+        s.peer_window_bytes = self.snd_wnd
+        s.bytes_in_flight = self.scoreboard.pipe
+        s.rto_s = self.rtt.rto_s
+        return s
+
+    # --- tracing (only when an event hook is set) --------------------------------------
+
+    def _trace(self, event: str, **fields) -> None:
+        if self._hook is not None:
+            fields["conn"] = self.local_id
+            self._hook(event, fields)
+
+    def _trace_cc(self, now: float) -> None:
+        if self._hook is not None:
+            self._trace(
+                "congestion", cwnd=self.cc.cwnd, ssthresh=min(self.cc.ssthresh, 1 << 62),
+                phase=self.cc.phase, in_flight=self.scoreboard.pipe,
+            )
+
+    def _trace_segment(self, event: str, seg: wire.Segment, size: int) -> None:
+        self._trace(
+            event, flags=seg.flag_names(), seq=seg.seq, ack=seg.ack, len=len(seg.payload),
+            window=seg.window, sack=list(seg.sack_blocks), size=size,
+            rel_seq=(seg.seq - self.irs) & TS_MASK if self.peer_id else 0,
+            rel_ack=(seg.ack - self.iss) & TS_MASK,
+        )
+
+    def _trace_sent(self, flags, seq, ack, length, window, opts, retransmit, size) -> None:
+        self._trace(
+            "segment_sent", flags=wire.flag_names(flags), seq=seq, ack=ack, len=length,
+            window=window, retransmit=retransmit, size=size,
+            rel_seq=(seq - self.iss) & TS_MASK, rel_ack=(ack - self.irs) & TS_MASK,
+        )
+
+
+def _random_id() -> int:
+    while True:
+        value = secrets.randbits(32)
+        if value:
+            return value
+
+
+def _wscale_for(buffer_bytes: int) -> int:
+    """The smallest shift that lets the whole buffer be advertised (RFC 7323 2.3)."""
+    shift = 0
+    while (MAX_WINDOW_FIELD << shift) < buffer_bytes and shift < wire.MAX_WSCALE:
+        shift += 1
+    return shift

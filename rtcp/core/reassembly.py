@@ -1,0 +1,201 @@
+"""Out-of-order receive buffer: segments in any order -> in-order bytes, plus SACK blocks.
+
+Like CS144's Reassembler, with the held (out-of-order) data kept as a few merged ranges:
+`_starts` is the sorted list of range starts (bisect) and `_ranges` maps a start to its
+`_Range` (end, list of byte pieces, recency stamp). A range keeps its bytes as a list of
+pieces rather than one buffer, so merging ranges only moves piece references and bytes are
+copied once on the way in and once (by `b"".join`) on the way out; no Python loop ever runs
+per byte, only per piece.
+
+All offsets are absolute 64-bit stream offsets (see seqnum.py).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+
+__all__ = ["InsertResult", "Reassembler"]
+
+# RFC 2018 section 3: at most 4 blocks fit in 40 option bytes (3 alongside timestamps).
+DEFAULT_MAX_SACK_BLOCKS = 4
+
+
+@dataclass(slots=True)
+class InsertResult:
+    """What one insert did, so the connection can decide how to ACK (RFC 5681 section 4.2)."""
+
+    delivered: bytes  # in-order bytes now contiguous from the old next_offset (b"" if none)
+    duplicate: bool  # every byte given was already received or buffered (nothing new)
+    out_of_order: bool  # (some) new bytes were buffered beyond a hole
+    filled_gap: bool  # this insert delivered bytes that had been buffered out of order
+
+
+_EMPTY = InsertResult(b"", False, False, False)
+
+
+class _Range:
+    """One held out-of-order range [start, end); start is its key in Reassembler._ranges."""
+
+    __slots__ = ("end", "pieces", "stamp")
+
+    def __init__(self, end: int, pieces: list, stamp: int) -> None:
+        self.end = end
+        self.pieces = pieces  # bytes-like pieces, in order, total length end - start
+        self.stamp = stamp  # insert counter of the latest segment touching it (SACK order)
+
+
+def _drop_front(pieces: list, skip: int) -> list:
+    """The pieces with their first `skip` bytes removed (per piece, never per byte)."""
+    i = 0
+    while skip:
+        n = len(pieces[i])
+        if skip < n:
+            rest = pieces[i + 1 :]
+            rest.insert(0, memoryview(pieces[i])[skip:])
+            return rest
+        skip -= n
+        i += 1
+    return pieces[i:] if i else pieces
+
+
+class Reassembler:
+    """Accepts stream bytes at absolute offsets, delivers them in order exactly once."""
+
+    __slots__ = ("_ranges", "_stamp", "_starts", "buffered_bytes", "next_offset")
+
+    def __init__(self, next_offset: int = 0) -> None:
+        self.next_offset = next_offset  # absolute offset of the next in-order byte expected
+        self.buffered_bytes = 0  # bytes held out of order (not yet delivered)
+        self._starts: list[int] = []  # sorted starts of held ranges (disjoint, non-adjacent)
+        self._ranges: dict[int, _Range] = {}
+        self._stamp = 0
+
+    def has_gap(self) -> bool:
+        """Whether any out-of-order bytes are held (there is a hole before them)."""
+        return bool(self._starts)
+
+    def insert(
+        self, offset: int, data: bytes | bytearray | memoryview, window_end: int
+    ) -> InsertResult:
+        """Add `data` found at absolute `offset`; keep only bytes in [next_offset, window_end).
+
+        Bytes before next_offset were already delivered and bytes at/after window_end lie
+        beyond the advertised window (RFC 9293 section 3.10.7.4: trim to the window); both are
+        dropped. Overlaps with held data keep the copy already held.
+        """
+        n = len(data)
+        if not n:
+            return _EMPTY
+        end = offset + n
+        nxt = self.next_offset
+        lo = max(nxt, offset)
+        hi = min(window_end, end)
+        # "Duplicate" needs every byte given to be old: none may have been cut by the window.
+        all_in_window = end <= max(nxt, window_end)
+        if lo >= hi:
+            return InsertResult(b"", all_in_window, False, False)
+        if lo == nxt:
+            return self._insert_in_order(offset, data, lo, hi, all_in_window)
+        return self._insert_out_of_order(offset, data, lo, hi, all_in_window)
+
+    def _insert_in_order(self, offset, data, lo, hi, all_in_window) -> InsertResult:
+        """New bytes start at next_offset: deliver them and every held range they reach."""
+        starts = self._starts
+        if not starts or starts[0] > hi:  # fast path: nothing held that this reaches
+            if lo == offset and hi - offset == len(data) and type(data) is bytes:
+                delivered = data
+            else:
+                delivered = bytes(memoryview(data)[lo - offset : hi - offset])
+            self.next_offset = hi
+            return InsertResult(delivered, False, False, False)
+
+        ranges = self._ranges
+        pieces = [memoryview(data)[lo - offset : hi - offset]]
+        cur = hi  # end of what is being delivered so far
+        new = hi - lo  # bytes not held before (overlaps with held ranges subtracted)
+        k = 0
+        count = len(starts)
+        while k < count and starts[k] <= cur:
+            s = starts[k]
+            r = ranges.pop(s)
+            if s < hi:
+                new -= min(hi, r.end) - s
+            if r.end > cur:
+                pieces.extend(_drop_front(r.pieces, cur - s))
+                cur = r.end
+            self.buffered_bytes -= r.end - s
+            k += 1
+        del starts[:k]
+        self.next_offset = cur
+        # filled_gap: held ranges were consumed (RFC 5681 4.2: ACK such a segment at once).
+        return InsertResult(b"".join(pieces), new == 0 and all_in_window, False, True)
+
+    def _insert_out_of_order(self, offset, data, lo, hi, all_in_window) -> InsertResult:
+        """New bytes start beyond a hole: merge them into the held ranges."""
+        starts = self._starts
+        ranges = self._ranges
+        self._stamp += 1
+        stamp = self._stamp
+        mv = memoryview(data)
+
+        # First held range touching [lo, hi): the one before lo if it reaches lo, else the next.
+        i = bisect_right(starts, lo) - 1
+        first = i if i >= 0 and ranges[starts[i]].end >= lo else i + 1
+        j = first
+        count = len(starts)
+        while j < count and starts[j] <= hi:
+            j += 1
+        # Held ranges starts[first:j] overlap or abut [lo, hi) and merge into one.
+
+        if first == j:  # touches nothing: a new range
+            starts.insert(first, lo)
+            ranges[lo] = _Range(hi, [bytes(mv[lo - offset : hi - offset])], stamp)
+            self.buffered_bytes += hi - lo
+            return InsertResult(b"", False, True, False)
+
+        s0 = starts[first]
+        if s0 <= lo:  # extend the range that already covers lo, in place
+            target = ranges[s0]
+            cur = target.end
+            k = first + 1
+        else:  # the new bytes begin the merged range
+            target = _Range(lo, [], stamp)
+            cur = lo
+            k = first
+        pieces = target.pieces
+        new = 0
+        while k < j:
+            s = starts[k]
+            r = ranges.pop(s)
+            if s > cur:  # the hole before this held range, filled from the new bytes
+                pieces.append(bytes(mv[cur - offset : s - offset]))
+                new += s - cur
+            pieces.extend(r.pieces)
+            cur = r.end
+            k += 1
+        if hi > cur:
+            pieces.append(bytes(mv[cur - offset : hi - offset]))
+            new += hi - cur
+            cur = hi
+        target.end = cur
+        target.stamp = stamp  # RFC 2018 section 4: the block holding the latest segment first
+        if s0 <= lo:
+            del starts[first + 1 : j]
+        else:
+            starts[first:j] = [lo]
+            ranges[lo] = target
+        self.buffered_bytes += new
+        return InsertResult(b"", new == 0 and all_in_window, new > 0, False)
+
+    def sack_ranges(self, max_blocks: int = DEFAULT_MAX_SACK_BLOCKS) -> list[tuple[int, int]]:
+        """Held ranges as absolute [start, end) pairs, most recently touched first.
+
+        RFC 2018 section 4: the first block holds the segment that triggered this ACK, then
+        the other most recently reported blocks.
+        """
+        if max_blocks <= 0 or not self._starts:
+            return []
+        ranges = self._ranges
+        order = sorted(ranges, key=lambda s: ranges[s].stamp, reverse=True)
+        return [(s, ranges[s].end) for s in order[:max_blocks]]

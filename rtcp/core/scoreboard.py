@@ -1,0 +1,210 @@
+"""The sender's scoreboard: every data segment in flight, what the peer SACKed, what is lost.
+
+RFC 6675 section 3 keeps per-segment state (SACKed, lost, retransmitted) to decide what to
+retransmit and how much is in the network (`pipe`). Segment boundaries never change after the
+first transmission, so a retransmission is the same byte range as the original.
+
+Loss marking follows RFC 6675 IsLost(): a segment is lost when DupThresh segments above it have
+been SACKed. Because SACKs only ever accumulate above a segment, "lost" is monotone, and one scan
+pointer that only moves forward makes detection amortised O(1) per segment, not O(window) per ACK.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+
+DUP_THRESH = 3  # RFC 5681 / RFC 6675 DupThresh
+_COMPACT_MIN_RECORDS = 1024
+
+
+class SentSegment:
+    """One data segment that was sent and is not yet cumulatively acknowledged."""
+
+    __slots__ = ("start", "end", "sent_at", "retransmits", "sacked", "lost", "acked")
+
+    def __init__(self, start: int, end: int, sent_at: float):
+        self.start = start  # absolute offset of the first byte
+        self.end = end  # absolute offset one past the last byte
+        self.sent_at = sent_at  # time of the latest (re)transmission
+        self.retransmits = 0
+        self.sacked = False
+        self.lost = False  # declared lost and not yet retransmitted
+        self.acked = False  # removed by a cumulative ACK
+
+
+def _start(rec: SentSegment) -> int:
+    return rec.start
+
+
+class Scoreboard:
+    """Ordered records of the segments in flight, with SACK, loss and pipe bookkeeping."""
+
+    def __init__(self, dup_thresh: int = DUP_THRESH):
+        self.dup_thresh = dup_thresh
+        self._recs: list[SentSegment] = []
+        self._head = 0  # index of the oldest record still outstanding
+        self._scan = 0  # first index not yet classified by the loss scan
+        self._sacked_below_scan = 0  # SACKed records in [head, scan)
+        self._lost_queue: deque[SentSegment] = deque()
+        self.outstanding_bytes = 0
+        self.sacked_bytes = 0
+        self.lost_bytes = 0
+        self.sacked_count = 0
+        self.highest_sacked = 0  # absolute offset one past the highest SACKed byte
+
+    def __len__(self) -> int:
+        return len(self._recs) - self._head
+
+    @property
+    def pipe(self) -> int:
+        """RFC 6675 'pipe': bytes believed to be in the network."""
+        return self.outstanding_bytes - self.sacked_bytes - self.lost_bytes
+
+    def first(self) -> SentSegment | None:
+        return self._recs[self._head] if self._head < len(self._recs) else None
+
+    def add(self, start: int, end: int, now: float) -> SentSegment:
+        rec = SentSegment(start, end, now)
+        self._recs.append(rec)
+        self.outstanding_bytes += end - start
+        return rec
+
+    def on_cumulative_ack(self, ack: int) -> tuple[SentSegment | None, float | None]:
+        """Remove everything below `ack`. Returns, for RTT sampling, the newest fully acked
+        record and the latest send time of any retransmitted record acked (None if none)."""
+        recs = self._recs
+        head = self._head
+        newest = None
+        retransmitted_at = None
+        while head < len(recs):
+            rec = recs[head]
+            if rec.end <= ack:
+                self._forget(rec, head)
+                rec.acked = True
+                newest = rec
+                if rec.retransmits and (retransmitted_at is None or rec.sent_at > retransmitted_at):
+                    retransmitted_at = rec.sent_at
+                head += 1
+            else:
+                if rec.start < ack:  # partly acked: the peer trimmed it at its window edge
+                    delta = ack - rec.start
+                    self.outstanding_bytes -= delta
+                    if rec.sacked:
+                        self.sacked_bytes -= delta
+                    if rec.lost:
+                        self.lost_bytes -= delta
+                    rec.start = ack
+                break
+        self._head = head
+        if self._scan < head:
+            self._scan = head
+            self._sacked_below_scan = 0
+        if head >= _COMPACT_MIN_RECORDS and head * 2 >= len(recs):
+            del recs[:head]
+            self._scan -= head
+            self._head = 0
+        return newest, retransmitted_at
+
+    def _forget(self, rec: SentSegment, index: int) -> None:
+        size = rec.end - rec.start
+        self.outstanding_bytes -= size
+        if rec.sacked:
+            self.sacked_bytes -= size
+            self.sacked_count -= 1
+            if index < self._scan:
+                self._sacked_below_scan -= 1
+        if rec.lost:
+            self.lost_bytes -= size
+
+    def on_sack(self, blocks) -> int:
+        """Mark records inside the SACK blocks (absolute [left, right) pairs). Returns new bytes."""
+        recs = self._recs
+        newly = 0
+        for left, right in blocks:
+            i = bisect_left(recs, left, lo=self._head, key=_start)
+            while i < len(recs):
+                rec = recs[i]
+                if rec.end > right:
+                    break
+                if not rec.sacked:
+                    size = rec.end - rec.start
+                    rec.sacked = True
+                    self.sacked_bytes += size
+                    self.sacked_count += 1
+                    newly += size
+                    if rec.lost:
+                        rec.lost = False
+                        self.lost_bytes -= size
+                    if i < self._scan:
+                        self._sacked_below_scan += 1
+                    if rec.end > self.highest_sacked:
+                        self.highest_sacked = rec.end
+                i += 1
+        return newly
+
+    def detect_losses(self) -> int:
+        """RFC 6675 IsLost(): mark records with DupThresh SACKed records above them."""
+        recs = self._recs
+        i = self._scan
+        below = self._sacked_below_scan
+        marked = 0
+        while i < len(recs):
+            rec = recs[i]
+            if rec.sacked:
+                below += 1
+            elif self.sacked_count - below >= self.dup_thresh:
+                self._mark_lost(rec)
+                marked += 1
+            else:
+                break
+            i += 1
+        self._scan = i
+        self._sacked_below_scan = below
+        return marked
+
+    def mark_first_lost(self) -> bool:
+        """The first unSACKed record is lost (DupThresh duplicate ACKs, RFC 5681 3.2 / 6675 5)."""
+        for i in range(self._head, len(self._recs)):
+            rec = self._recs[i]
+            if not rec.sacked:
+                if rec.lost:
+                    return False
+                self._mark_lost(rec)
+                return True
+        return False
+
+    def mark_all_lost(self) -> None:
+        """After a retransmission timeout every unSACKed record is presumed lost (RFC 6675 5.1)."""
+        self._lost_queue.clear()
+        for i in range(self._head, len(self._recs)):
+            rec = self._recs[i]
+            if not rec.sacked:
+                self._mark_lost(rec)
+        self._scan = len(self._recs)
+        self._sacked_below_scan = self.sacked_count
+
+    def _mark_lost(self, rec: SentSegment) -> None:
+        if not rec.lost:
+            rec.lost = True
+            self.lost_bytes += rec.end - rec.start
+        self._lost_queue.append(rec)
+
+    def next_lost(self) -> SentSegment | None:
+        """The lowest record still waiting for retransmission (RFC 6675 NextSeg rule 1)."""
+        queue = self._lost_queue
+        while queue:
+            rec = queue[0]
+            if rec.lost and not rec.acked and not rec.sacked:
+                return rec
+            queue.popleft()
+        return None
+
+    def on_retransmit(self, rec: SentSegment, now: float) -> None:
+        if rec.lost:
+            rec.lost = False
+            self.lost_bytes -= rec.end - rec.start
+        if self._lost_queue and self._lost_queue[0] is rec:
+            self._lost_queue.popleft()
+        rec.retransmits += 1
+        rec.sent_at = now
