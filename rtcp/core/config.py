@@ -9,13 +9,18 @@ from typing import Callable
 DEFAULT_MAX_DATAGRAM_BYTES = 1400
 # Payload per segment so that header (28) + timestamps option (10) + payload fit the datagram.
 DEFAULT_MSS_BYTES = DEFAULT_MAX_DATAGRAM_BYTES - 28 - 10
+# The ceiling that path MTU discovery probes up to: the largest UDP payload over IPv4, which
+# loopback (MTU 65536) carries.
+DEFAULT_MAX_DATAGRAM_BYTES = 65507
 DEFAULT_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 DEFAULT_SEND_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
 class ConnectionConfig:
-    mss_bytes: int = DEFAULT_MSS_BYTES  # largest payload we send and accept per segment
+    mss_bytes: int = DEFAULT_MSS_BYTES  # payload per segment until path MTU discovery raises it
+    pmtud: bool = True  # probe for larger datagrams (RFC 8899); off = mss_bytes stays
+    max_datagram_bytes: int = DEFAULT_MAX_DATAGRAM_BYTES  # largest datagram we probe or accept
     receive_buffer_bytes: int = DEFAULT_RECEIVE_BUFFER_BYTES  # bounds the advertised window
     send_buffer_bytes: int = DEFAULT_SEND_BUFFER_BYTES  # bounds unacknowledged + unsent bytes
     initial_rto_s: float = 1.0  # RFC 6298 2.1

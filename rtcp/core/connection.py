@@ -29,11 +29,12 @@ from enum import Enum
 from rtcp.core import events, wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.congestion import make_controller
+from rtcp.core.pmtud import PathMtuDiscovery
 from rtcp.core.reassembly import Reassembler
 from rtcp.core.rtt import RttEstimator
 from rtcp.core.scoreboard import DUP_THRESH, Scoreboard
 from rtcp.core.seqnum import unwrap, wrap
-from rtcp.core.wire import ACK, FIN, RST, SYN
+from rtcp.core.wire import ACK, FIN, PROBE, RST, SYN
 
 MAX_WINDOW_FIELD = 0xFFFF
 TS_MASK = 0xFFFFFFFF
@@ -113,6 +114,10 @@ class ConnectionStats:
     malformed_datagrams: int = 0
     foreign_datagrams: int = 0  # well-formed but for another connection id
     window_probes: int = 0
+    pmtu_probes_sent: int = 0
+    pmtu_probes_acked: int = 0
+    pmtu_black_holes: int = 0
+    datagram_bytes: int = 0  # the current largest datagram (path MTU as discovered)
     srtt_s: float | None = None
     rttvar_s: float | None = None
     min_rtt_s: float | None = None
@@ -157,6 +162,10 @@ class Connection:
             initial_rto_s=cfg.initial_rto_s, min_rto_s=cfg.min_rto_s, max_rto_s=cfg.max_rto_s
         )
         self.mss = cfg.mss_bytes
+        self._base_mss = cfg.mss_bytes
+        self.pmtud = PathMtuDiscovery()  # replaced once the handshake has told us the peer's MSS
+        self._pmtu_ack_pending: int | None = None
+        self._consecutive_rtos = 0
         self.cc = make_controller(
             cfg.congestion_control, self.mss, initial_window_segments=cfg.initial_window_segments
         )
@@ -299,6 +308,12 @@ class Connection:
         if self._hook is not None:
             self._trace_segment("segment_received", seg, len(data))
         state = self.state
+        if seg.flags & PROBE:
+            # A path-MTU probe: confirm its size in our next ACK; it carries nothing else.
+            if state in _SYNCHRONIZED and not seg.flags & (SYN | FIN | RST):
+                self._pmtu_ack_pending = len(data)
+                self._ack_now = True
+            return
         if state is S.CLOSED:
             return
         if state is S.LISTEN:
@@ -334,8 +349,9 @@ class Connection:
 
     def _negotiate(self, seg: wire.Segment) -> None:
         cfg = self.config
+        self._peer_mss = seg.mss or cfg.mss_bytes
         if seg.mss:
-            self.mss = max(64, min(self.mss, seg.mss))
+            self.mss = self._base_mss = max(64, min(self.mss, seg.mss))
             self.cc = make_controller(
                 cfg.congestion_control, self.mss,
                 initial_window_segments=cfg.initial_window_segments,
@@ -373,6 +389,7 @@ class Connection:
             self._rtt_sample_syn(seg, now)
             self._set_state("recv SYN-ACK")
             self._ack_now = True
+            self._start_pmtud(now)
             self._events.append(events.HandshakeComplete())
         else:
             self._set_state("recv SYN")
@@ -475,6 +492,7 @@ class Connection:
                 self._rtt_sample(((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S)
             self.rtt.reset_backoff()
             self._set_state("recv ACK of SYN")
+            self._start_pmtud(now)
             self._events.append(events.HandshakeComplete())
             if self._fin_queued:
                 self._set_state("close")
@@ -484,6 +502,9 @@ class Connection:
             self._ack_now = True  # acks something never sent (RFC 9293): ACK and drop
             return False
 
+        if seg.pmtu_ack is not None and self.pmtud.on_probe_acked(seg.pmtu_ack, now):
+            self._set_mss(self.pmtud.plpmtu - self._data_overhead())
+            self.stats.pmtu_probes_acked += 1
         window = seg.window << self._snd_wscale
         sb = self.scoreboard
         newly_sacked = 0
@@ -559,6 +580,7 @@ class Connection:
                 self._events.append(events.SendSpaceAvailable())
         self.snd_una = ack
         self._dupacks = 0
+        self._consecutive_rtos = 0
         # RTT: Karn's rule (RFC 6298 3): no sequence-based sample when the ACK covers
         # retransmitted data (Linux's FLAG_RETRANS_DATA_ACKED). Then the timestamp echo
         # (RFC 7323 4) counts only if it proves the ACK answers the latest retransmission: a
@@ -671,6 +693,10 @@ class Connection:
         if state is not S.SYN_RECEIVED:
             self._send_data(out, now)
             self._send_fin(out, now)
+            if self.snd_nxt > self.snd_una or self.unsent_bytes:
+                size = self.pmtud.probe_due(now)
+                if size is not None:
+                    out.append(self._emit_probe(size, now))
             if self._probe_pending:
                 self._probe_pending = False
                 self.stats.window_probes += 1
@@ -682,7 +708,7 @@ class Connection:
     def _send_syn(self, out: list[bytes], now: float) -> None:
         self._syn_pending = False
         cfg = self.config
-        opts = wire.opt_mss(cfg.mss_bytes)
+        opts = wire.opt_mss(self._receivable_mss())
         is_synack = self.state is S.SYN_RECEIVED
         if cfg.window_scaling and (not is_synack or self.ws_ok):
             opts += wire.opt_wscale(self._rcv_wscale)
@@ -715,6 +741,9 @@ class Connection:
                 break
             if not self._fast_retransmit_due and sb.pipe - self._dupack_credit >= cwnd:
                 break
+            if rec.end - rec.start > mss:
+                sb.split(rec, mss)  # the path MTU shrank (black hole): resend in smaller pieces
+                continue
             if self._fast_retransmit_due:
                 self._fast_retransmit_due = False
                 self.stats.retransmits_fast += 1
@@ -801,18 +830,36 @@ class Connection:
             opts += wire.opt_sack(
                 (wrap(lo, self.irs), wrap(hi, self.irs)) for lo, hi in self._reasm.sack_ranges()
             )
+        if self._pmtu_ack_pending is not None:
+            opts += wire.opt_pmtu_ack(self._pmtu_ack_pending)
+            self._pmtu_ack_pending = None
         seq = wrap(self.snd_nxt if seq_off is None else seq_off, self.iss)
         return self._emit(ACK, seq, wrap(self.rcv_nxt, self.irs), self.peer_id, opts, b"", now)
+
+    def _emit_probe(self, size: int, now: float) -> bytes:
+        """A padding-only probe of exactly `size` bytes (RFC 8899 4.1)."""
+        opts = self._data_options(now)
+        padding = bytes(max(0, size - wire.HEADER_BYTES - len(opts)))
+        self.pmtud.on_probe_sent(now, self.rtt.rto_s)
+        self.stats.pmtu_probes_sent += 1
+        return self._emit(
+            PROBE | ACK, wrap(self.snd_nxt, self.iss), wrap(self.rcv_nxt, self.irs),
+            self.peer_id, opts, padding, now, keep_ack_state=True,
+        )
 
     def _data_options(self, now: float) -> bytes:
         if self.ts_ok:
             return wire.opt_timestamps(self._ts(now), self._ts_recent)
         return b""
 
-    def _emit(self, flags, seq, ack, dst, opts, payload, now, retransmit=None) -> bytes:
+    def _emit(
+        self, flags, seq, ack, dst, opts, payload, now, retransmit=None, keep_ack_state=False
+    ) -> bytes:
         """Encode one segment; every non-RST segment carries the current ACK and window."""
         window = 0
-        if not flags & RST:
+        if keep_ack_state:  # a probe may be lost more easily: it does not replace an ACK
+            window = min(self._receive_window() >> self._rcv_wscale, MAX_WINDOW_FIELD)
+        elif not flags & RST:
             wnd = self._receive_window()
             window = min(wnd >> self._rcv_wscale, MAX_WINDOW_FIELD)
             self._last_adv_window = window << self._rcv_wscale
@@ -843,6 +890,7 @@ class Connection:
             self._persist_deadline,
             self._delack_deadline,
             self._time_wait_deadline,
+            self.pmtud.probe_deadline,
         ):
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
@@ -889,6 +937,9 @@ class Connection:
             self._probe_pending = True
             self._persist_backoff += 1
             self._persist_deadline = now + self._persist_interval()
+        if self.pmtud.probe_deadline is not None and now >= self.pmtud.probe_deadline:
+            self._trace("timer_fired", timer="pmtu_probe")
+            self.pmtud.on_timer(now)
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._trace("timer_fired", timer="delayed_ack")
             self._delack_deadline = None
@@ -909,6 +960,12 @@ class Connection:
             self._syn_pending = True
             return
         sb = self.scoreboard
+        self._consecutive_rtos += 1
+        if self._consecutive_rtos >= 2 and self.mss > self._base_mss:
+            # RFC 8899 4.3 black-hole detection: big segments stopped getting through.
+            self.pmtud.black_hole(now)
+            self.stats.pmtu_black_holes += 1
+            self._set_mss(self._base_mss)
         self.cc.on_rto(now, sb.outstanding_bytes)  # RFC 5681 3.1 eq. 4, then cwnd = 1 segment
         self._in_recovery = False
         self._dupack_credit = 0
@@ -991,6 +1048,34 @@ class Connection:
             self._trace(
                 "rtt_sample", rtt=rtt_s, srtt=rtt.srtt_s, rttvar=rtt.rttvar_s, rto=rtt.rto_s
             )
+
+    def _data_overhead(self) -> int:
+        """Header and options bytes of a data segment."""
+        return wire.HEADER_BYTES + (wire.TIMESTAMPS_OPTION_BYTES if self.ts_ok else 0)
+
+    def _receivable_mss(self) -> int:
+        """The MSS we announce: the largest payload we accept in one datagram."""
+        cfg = self.config
+        if not cfg.pmtud:
+            return cfg.mss_bytes
+        return max(cfg.mss_bytes, cfg.max_datagram_bytes - wire.HEADER_BYTES - 10)
+
+    def _start_pmtud(self, now: float) -> None:
+        cfg = self.config
+        overhead = self._data_overhead()
+        base = self._base_mss + overhead
+        ceiling = min(cfg.max_datagram_bytes, self._peer_mss + overhead)
+        self.pmtud = PathMtuDiscovery(base, ceiling if cfg.pmtud else base)
+        self.pmtud.start(now)
+        self.stats.datagram_bytes = base
+
+    def _set_mss(self, mss: int) -> None:
+        self.mss = mss
+        self.cc.mss = mss
+        self.stats.datagram_bytes = mss + self._data_overhead()
+        self._trace("pmtu", datagram_bytes=self.stats.datagram_bytes, mss=mss)
+
+    _peer_mss = 0
 
     def refresh_stats(self) -> ConnectionStats:
         """Copy the live congestion and window figures into stats and return it."""

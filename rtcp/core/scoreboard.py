@@ -200,6 +200,32 @@ class Scoreboard:
             queue.popleft()
         return None
 
+    def split(self, rec: SentSegment, size: int) -> None:
+        """Replace `rec` by pieces of at most `size` bytes: the segment size shrank (a path-MTU
+        black hole) and the same bytes must be resent in smaller segments."""
+        i = bisect_left(self._recs, rec.start, lo=self._head, key=_start)
+        if i >= len(self._recs) or self._recs[i] is not rec:
+            return
+        pieces = []
+        for start in range(rec.start, rec.end, size):
+            piece = SentSegment(start, min(start + size, rec.end), rec.sent_at)
+            piece.retransmits = rec.retransmits
+            piece.lost = rec.lost
+            piece.sacked = rec.sacked
+            pieces.append(piece)
+        self._recs[i:i + 1] = pieces
+        if i < self._scan:
+            self._scan += len(pieces) - 1
+            if rec.sacked:
+                self._sacked_below_scan += len(pieces) - 1
+        if rec.sacked:
+            self.sacked_count += len(pieces) - 1
+        rec.acked = True  # stale references (the lost queue) skip it
+        if self._lost_queue and self._lost_queue[0] is rec:
+            self._lost_queue.popleft()
+        if rec.lost:
+            self._lost_queue.extendleft(reversed(pieces))
+
     def on_retransmit(self, rec: SentSegment, now: float) -> None:
         if rec.lost:
             rec.lost = False

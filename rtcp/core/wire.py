@@ -41,8 +41,11 @@ SYN = 0x02
 RST = 0x04
 PSH = 0x08
 ACK = 0x10
+PROBE = 0x20  # a path-MTU probe: the payload is padding, it occupies no sequence space
 
-_FLAG_NAMES = ((SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"))
+_FLAG_NAMES = (
+    (SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"), (PROBE, "PROBE")
+)
 
 HEADER = struct.Struct("!BBHIIIIHHI")
 HEADER_BYTES = HEADER.size  # 28
@@ -59,6 +62,7 @@ OPT_WSCALE = 3
 OPT_SACK_PERMITTED = 4
 OPT_SACK = 5
 OPT_TIMESTAMPS = 8
+OPT_PMTU_ACK = 30  # rtcp's own: "your probe of N bytes arrived" (RFC 8899 probe confirmation)
 
 MAX_SACK_BLOCKS = 4
 MAX_WSCALE = 14  # RFC 7323 2.3
@@ -96,6 +100,7 @@ class Segment:
     sack_blocks: tuple[tuple[int, int], ...] = ()
     ts_val: int | None = None
     ts_ecr: int | None = None
+    pmtu_ack: int | None = None
 
     def flag_names(self) -> str:
         return flag_names(self.flags)
@@ -135,6 +140,10 @@ def opt_timestamps(ts_val: int, ts_ecr: int) -> bytes:
     return _OPT_TS.pack(OPT_TIMESTAMPS, 10, ts_val, ts_ecr)
 
 
+def opt_pmtu_ack(size: int) -> bytes:
+    return _OPT_MSS.pack(OPT_PMTU_ACK, 4, size)
+
+
 TIMESTAMPS_OPTION_BYTES = 10
 
 
@@ -167,6 +176,8 @@ def _parse_options(seg: Segment, data, start: int, end: int) -> None:
             )[:MAX_SACK_BLOCKS]
         elif kind == OPT_TIMESTAMPS and length == 10:
             seg.ts_val, seg.ts_ecr = _U32X2.unpack_from(data, i + 2)
+        elif kind == OPT_PMTU_ACK and length == 4:
+            seg.pmtu_ack = _U16.unpack_from(data, i + 2)[0]
         i += length
 
 
@@ -202,6 +213,8 @@ def encode(seg: Segment) -> bytes:
         opts += opt_timestamps(seg.ts_val, seg.ts_ecr or 0)
     if seg.sack_blocks:
         opts += opt_sack(seg.sack_blocks)
+    if seg.pmtu_ack is not None:
+        opts += opt_pmtu_ack(seg.pmtu_ack)
     return build(seg.flags, seg.src_id, seg.dst_id, seg.seq, seg.ack, seg.window, opts, seg.payload)
 
 
@@ -215,15 +228,17 @@ def decode(data) -> Segment:
     version, flags, window, src_id, dst_id, seq, ack, opt_len, _reserved, checksum = (
         HEADER.unpack_from(data)
     )
+    # The CRC first: it covers every field, so a flipped version or options-length bit is
+    # reported (and counted) as corruption, not as a malformed datagram.
+    view = memoryview(data)
+    crc = zlib.crc32(view[HEADER_BYTES:], zlib.crc32(view[:CHECKSUM_OFFSET]))
+    if crc != checksum:
+        raise ChecksumError("checksum mismatch")
     if version != VERSION:
         raise WireError(f"unknown version {version}")
     body = HEADER_BYTES + opt_len
     if body > n:
         raise WireError("options run past the end of the datagram")
-    view = memoryview(data)
-    crc = zlib.crc32(view[HEADER_BYTES:], zlib.crc32(view[:CHECKSUM_OFFSET]))
-    if crc != checksum:
-        raise ChecksumError("checksum mismatch")
     seg = Segment(flags, src_id, dst_id, seq, ack, window, bytes(view[body:]))
     if opt_len:
         _parse_options(seg, view, HEADER_BYTES, body)

@@ -1,0 +1,134 @@
+"""Datagram packetization-layer path MTU discovery (RFC 8899 DPLPMTUD), sans-IO.
+
+rtcp starts with a datagram size every path carries (BASE_PLPMTU, 1400 bytes) and probes
+upwards with padding-only probe segments (flag PROBE, no sequence space, no data): a probe that
+the peer acknowledges (PMTU-ACK option) proves the size; a probe lost MAX_PROBES times proves
+nothing and narrows the search. Probes carry no data, so their loss never costs a retransmission
+and is never taken for congestion (RFC 8899 4.1, 4.4).
+
+The search probes upwards through the datagram sizes of common links (Ethernet, jumbo frames,
+loopback) so that each success costs one round trip, and once a size fails MAX_PROBES times it
+binary-searches the gap between the largest confirmed size and the failed one.
+Black-hole detection (RFC 8899 4.3): when full-sized data keeps timing out after the size was
+raised, the connection calls black_hole() and the size falls back to BASE_PLPMTU.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+BASE_PLPMTU_BYTES = 1400  # RFC 8899 5.1.2 BASE_PLPMTU: what any sane path carries
+MAX_PROBES = 3  # RFC 8899 5.1.2
+SEARCH_GRANULARITY_BYTES = 256  # stop the binary search when the gap is this small
+# UDP payloads of common links: Ethernet 1500, 4 KiB pages, jumbo 9000, 16/32 KiB, IPv4's limit.
+COMMON_DATAGRAM_BYTES = (1472, 4068, 8972, 16356, 32740, 65507)
+MIN_PROBE_TIMER_S = 0.05
+RAISE_TIMER_S = 600.0  # RFC 8899 5.1.1 PMTU_RAISE_TIMER: search again after this long
+
+
+class PmtuState(Enum):
+    DISABLED = "disabled"
+    BASE = "base"
+    SEARCHING = "searching"
+    SEARCH_COMPLETE = "search_complete"
+
+
+class PathMtuDiscovery:
+    """Decides probe sizes and when to send them; the connection sends and times them."""
+
+    def __init__(self, base_bytes: int = BASE_PLPMTU_BYTES, max_bytes: int = BASE_PLPMTU_BYTES):
+        self.base_bytes = base_bytes
+        self.plpmtu = base_bytes  # largest datagram size confirmed to cross the path
+        self.max_bytes = max_bytes
+        self.state = PmtuState.BASE if max_bytes > base_bytes else PmtuState.DISABLED
+        self._high = max_bytes  # largest size not known to fail, upper end of the search
+        self._failed = False  # a size failed: binary search from now on
+        self.probe_size: int | None = None  # size of the probe in flight
+        self.probe_count = 0  # transmissions of the current probe size
+        self.probe_deadline: float | None = None
+        self._raise_at: float | None = None
+        self.probes_sent = 0
+        self.probes_acked = 0
+
+    def start(self, now: float) -> None:
+        """The connection is established: begin searching (RFC 8899 5.2 BASE -> SEARCHING)."""
+        if self.state is PmtuState.BASE:
+            self.state = PmtuState.SEARCHING
+            self._next_candidate()
+
+    def limit_max(self, max_bytes: int) -> None:
+        """The peer cannot take more than this (its MSS option)."""
+        self.max_bytes = min(self.max_bytes, max_bytes)
+        self._high = min(self._high, self.max_bytes)
+        if self.max_bytes <= self.base_bytes:
+            self.state = PmtuState.DISABLED
+
+    def _next_candidate(self) -> None:
+        if self._high - self.plpmtu < SEARCH_GRANULARITY_BYTES:
+            self.state = PmtuState.SEARCH_COMPLETE
+            self.probe_size = None
+            return
+        size = (self.plpmtu + self._high + 1) // 2
+        if not self._failed:
+            size = next((c for c in COMMON_DATAGRAM_BYTES if c > self.plpmtu), self._high)
+            size = min(size, self._high)
+        self.probe_size = size
+        self.probe_count = 0
+        self.probe_deadline = None
+
+    def probe_due(self, now: float) -> int | None:
+        """The size of a probe to send now, or None."""
+        if self.state is PmtuState.SEARCH_COMPLETE and self._raise_at is not None:
+            if now >= self._raise_at:
+                self._raise_at = None
+                self._high = self.max_bytes
+                self._failed = False
+                self.state = PmtuState.SEARCHING
+                self._next_candidate()
+        if self.state is not PmtuState.SEARCHING or self.probe_size is None:
+            return None
+        if self.probe_deadline is not None:
+            return None  # one probe in flight at a time
+        return self.probe_size
+
+    def on_probe_sent(self, now: float, rto_s: float) -> None:
+        self.probe_count += 1
+        self.probes_sent += 1
+        self.probe_deadline = now + max(rto_s, MIN_PROBE_TIMER_S)
+
+    def on_probe_acked(self, size: int, now: float) -> bool:
+        """The peer received a probe of `size` bytes. True when plpmtu grew."""
+        if size <= self.plpmtu or size > self.max_bytes:
+            return False
+        self.probes_acked += 1
+        self.plpmtu = size
+        if self.probe_size is not None and size >= self.probe_size:
+            self.probe_size = None
+        self._next_candidate()
+        if self.state is PmtuState.SEARCH_COMPLETE:
+            self._raise_at = now + RAISE_TIMER_S
+        return True
+
+    def on_timer(self, now: float) -> None:
+        """The probe in flight was not acknowledged in time."""
+        if self.probe_deadline is None or now < self.probe_deadline:
+            return
+        self.probe_deadline = None
+        if self.probe_count >= MAX_PROBES and self.probe_size is not None:
+            self._high = self.probe_size - 1  # this size does not cross the path
+            self._failed = True
+            self._next_candidate()
+            if self.state is PmtuState.SEARCH_COMPLETE:
+                self._raise_at = now + RAISE_TIMER_S
+
+    def black_hole(self, now: float) -> None:
+        """Full-sized packets stopped getting through: fall back to the base size."""
+        self.plpmtu = self.base_bytes
+        self._high = self.max_bytes
+        self.state = PmtuState.SEARCH_COMPLETE
+        self.probe_size = None
+        self.probe_deadline = None
+        self._raise_at = now + RAISE_TIMER_S / 10
+
+    def timer(self) -> float | None:
+        return self.probe_deadline
