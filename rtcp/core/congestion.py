@@ -17,13 +17,33 @@ avoidance growth and the multiplicative decrease.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "CONTROLLERS",
     "CongestionController",
     "Cubic",
+    "RateSample",
     "Reno",
     "make_controller",
 ]
+
+
+@dataclass(slots=True)
+class RateSample:
+    """One delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation), made by the
+    connection on every ACK that delivers data (cumulatively or by SACK), inside recovery too."""
+
+    delivery_rate: float  # bytes/s delivered over the sample's interval
+    interval_s: float  # max(send interval, ack interval) of the sample
+    delivered: int  # bytes delivered during the interval
+    prior_delivered: int  # connection's delivered count when the sampled segment was sent
+    total_delivered: int  # connection's delivered count now (round trips are counted with it)
+    rtt_s: float | None  # RTT of the most recently sent segment delivered by this ACK
+    is_app_limited: bool  # the sender had nothing to send at some point in the interval
+    newly_delivered: int  # bytes acked or SACKed by this ACK
+    newly_lost: int  # bytes marked lost by this ACK
+    bytes_in_flight: int  # pipe after processing this ACK
 
 INFINITE_SSTHRESH_BYTES = 1 << 62  # RFC 5681 3.1: initial ssthresh "arbitrarily high"
 DEFAULT_INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928: IW10
@@ -81,6 +101,9 @@ class CongestionController:
     def pacing_rate(self, srtt_s: float | None) -> float | None:
         """Bytes/s to pace at; None means send as the window allows (no pacing)."""
         return None
+
+    def on_rate_sample(self, sample: RateSample, now: float) -> None:
+        """A delivery-rate sample; window-based controllers ignore it, rate-based ones live on it."""
 
     # -- events -------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from enum import Enum
 
 from rtcp.core import events, wire
 from rtcp.core.config import ConnectionConfig
-from rtcp.core.congestion import make_controller
+from rtcp.core.congestion import RateSample, make_controller
 from rtcp.core.pmtud import PathMtuDiscovery
 from rtcp.core.reassembly import Reassembler
 from rtcp.core.rtt import RttEstimator
@@ -41,6 +41,7 @@ TS_MASK = 0xFFFFFFFF
 TS_TICKS_PER_S = 1_000_000  # timestamps count microseconds: loopback RTTs are well under 1 ms
 PAWS_IDLE_LIMIT_S = 1000.0  # RFC 7323 5.5, scaled to the microsecond clock's 35-minute half-wrap
 MAX_PERSIST_S = 60.0
+PACING_BURST_S = 0.001  # a paced sender may catch up this much after an idle moment
 
 
 class State(Enum):
@@ -173,6 +174,8 @@ class Connection:
         self._in_recovery = False
         self._recover = 0  # RFC 6582 "recover": snd_nxt when the last recovery or RTO began
         self._dupack_credit = 0  # NewReno without SACK: bytes that dup ACKs say have left
+        self._pace_next = 0.0  # earliest time the next paced segment may leave
+        self._pacing_blocked = False  # data waits for _pace_next (a timer the driver honours)
 
         # Receive side (RCV.*).
         self.irs = 0
@@ -508,6 +511,7 @@ class Connection:
         window = seg.window << self._snd_wscale
         sb = self.scoreboard
         newly_sacked = 0
+        acked_before = self.snd_una
         if self.sack_ok and seg.sack_blocks:
             blocks = []
             for left, right in seg.sack_blocks:
@@ -516,7 +520,7 @@ class Connection:
                 if self.snd_una < hi <= self.snd_nxt and lo < hi:
                     blocks.append((lo, hi))
             if blocks:
-                newly_sacked = sb.on_sack(blocks)
+                newly_sacked = sb.on_sack(blocks, now)
 
         if ack > self.snd_una:
             self._on_ack_advance(seg, ack, now)
@@ -532,6 +536,7 @@ class Connection:
             if self._in_recovery and not self.sack_ok:
                 self._dupack_credit += self.mss  # RFC 6582 3.2 step 4: cwnd inflation
         # Loss detection and entry into recovery.
+        lost_before = sb.lost_bytes
         if len(sb):
             if newly_sacked:
                 sb.detect_losses()
@@ -540,6 +545,17 @@ class Connection:
                     sb.mark_first_lost()
                 if sb.lost_bytes:
                     self._enter_recovery(now)
+        sample = sb.take_rate_sample()
+        if sample is not None:
+            delivered, interval, prior, rtt_s, app_limited = sample
+            self.cc.on_rate_sample(
+                RateSample(
+                    delivered / interval, interval, delivered, prior, sb.delivered, rtt_s,
+                    app_limited, max(0, ack - acked_before) + newly_sacked,
+                    max(0, sb.lost_bytes - lost_before), sb.pipe,
+                ),
+                now,
+            )
 
         # RFC 9293 3.10.7.4: update the send window from the newest segment only.
         if self._snd_wl1 < seg_off or (self._snd_wl1 == seg_off and self._snd_wl2 <= ack):
@@ -568,7 +584,7 @@ class Connection:
         sb = self.scoreboard
         acked = ack - self.snd_una
         flight_before = sb.pipe
-        newest, retransmitted_at = sb.on_cumulative_ack(ack)
+        newest, retransmitted_at = sb.on_cumulative_ack(ack, now)
         # Free acknowledged bytes from the send buffer.
         data_end = self._sndbuf_base + len(self._sndbuf)
         drop = min(ack, data_end) - self._sndbuf_base
@@ -734,12 +750,20 @@ class Connection:
         sb = self.scoreboard
         cwnd = self.cc.cwnd
         mss = self.mss
+        # Pacing (rate-based controllers): a segment may leave once _pace_next has come.
+        rate = self.cc.pacing_rate(self.rtt.srtt_s)
+        self._pacing_blocked = False
+        if rate:
+            self._pace_next = max(self._pace_next, now - PACING_BURST_S)
         # Retransmissions first (RFC 6675 NextSeg rule 1), the first one regardless of cwnd.
         while True:
             rec = sb.next_lost()
             if rec is None:
                 break
             if not self._fast_retransmit_due and sb.pipe - self._dupack_credit >= cwnd:
+                break
+            if rate and self._pace_next > now and not self._fast_retransmit_due:
+                self._pacing_blocked = True
                 break
             if rec.end - rec.start > mss:
                 sb.split(rec, mss)  # the path MTU shrank (black hole): resend in smaller pieces
@@ -757,6 +781,8 @@ class Connection:
             self.stats.retransmissions += 1
             sb.on_retransmit(rec, now)
             out.append(self._emit_data(rec.start, rec.end, now, why))
+            if rate:
+                self._pace_next += (rec.end - rec.start) / rate
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rtt.rto_s
         self._fast_retransmit_due = False
@@ -774,6 +800,11 @@ class Connection:
                 break  # sender SWS avoidance (RFC 9293 3.8.6.2.1): wait for a full segment
             if self.config.nagle and room < mss and len(sb):
                 break
+            if rate:
+                if self._pace_next > now:
+                    self._pacing_blocked = True
+                    break
+                self._pace_next += room / rate
             end = nxt + room
             sb.add(nxt, end, now)
             out.append(self._emit_data(nxt, end, now, None))
@@ -782,6 +813,9 @@ class Connection:
             self.snd_nxt = nxt
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rtt.rto_s
+        if nxt >= data_end and sb.pipe < cwnd:
+            # Nothing more to send with room in cwnd: samples until now are app-limited.
+            sb.app_limited_until = max(sb.delivered + sb.pipe, 1)
         # Zero window with data waiting and nothing in flight: arm the persist timer.
         if nxt < data_end and not len(sb) and wnd_end <= nxt:
             if self._persist_deadline is None:
@@ -897,6 +931,8 @@ class Connection:
         ut = self._user_timeout_deadline()
         if ut is not None and (deadline is None or ut < deadline):
             deadline = ut
+        if self._pacing_blocked and (deadline is None or self._pace_next < deadline):
+            deadline = self._pace_next
         return deadline
 
     def _user_timeout_deadline(self) -> float | None:
@@ -958,6 +994,9 @@ class Connection:
         self.stats.rto_s = self.rtt.rto_s
         if self.snd_una == 0:  # SYN or SYN-ACK lost
             self._syn_pending = True
+            # counted like a FIN's retransmission: the handshake's losses show in the stats too
+            self.stats.retransmissions += 1
+            self.stats.retransmits_timeout += 1
             return
         sb = self.scoreboard
         self._consecutive_rtos += 1

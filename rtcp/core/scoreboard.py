@@ -4,6 +4,10 @@ RFC 6675 section 3 keeps per-segment state (SACKed, lost, retransmitted) to deci
 retransmit and how much is in the network (`pipe`). Segment boundaries never change after the
 first transmission, so a retransmission is the same byte range as the original.
 
+The scoreboard also keeps the delivery-rate estimator's per-segment stamps
+(draft-cheng-iccrg-delivery-rate-estimation): each transmission records how much had been
+delivered when it left, so each ACK yields the rate at which the network delivered data.
+
 Loss marking follows RFC 6675 IsLost(): a segment is lost when DupThresh segments above it have
 been SACKed. Because SACKs only ever accumulate above a segment, "lost" is monotone, and one scan
 pointer that only moves forward makes detection amortised O(1) per segment, not O(window) per ACK.
@@ -21,7 +25,10 @@ _COMPACT_MIN_RECORDS = 1024
 class SentSegment:
     """One data segment that was sent and is not yet cumulatively acknowledged."""
 
-    __slots__ = ("start", "end", "sent_at", "retransmits", "sacked", "lost", "acked")
+    __slots__ = (
+        "start", "end", "sent_at", "retransmits", "sacked", "lost", "acked",
+        "delivered", "delivered_time", "first_sent_time", "app_limited",
+    )
 
     def __init__(self, start: int, end: int, sent_at: float):
         self.start = start  # absolute offset of the first byte
@@ -31,6 +38,11 @@ class SentSegment:
         self.sacked = False
         self.lost = False  # declared lost and not yet retransmitted
         self.acked = False  # removed by a cumulative ACK
+        # Delivery-rate stamps, set at each transmission (Scoreboard._stamp).
+        self.delivered = 0
+        self.delivered_time = sent_at
+        self.first_sent_time = sent_at
+        self.app_limited = False
 
 
 def _start(rec: SentSegment) -> int:
@@ -52,6 +64,17 @@ class Scoreboard:
         self.lost_bytes = 0
         self.sacked_count = 0
         self.highest_sacked = 0  # absolute offset one past the highest SACKed byte
+        # Delivery-rate estimation state (C.delivered, C.delivered_time, C.first_sent_time).
+        self.delivered = 0
+        self.delivered_time = 0.0
+        self.first_sent_time = 0.0
+        self.app_limited_until = 0  # non-zero: app-limited until `delivered` passes it
+        self._rs_prior_delivered = -1  # the sample being built by the current ACK
+        self._rs_prior_time = 0.0
+        self._rs_send_elapsed = 0.0
+        self._rs_ack_elapsed = 0.0
+        self._rs_rtt: float | None = None
+        self._rs_app_limited = False
 
     def __len__(self) -> int:
         return len(self._recs) - self._head
@@ -66,11 +89,47 @@ class Scoreboard:
 
     def add(self, start: int, end: int, now: float) -> SentSegment:
         rec = SentSegment(start, end, now)
+        self._stamp(rec, now)
         self._recs.append(rec)
         self.outstanding_bytes += end - start
         return rec
 
-    def on_cumulative_ack(self, ack: int) -> tuple[SentSegment | None, float | None]:
+    def _stamp(self, rec: SentSegment, now: float) -> None:
+        if self.pipe <= 0:  # nothing in flight: the sample interval starts now
+            self.first_sent_time = self.delivered_time = now
+        rec.delivered = self.delivered
+        rec.delivered_time = self.delivered_time
+        rec.first_sent_time = self.first_sent_time
+        rec.app_limited = self.app_limited_until != 0
+
+    def _deliver(self, rec: SentSegment, size: int, now: float) -> None:
+        """`rec` reached the receiver (cumulative ACK or SACK): update the rate sample."""
+        self.delivered += size
+        self.delivered_time = now
+        if self.app_limited_until and self.delivered > self.app_limited_until:
+            self.app_limited_until = 0
+        if rec.delivered >= self._rs_prior_delivered:  # the most recently sent one wins
+            self._rs_prior_delivered = rec.delivered
+            self._rs_prior_time = rec.delivered_time
+            self._rs_app_limited = rec.app_limited
+            self._rs_send_elapsed = rec.sent_at - rec.first_sent_time
+            self._rs_ack_elapsed = now - rec.delivered_time
+            self._rs_rtt = None if rec.retransmits else now - rec.sent_at
+            self.first_sent_time = rec.sent_at
+
+    def take_rate_sample(self) -> tuple[int, float, int, float | None, bool] | None:
+        """(delivered bytes, interval s, prior delivered, rtt s, app-limited) of the ACK just
+        processed, or None when it delivered nothing or the interval is too short to mean much."""
+        prior = self._rs_prior_delivered
+        if prior < 0:
+            return None
+        self._rs_prior_delivered = -1
+        interval = max(self._rs_send_elapsed, self._rs_ack_elapsed)
+        if interval <= 0:
+            return None
+        return self.delivered - prior, interval, prior, self._rs_rtt, self._rs_app_limited
+
+    def on_cumulative_ack(self, ack: int, now: float) -> tuple[SentSegment | None, float | None]:
         """Remove everything below `ack`. Returns, for RTT sampling, the newest fully acked
         record and the latest send time of any retransmitted record acked (None if none)."""
         recs = self._recs
@@ -80,6 +139,8 @@ class Scoreboard:
         while head < len(recs):
             rec = recs[head]
             if rec.end <= ack:
+                if not rec.sacked:
+                    self._deliver(rec, rec.end - rec.start, now)
                 self._forget(rec, head)
                 rec.acked = True
                 newest = rec
@@ -89,6 +150,8 @@ class Scoreboard:
             else:
                 if rec.start < ack:  # partly acked: the peer trimmed it at its window edge
                     delta = ack - rec.start
+                    if not rec.sacked:
+                        self.delivered += delta
                     self.outstanding_bytes -= delta
                     if rec.sacked:
                         self.sacked_bytes -= delta
@@ -117,7 +180,7 @@ class Scoreboard:
         if rec.lost:
             self.lost_bytes -= size
 
-    def on_sack(self, blocks) -> int:
+    def on_sack(self, blocks, now: float) -> int:
         """Mark records inside the SACK blocks (absolute [left, right) pairs). Returns new bytes."""
         recs = self._recs
         newly = 0
@@ -133,6 +196,7 @@ class Scoreboard:
                     self.sacked_bytes += size
                     self.sacked_count += 1
                     newly += size
+                    self._deliver(rec, size, now)
                     if rec.lost:
                         rec.lost = False
                         self.lost_bytes -= size
@@ -234,3 +298,4 @@ class Scoreboard:
             self._lost_queue.popleft()
         rec.retransmits += 1
         rec.sent_at = now
+        self._stamp(rec, now)
