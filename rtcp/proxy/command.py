@@ -1,0 +1,380 @@
+"""`rtcp proxy`: parse the flags into two ImpairConfigs, run the loop, report at exit.
+
+Every value option is taken as a string and parsed here with rtcp.units, so a bad value is
+one `rtcp: error: --flag: ...` line and exit code 2, never a traceback or a help box.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rtcp.errors import LocalIOError, UsageError
+from rtcp.proxy.impair import DIRECTIONS, DISTRIBUTIONS, ImpairConfig, Impairer, make_rng
+from rtcp.proxy.loop import DEFAULT_MAX_CLIENTS, Proxy
+from rtcp.proxy.report import status_line, summary, write_json_atomic
+from rtcp.units import (
+    format_hostport,
+    parse_duration,
+    parse_hostport,
+    parse_probability,
+    parse_rate,
+    parse_size,
+)
+
+_PANEL_IMPAIR = "Impairments (both directions)"
+_PANEL_DIRECTION = "Per direction (up = client->upstream, down = upstream->client)"
+_PANEL_RUN = "Running"
+MAX_GEMODEL_VALUES = 4
+
+
+def _both(flag: str, metavar: str, help: str) -> Any:
+    return typer.Option(
+        None, f"--{flag}", metavar=metavar, help=help, rich_help_panel=_PANEL_IMPAIR
+    )
+
+
+def _one(flag: str, direction: str, metavar: str) -> Any:
+    return typer.Option(
+        None,
+        f"--{flag}-{direction}",
+        metavar=metavar,
+        help=f"--{flag}, {direction} only.",
+        rich_help_panel=_PANEL_DIRECTION,
+    )
+
+
+def _parse_int(value: str, minimum: int) -> int:
+    if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
+        raise UsageError(f"invalid integer {value!r}")
+    number = int(value)
+    if number < minimum:
+        raise UsageError(f"invalid value {value!r}: must be at least {minimum}")
+    return number
+
+
+def _parse_gemodel(value: str) -> tuple[float, ...]:
+    parts = value.split(",")
+    if not 1 <= len(parts) <= MAX_GEMODEL_VALUES or not all(p.strip() for p in parts):
+        raise UsageError(f"invalid gemodel {value!r}: expected p,r[,1-h[,1-k]]")
+    return tuple(parse_probability(part) for part in parts)
+
+
+def _parse_queue(value: str) -> dict[str, int | None]:
+    """A bare integer counts datagrams; a size with a unit (64KB) counts bytes."""
+    text = value.strip()
+    if re.fullmatch(r"[0-9]+", text):
+        packets = int(text)
+        if packets < 1:
+            raise UsageError(f"invalid queue {value!r}: must hold at least 1 datagram")
+        return {"queue_limit_packets": packets, "queue_limit_bytes": None}
+    size = parse_size(text)
+    if size < 1:
+        raise UsageError(f"invalid queue {value!r}: must hold at least 1 byte")
+    return {"queue_limit_packets": None, "queue_limit_bytes": size}
+
+
+def _parse_distribution(value: str) -> str:
+    name = value.strip().lower()
+    if name not in DISTRIBUTIONS:
+        raise UsageError(f"invalid distribution {value!r}: use one of {', '.join(DISTRIBUTIONS)}")
+    return name
+
+
+def _parse_mtu(value: str) -> int:
+    size = parse_size(value)
+    if size < 1:
+        raise UsageError(f"invalid MTU {value!r}: must be at least 1 byte")
+    return size
+
+
+# flag name -> (parser, ImpairConfig field); queue maps to two fields, handled apart.
+_KNOBS: dict[str, tuple[Any, str | None]] = {
+    "loss": (parse_probability, "loss"),
+    "loss-correlation": (parse_probability, "loss_correlation"),
+    "gemodel": (_parse_gemodel, "gemodel"),
+    "reorder": (parse_probability, "reorder"),
+    "reorder-gap": (lambda v: _parse_int(v, 1), "reorder_gap"),
+    "reorder-delay": (parse_duration, "reorder_delay_s"),
+    "duplicate": (parse_probability, "duplicate"),
+    "corrupt": (parse_probability, "corrupt"),
+    "delay": (parse_duration, "delay_s"),
+    "jitter": (parse_duration, "jitter_s"),
+    "distribution": (_parse_distribution, "distribution"),
+    "rate": (parse_rate, "rate_bytes_per_s"),
+    "queue": (_parse_queue, None),
+    "mtu": (_parse_mtu, "mtu_bytes"),
+}
+
+
+def build_configs(
+    raw: dict[str, tuple[str | None, str | None, str | None]],
+) -> dict[str, ImpairConfig]:
+    """{flag: (both, up, down)} strings -> {"up": ImpairConfig, "down": ImpairConfig}."""
+    configs: dict[str, ImpairConfig] = {}
+    for index, direction in enumerate(DIRECTIONS, start=1):
+        kwargs: dict[str, Any] = {}
+        for flag, (parse, field_name) in _KNOBS.items():
+            both, specific = raw[flag][0], raw[flag][index]
+            if specific is not None:
+                value, given_as = specific, f"--{flag}-{direction}"
+            else:
+                value, given_as = both, f"--{flag}"
+            if value is None:
+                continue
+            try:
+                parsed = parse(value)
+            except UsageError as exc:
+                raise UsageError(f"{given_as}: {exc}") from None
+            if field_name is None:
+                kwargs.update(parsed)
+            else:
+                kwargs[field_name] = parsed
+        if kwargs.get("gemodel") is not None and kwargs.get("loss"):
+            raise UsageError(
+                f"--loss and --gemodel are two loss models: give one for the {direction} direction"
+            )
+        if (
+            kwargs.get("reorder")
+            and not kwargs.get("delay_s")
+            and not kwargs.get("reorder_delay_s")
+        ):
+            raise UsageError(
+                f"--reorder ({direction}) needs --delay (the reordered datagrams skip it) "
+                "or --reorder-delay (the reordered datagrams are held back that much longer)"
+            )
+        try:
+            configs[direction] = ImpairConfig(**kwargs)
+        except ValueError as exc:
+            raise UsageError(f"{direction}: {exc}") from None
+    return configs
+
+
+def proxy_command(
+    listen: str = typer.Option(
+        ...,
+        "--listen",
+        metavar="HOST:PORT",
+        help="Where clients send (port 0: any free port).",
+        rich_help_panel=_PANEL_RUN,
+    ),
+    upstream: str = typer.Option(
+        ...,
+        "--upstream",
+        metavar="HOST:PORT",
+        help="Where datagrams are forwarded.",
+        rich_help_panel=_PANEL_RUN,
+    ),
+    loss: str | None = _both("loss", "P", "Drop datagrams with probability P (5% or 0.05)."),
+    loss_up: str | None = _one("loss", "up", "P"),
+    loss_down: str | None = _one("loss", "down", "P"),
+    loss_correlation: str | None = _both(
+        "loss-correlation", "C", "Correlation of consecutive losses (bursts); mean stays P."
+    ),
+    loss_correlation_up: str | None = _one("loss-correlation", "up", "C"),
+    loss_correlation_down: str | None = _one("loss-correlation", "down", "C"),
+    gemodel: str | None = _both(
+        "gemodel",
+        "p,r[,1-h[,1-k]]",
+        "Gilbert-Elliott burst loss (netem gemodel): p good->bad, r bad->good, "
+        "1-h loss in bad (default 100%), 1-k loss in good (default 0).",
+    ),
+    gemodel_up: str | None = _one("gemodel", "up", "p,r[,1-h[,1-k]]"),
+    gemodel_down: str | None = _one("gemodel", "down", "p,r[,1-h[,1-k]]"),
+    reorder: str | None = _both(
+        "reorder",
+        "P",
+        "Send datagrams with probability P at once, ahead of the others delayed by --delay.",
+    ),
+    reorder_up: str | None = _one("reorder", "up", "P"),
+    reorder_down: str | None = _one("reorder", "down", "P"),
+    reorder_gap: str | None = _both(
+        "reorder-gap", "N", "After a reordered datagram, the next N-1 are never reordered."
+    ),
+    reorder_gap_up: str | None = _one("reorder-gap", "up", "N"),
+    reorder_gap_down: str | None = _one("reorder-gap", "down", "N"),
+    reorder_delay: str | None = _both(
+        "reorder-delay",
+        "D",
+        "Instead of sending them at once, hold the reordered datagrams D longer.",
+    ),
+    reorder_delay_up: str | None = _one("reorder-delay", "up", "D"),
+    reorder_delay_down: str | None = _one("reorder-delay", "down", "D"),
+    duplicate: str | None = _both("duplicate", "P", "Send a second copy with probability P."),
+    duplicate_up: str | None = _one("duplicate", "up", "P"),
+    duplicate_down: str | None = _one("duplicate", "down", "P"),
+    corrupt: str | None = _both("corrupt", "P", "Flip one random bit with probability P."),
+    corrupt_up: str | None = _one("corrupt", "up", "P"),
+    corrupt_down: str | None = _one("corrupt", "down", "P"),
+    delay: str | None = _both("delay", "D", "Add delay D (20ms, 1.5s, 500us; bare number = ms)."),
+    delay_up: str | None = _one("delay", "up", "D"),
+    delay_down: str | None = _one("delay", "down", "D"),
+    jitter: str | None = _both(
+        "jitter", "J", "Vary the delay by J; order is kept unless --reorder is given."
+    ),
+    jitter_up: str | None = _one("jitter", "up", "J"),
+    jitter_down: str | None = _one("jitter", "down", "J"),
+    distribution: str | None = _both(
+        "distribution",
+        "NAME",
+        "Jitter distribution: uniform (default), normal, pareto, paretonormal.",
+    ),
+    distribution_up: str | None = _one("distribution", "up", "NAME"),
+    distribution_down: str | None = _one("distribution", "down", "NAME"),
+    rate: str | None = _both(
+        "rate", "R", "Bottleneck rate: kbit, mbit, gbit (bits/s) or kbps, mbps (bytes/s)."
+    ),
+    rate_up: str | None = _one("rate", "up", "R"),
+    rate_down: str | None = _one("rate", "down", "R"),
+    queue: str | None = _both(
+        "queue",
+        "N|SIZE",
+        "Queue before the --rate bottleneck: N datagrams (default 1000) "
+        "or bytes (64KB); tail drop.",
+    ),
+    queue_up: str | None = _one("queue", "up", "N|SIZE"),
+    queue_down: str | None = _one("queue", "down", "N|SIZE"),
+    mtu: str | None = _both("mtu", "BYTES", "Drop datagrams whose UDP payload exceeds BYTES."),
+    mtu_up: str | None = _one("mtu", "up", "BYTES"),
+    mtu_down: str | None = _one("mtu", "down", "BYTES"),
+    seed: str | None = typer.Option(
+        None,
+        "--seed",
+        metavar="N",
+        help="Make every random decision reproducible.",
+        rich_help_panel=_PANEL_RUN,
+    ),
+    stats: str | None = typer.Option(
+        None,
+        "--stats",
+        metavar="FILE",
+        help="Write per-direction counters as JSON (each second and at exit).",
+        rich_help_panel=_PANEL_RUN,
+    ),
+    idle_timeout: str = typer.Option(
+        "60s",
+        "--idle-timeout",
+        metavar="D",
+        help="Forget a client silent for D.",
+        rich_help_panel=_PANEL_RUN,
+    ),
+    max_clients: str = typer.Option(
+        str(DEFAULT_MAX_CLIENTS),
+        "--max-clients",
+        metavar="N",
+        help="Refuse new clients beyond N.",
+        rich_help_panel=_PANEL_RUN,
+    ),
+) -> None:
+    """Forward UDP datagrams between clients and an upstream, impaired like netem.
+
+    Every impairment applies to both directions; the -up/-down forms set one direction.
+    Stops cleanly (exit 0) on Ctrl-C or SIGTERM and reports what it did.
+
+    Example: rtcp proxy --listen :9000 --upstream :9001 --loss 2% --delay 20ms --jitter 5ms
+    """
+    given = locals()
+    raw = {
+        flag: tuple(given[flag.replace("-", "_") + suffix] for suffix in ("", "_up", "_down"))
+        for flag in _KNOBS
+    }
+    configs = build_configs(raw)
+    listen_addr = _parse_flag("--listen", parse_hostport, listen)
+    upstream_addr = _parse_flag("--upstream", parse_hostport, upstream)
+    idle_timeout_s = _parse_flag("--idle-timeout", parse_duration, idle_timeout)
+    if idle_timeout_s <= 0:
+        raise UsageError(f"--idle-timeout: {idle_timeout!r} must be positive")
+    clients_limit = _parse_flag("--max-clients", lambda v: _parse_int(v, 1), max_clients)
+    if seed is None:
+        seed_value = secrets.randbits(32)
+    else:
+        seed_value = _parse_flag("--seed", lambda v: _parse_int(v, 0), seed)
+    run_proxy(
+        listen_addr,
+        upstream_addr,
+        configs,
+        seed=seed_value,
+        stats_path=Path(stats) if stats else None,
+        idle_timeout_s=idle_timeout_s,
+        max_clients=clients_limit,
+    )
+
+
+def _parse_flag(flag: str, parse: Any, value: str) -> Any:
+    try:
+        return parse(value)
+    except UsageError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def run_proxy(
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
+    configs: dict[str, ImpairConfig],
+    *,
+    seed: int,
+    stats_path: Path | None,
+    idle_timeout_s: float,
+    max_clients: int,
+) -> None:
+    """Run until SIGINT/SIGTERM; report on stderr and in the stats file."""
+    live = sys.stderr.isatty()
+    impairers = {d: Impairer(configs[d], make_rng(seed, d)) for d in DIRECTIONS}
+    stats_failed = False
+
+    def write_stats(snapshot: dict[str, Any]) -> None:
+        if stats_path is not None:
+            try:
+                write_json_atomic(stats_path, snapshot)
+            except OSError as exc:
+                raise LocalIOError(
+                    f"cannot write --stats {stats_path}: {exc.strerror or exc}"
+                ) from None
+
+    def report(proxy: Proxy) -> None:
+        """Each second: rewrite the stats file, refresh the status line on a terminal."""
+        nonlocal stats_failed
+        snapshot = {"seed": seed, "final": False, **proxy.snapshot()}
+        if not stats_failed:
+            try:
+                write_stats(snapshot)
+            except LocalIOError as exc:
+                stats_failed = True  # keep forwarding; the final write tries again
+                print(f"rtcp: warning: {exc}", file=sys.stderr)
+        if live:
+            width = shutil.get_terminal_size().columns
+            sys.stderr.write("\r\x1b[K" + status_line(snapshot)[: max(width - 1, 10)])
+            sys.stderr.flush()
+
+    proxy = Proxy(
+        listen,
+        upstream,
+        impairers["up"],
+        impairers["down"],
+        idle_timeout_s=idle_timeout_s,
+        max_clients=max_clients,
+        periodic=report,
+    )
+    previous = {}
+    try:
+        write_stats({"seed": seed, "final": False, **proxy.snapshot()})  # fail early, not at exit
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda *_: proxy.stop())
+        print(f"listening on {format_hostport(*proxy.local_address)}", flush=True)
+        proxy.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        proxy.close()
+    snapshot = {"seed": seed, "final": True, **proxy.snapshot()}
+    if live:
+        sys.stderr.write("\r\x1b[K")
+    print(summary(snapshot), file=sys.stderr, flush=True)
+    write_stats(snapshot)

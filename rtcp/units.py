@@ -1,0 +1,154 @@
+"""Parsing of the values users type on the command line: percentages, durations, rates, sizes,
+HOST:PORT.
+
+Shared by every command, so the units mean the same thing everywhere. Every parser raises
+`rtcp.errors.UsageError` with a message that quotes the bad value; callers may prefix it with
+the flag name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from rtcp.errors import UsageError
+
+_NUMBER_WITH_UNIT = re.compile(
+    r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ%]*)\s*$"
+)
+
+# Duration units -> seconds. A bare number is milliseconds (netem's convention for delay).
+_DURATION_UNITS_S = {
+    "": 1e-3,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "usec": 1e-6,
+    "ms": 1e-3,
+    "msec": 1e-3,
+    "s": 1.0,
+    "sec": 1.0,
+    "secs": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+}
+
+# Rate units (tc/netem) -> bytes per second. "bit" units count bits, "bps" units count bytes;
+# SI prefixes are powers of 1000, IEC prefixes (kibit, mibps, ...) powers of 1024. A bare
+# number is bits per second, as in tc.
+_RATE_UNITS_BYTES_PER_S: dict[str, float] = {"": 1 / 8, "bit": 1 / 8, "bps": 1.0}
+for _prefix, _factor in (("k", 1e3), ("m", 1e6), ("g", 1e9), ("t", 1e12)):
+    _RATE_UNITS_BYTES_PER_S[f"{_prefix}bit"] = _factor / 8
+    _RATE_UNITS_BYTES_PER_S[f"{_prefix}bps"] = _factor
+for _prefix, _factor in (("ki", 2**10), ("mi", 2**20), ("gi", 2**30), ("ti", 2**40)):
+    _RATE_UNITS_BYTES_PER_S[f"{_prefix}bit"] = _factor / 8
+    _RATE_UNITS_BYTES_PER_S[f"{_prefix}bps"] = float(_factor)
+
+# Size units -> bytes: KB/MB/GB are powers of 1000, KiB/MiB/GiB powers of 1024. A bare number
+# is bytes. Units are case-insensitive ("kb" == "KB"): a size never counts bits.
+_SIZE_UNITS_BYTES: dict[str, int] = {"": 1, "b": 1}
+for _prefix, _power in (("k", 1), ("m", 2), ("g", 3), ("t", 4)):
+    _SIZE_UNITS_BYTES[f"{_prefix}b"] = 1000**_power
+    _SIZE_UNITS_BYTES[f"{_prefix}ib"] = 1024**_power
+
+MAX_PORT = 65535
+
+
+def _split(value: str, what: str) -> tuple[float, str]:
+    if not isinstance(value, str):
+        value = str(value)
+    match = _NUMBER_WITH_UNIT.match(value)
+    if match is None:
+        raise UsageError(f"invalid {what} {value!r}: expected a number with an optional unit")
+    number = float(match.group(1))
+    if not math.isfinite(number):
+        raise UsageError(f"invalid {what} {value!r}: not a finite number")
+    return number, match.group(2)
+
+
+def parse_probability(value: str) -> float:
+    """Probability: "5%" or "0.05" -> 0.05; anything outside [0, 1] is an error, not silently clamped."""
+    number, unit = _split(value, "probability")
+    if unit == "%":
+        number /= 100.0
+    elif unit:
+        raise UsageError(
+            f"invalid probability {value!r}: use a percentage (5%) or a fraction (0.05)"
+        )
+    if not 0.0 <= number <= 1.0:
+        raise UsageError(f"invalid probability {value!r}: must be between 0% and 100%")
+    return number
+
+
+def parse_duration(value: str) -> float:
+    """Duration: "20ms", "1.5s", "500us" -> seconds; a bare number is milliseconds. Never negative."""
+    number, unit = _split(value, "duration")
+    factor = _DURATION_UNITS_S.get(unit.lower())
+    if factor is None:
+        raise UsageError(
+            f"invalid duration {value!r}: unknown unit {unit!r} (use us, ms, s; bare number = ms)"
+        )
+    if number < 0:
+        raise UsageError(f"invalid duration {value!r}: must not be negative")
+    return number * factor
+
+
+def parse_rate(value: str) -> float:
+    """Rate in netem/tc units -> bytes per second: "10mbit" = 1.25e6, "1mbps" = 1e6, "800" = 100."""
+    number, unit = _split(value, "rate")
+    factor = _RATE_UNITS_BYTES_PER_S.get(unit.lower())
+    if factor is None:
+        raise UsageError(
+            f"invalid rate {value!r}: unknown unit {unit!r} "
+            "(use bit, kbit, mbit, gbit for bits/s or bps, kbps, mbps, gbps for bytes/s)"
+        )
+    if number <= 0:
+        raise UsageError(f"invalid rate {value!r}: must be positive")
+    return number * factor
+
+
+def parse_size(value: str) -> int:
+    """Size: "64KB" = 64000, "1MiB" = 1048576, "1500" = 1500 bytes (rounded to a whole byte)."""
+    number, unit = _split(value, "size")
+    factor = _SIZE_UNITS_BYTES.get(unit.lower())
+    if factor is None:
+        raise UsageError(
+            f"invalid size {value!r}: unknown unit {unit!r} (use B, KB, MB, GB, KiB, MiB, GiB)"
+        )
+    if number < 0:
+        raise UsageError(f"invalid size {value!r}: must not be negative")
+    return round(number * factor)
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Address: "HOST:PORT", "[v6addr]:PORT", ":PORT" or "PORT" -> (host, port); 0 = any port."""
+    text = value.strip() if isinstance(value, str) else str(value)
+    host: str
+    port_text: str
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1 :].startswith(":"):
+            raise UsageError(f"invalid address {value!r}: expected [IPv6]:PORT")
+        host, port_text = text[1:end], text[end + 2 :]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" not in text:
+        host, port_text = "", text
+    else:
+        raise UsageError(f"invalid address {value!r}: write an IPv6 address as [ADDR]:PORT")
+    if not host:
+        host = default_host
+    if any(c.isspace() for c in host):
+        raise UsageError(f"invalid address {value!r}: bad host {host!r}")
+    if not re.fullmatch(r"[0-9]{1,5}", port_text):
+        raise UsageError(f"invalid address {value!r}: expected HOST:PORT with a numeric port")
+    port = int(port_text)
+    if port > MAX_PORT:
+        raise UsageError(f"invalid address {value!r}: port must be 0..{MAX_PORT}")
+    return host, port
+
+
+def format_hostport(host: str, port: int) -> str:
+    """The inverse of parse_hostport: brackets around IPv6 addresses."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
