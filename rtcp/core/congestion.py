@@ -26,6 +26,7 @@ __all__ = [
     "RateSample",
     "Reno",
     "make_controller",
+    "register",
 ]
 
 
@@ -343,6 +344,12 @@ CONTROLLERS: dict[str, type[CongestionController]] = {
 }
 
 
+def register(cls: type[CongestionController]) -> type[CongestionController]:
+    """Class decorator: make `cls` available to make_controller under `cls.name`."""
+    CONTROLLERS[cls.name.lower()] = cls
+    return cls
+
+
 def make_controller(name: str, mss: int, **kw) -> CongestionController:
     """Build the controller registered under `name` (case-insensitive)."""
     cls = CONTROLLERS.get(name.lower())
@@ -350,3 +357,8 @@ def make_controller(name: str, mss: int, **kw) -> CongestionController:
         known = ", ".join(sorted(CONTROLLERS))
         raise ValueError(f"unknown congestion controller {name!r}; choose one of: {known}")
     return cls(mss, **kw)
+
+
+# Controllers in their own modules register themselves on import (after everything above
+# exists, so they can import from this module without a cycle).
+from rtcp.core import bbr as _bbr  # noqa: F401

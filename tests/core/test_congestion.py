@@ -44,7 +44,9 @@ def in_ca(cls, cwnd_segments, **kw):
 
 
 def test_registry():
-    assert CONTROLLERS == {"reno": Reno, "cubic": Cubic}
+    from rtcp.core.bbr import Bbr
+
+    assert CONTROLLERS == {"reno": Reno, "cubic": Cubic, "bbr": Bbr}
     for name, cls in CONTROLLERS.items():
         cc = make_controller(name, MSS)
         assert type(cc) is cls and cc.name == name
@@ -54,8 +56,8 @@ def test_registry():
 
 
 def test_unknown_controller_lists_names():
-    with pytest.raises(ValueError, match=r"bbr.*cubic, reno"):
-        make_controller("bbr", MSS)
+    with pytest.raises(ValueError, match=r"vegas.*bbr, cubic, reno"):
+        make_controller("vegas", MSS)
 
 
 def test_bad_arguments():
