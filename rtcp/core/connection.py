@@ -41,7 +41,8 @@ TS_MASK = 0xFFFFFFFF
 TS_TICKS_PER_S = 1_000_000  # timestamps count microseconds: loopback RTTs are well under 1 ms
 PAWS_IDLE_LIMIT_S = 1000.0  # RFC 7323 5.5, scaled to the microsecond clock's 35-minute half-wrap
 MAX_PERSIST_S = 60.0
-PACING_BURST_S = 0.001  # a paced sender may catch up this much after an idle moment
+PACING_BURST_S = 0.001
+RACK_MIN_REORDER_WINDOW_S = 0.001  # RFC 8985 reo_wnd is min_RTT/4; at least this much  # a paced sender may catch up this much after an idle moment
 
 
 class State(Enum):
@@ -318,6 +319,17 @@ class Connection:
                 self._ack_now = True
             return
         if state is S.CLOSED:
+            # RFC 9293 3.10.7.1: a segment without RST for a closed connection earns a RST, so a
+            # peer still retransmitting its FIN after our TIME-WAIT (or data after our abort,
+            # RFC 5961's challenge ACK) learns we are gone instead of waiting for its timeout.
+            if not seg.flags & RST and self._rst_pending is None:
+                if seg.flags & ACK:
+                    self._rst_pending = (seg.ack, 0, RST, seg.src_id)
+                else:
+                    seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (
+                        1 if seg.flags & FIN else 0
+                    )
+                    self._rst_pending = (0, (seg.seq + seg_len) & TS_MASK, RST | ACK, seg.src_id)
             return
         if state is S.LISTEN:
             self._on_listen(seg, now)
@@ -390,6 +402,10 @@ class Connection:
             self.snd_una = 1
             self._on_new_ack_timers(now)
             self._rtt_sample_syn(seg, now)
+            # RFC 6298 5.7: the SYN's backoff does not carry into data transfer (as the
+            # passive side does on the ACK of its SYN-ACK); a 16 s RTO after three lost SYNs
+            # would otherwise let one more data loss run into the user timeout.
+            self.rtt.reset_backoff()
             self._set_state("recv SYN-ACK")
             self._ack_now = True
             self._start_pmtud(now)
@@ -442,6 +458,10 @@ class Connection:
             if seg_len and seg_off + seg_len <= self.rcv_nxt:
                 self.stats.duplicate_segments += 1
                 self._trace("duplicate", seq=seg_off - 1, len=plen)
+            if flags & FIN and self.state is S.TIME_WAIT and seg_off + seg_len == self.rcv_nxt:
+                # RFC 9293 3.10.7.4 eighth check: a retransmitted FIN in TIME-WAIT is ACKed
+                # again and restarts the 2 MSL timeout (so it outlasts the peer's retries).
+                self._enter_time_wait(now)
             # SYN retransmitted by a peer that missed our SYN-ACK: resend it.
             if flags & SYN and self.state is S.SYN_RECEIVED and seg_off == 0:
                 if flags & ACK:  # simultaneous open: the peer's SYN-ACK acknowledges our SYN
@@ -455,7 +475,13 @@ class Connection:
         if flags & RST:
             # RFC 5961 3.2: only an exact match resets; an in-window RST earns a challenge ACK.
             if seg_off == self.rcv_nxt:
-                self._enter_closed("reset", "the peer reset the connection")
+                if self.state in (S.CLOSING, S.LAST_ACK):
+                    # RFC 9293 3.10.7.4 second check: here a RST just ends the connection (both
+                    # FINs were exchanged; typically the peer left TIME-WAIT before our FIN's
+                    # retransmission arrived), with no "connection reset" signal to the user.
+                    self._enter_closed("closed", None)
+                else:
+                    self._enter_closed("reset", "the peer reset the connection")
             else:
                 self._ack_now = True
             return
@@ -545,12 +571,16 @@ class Connection:
                     sb.mark_first_lost()
                 if sb.lost_bytes:
                     self._enter_recovery(now)
+            if sb._retransmitted:
+                min_rtt = self.rtt.min_rtt_s or 0.0
+                sb.detect_lost_retransmissions(max(min_rtt / 4, RACK_MIN_REORDER_WINDOW_S))
         sample = sb.take_rate_sample()
         if sample is not None:
             delivered, interval, prior, rtt_s, app_limited = sample
             self.cc.on_rate_sample(
                 RateSample(
-                    delivered / interval, interval, delivered, prior, sb.delivered, rtt_s,
+                    delivered / interval if interval > 0 else 0.0, interval, delivered, prior,
+                    sb.delivered, rtt_s,
                     app_limited, max(0, ack - acked_before) + newly_sacked,
                     max(0, sb.lost_bytes - lost_before), sb.pipe,
                 ),
@@ -620,9 +650,22 @@ class Connection:
                 self.cc.on_recovery_exit(now)
                 self._trace_cc(now)
             elif not self.sack_ok:
-                # RFC 6582 3.2 step 5: a partial ACK; the next hole is lost too.
+                # RFC 6582 3.2 step 5: a partial ACK; the next hole is lost too, and is
+                # retransmitted at once (not when cwnd allows: no more dup ACKs may come).
                 self._dupack_credit = 0
-                sb.mark_first_lost()
+                if sb.mark_first_lost():
+                    self._partial_ack_due = True
+            else:
+                # RFC 6675 NextSeg rule 3 in its partial-ACK form: the first unacknowledged
+                # segment, never retransmitted, with SACKed data above it, is a hole to repair
+                # now. Without this a hole with fewer than DupThresh segments SACKed above it
+                # (a loss near the tail) waits for the retransmission timer.
+                rec = sb.first()
+                if (
+                    rec is not None and not rec.sacked and not rec.retransmits
+                    and rec.end <= sb.highest_sacked
+                ):
+                    sb.mark_first_lost()
         else:
             self.cc.on_ack(acked, now, rtt_s, flight_before)
             if self._hook is not None:
@@ -638,6 +681,7 @@ class Connection:
         self._trace_cc(now)
 
     _fast_retransmit_due = False
+    _partial_ack_due = False  # NewReno: retransmit the next hole regardless of cwnd
 
     def _process_data(self, seg: wire.Segment, seg_off: int, now: float) -> None:
         """Deliver in-order bytes, buffer out-of-order ones, decide how soon to ACK."""
@@ -650,6 +694,8 @@ class Connection:
         payload = seg.payload
         if seg.flags & FIN:
             self._peer_fin_offset = seg_off + len(payload)
+            if seg_off > self.rcv_nxt:
+                self._ack_now = True  # an out-of-order FIN: duplicate ACK at once (RFC 5681 4.2)
         if payload:
             window_end = self.rcv_nxt + self._receive_window()
             result = self._reasm.insert(seg_off, payload, window_end)
@@ -709,7 +755,7 @@ class Connection:
         if state is not S.SYN_RECEIVED:
             self._send_data(out, now)
             self._send_fin(out, now)
-            if self.snd_nxt > self.snd_una or self.unsent_bytes:
+            if self.unsent_bytes >= self.mss:  # larger segments would help: probe
                 size = self.pmtud.probe_due(now)
                 if size is not None:
                     out.append(self._emit_probe(size, now))
@@ -760,7 +806,10 @@ class Connection:
             rec = sb.next_lost()
             if rec is None:
                 break
-            if not self._fast_retransmit_due and sb.pipe - self._dupack_credit >= cwnd:
+            if (
+                not (self._fast_retransmit_due or self._partial_ack_due)
+                and sb.pipe - self._dupack_credit >= cwnd
+            ):
                 break
             if rate and self._pace_next > now and not self._fast_retransmit_due:
                 self._pacing_blocked = True
@@ -786,6 +835,7 @@ class Connection:
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rtt.rto_s
         self._fast_retransmit_due = False
+        self._partial_ack_due = False
         # New data (NextSeg rule 2), bounded by cwnd and the peer's window (RFC 5681, 9293).
         data_end = self._sndbuf_base + len(self._sndbuf)
         wnd_end = self.snd_una + self.snd_wnd

@@ -75,6 +75,10 @@ class Scoreboard:
         self._rs_ack_elapsed = 0.0
         self._rs_rtt: float | None = None
         self._rs_app_limited = False
+        # Lost-retransmission detection (RACK's idea, RFC 8985 6.2): the send time of the most
+        # recently sent segment known delivered, and retransmissions in the order they left.
+        self.newest_delivered_sent_at = 0.0
+        self._retransmitted: deque[tuple[SentSegment, float]] = deque()
 
     def __len__(self) -> int:
         return len(self._recs) - self._head
@@ -106,6 +110,8 @@ class Scoreboard:
         """`rec` reached the receiver (cumulative ACK or SACK): update the rate sample."""
         self.delivered += size
         self.delivered_time = now
+        if rec.sent_at > self.newest_delivered_sent_at:
+            self.newest_delivered_sent_at = rec.sent_at
         if self.app_limited_until and self.delivered > self.app_limited_until:
             self.app_limited_until = 0
         if rec.delivered >= self._rs_prior_delivered:  # the most recently sent one wins
@@ -119,14 +125,12 @@ class Scoreboard:
 
     def take_rate_sample(self) -> tuple[int, float, int, float | None, bool] | None:
         """(delivered bytes, interval s, prior delivered, rtt s, app-limited) of the ACK just
-        processed, or None when it delivered nothing or the interval is too short to mean much."""
+        processed, or None when it delivered nothing. An interval of 0 means no rate."""
         prior = self._rs_prior_delivered
         if prior < 0:
             return None
         self._rs_prior_delivered = -1
-        interval = max(self._rs_send_elapsed, self._rs_ack_elapsed)
-        if interval <= 0:
-            return None
+        interval = max(self._rs_send_elapsed, self._rs_ack_elapsed, 0.0)
         return self.delivered - prior, interval, prior, self._rs_rtt, self._rs_app_limited
 
     def on_cumulative_ack(self, ack: int, now: float) -> tuple[SentSegment | None, float | None]:
@@ -299,3 +303,25 @@ class Scoreboard:
         rec.retransmits += 1
         rec.sent_at = now
         self._stamp(rec, now)
+        self._retransmitted.append((rec, now))
+
+    def detect_lost_retransmissions(self, reorder_window_s: float) -> int:
+        """A retransmission is lost when a segment sent more than reorder_window_s after it has
+        been delivered (RFC 8985's rule, applied to retransmissions, which IsLost never
+        re-examines): without this only the retransmission timer would find it."""
+        queue = self._retransmitted
+        newest = self.newest_delivered_sent_at
+        marked = 0
+        while queue:
+            rec, sent_at = queue[0]
+            if rec.acked or rec.sacked or rec.lost or rec.sent_at != sent_at:
+                queue.popleft()
+                continue
+            if sent_at + reorder_window_s >= newest:
+                break
+            queue.popleft()
+            rec.lost = True
+            self.lost_bytes += rec.end - rec.start
+            self._lost_queue.appendleft(rec)
+            marked += 1
+        return marked

@@ -7,6 +7,7 @@ nothing is due: a transfer of megabytes over a lossy 10 ms path takes a fraction
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from dataclasses import dataclass, field
@@ -80,9 +81,12 @@ class SimNetwork:
     ):
         self.now = START_TIME_S
         self.base_delay_s = base_delay_s
+        rng = random.Random(seed)
+        # Ids and initial sequence numbers come from the seed too: a run is reproducible.
+        client_config = _seeded(client_config or ConnectionConfig(), rng)
+        server_config = _seeded(server_config or ConnectionConfig(), rng)
         self.client = Endpoint("client", Connection(client_config, is_client=True, now=self.now))
         self.server = Endpoint("server", Connection(server_config, is_client=False, now=self.now))
-        rng = random.Random(seed)
         self.links = {
             "client": Impairer(up or ImpairConfig(), random.Random(rng.getrandbits(64))),
             "server": Impairer(down or ImpairConfig(), random.Random(rng.getrandbits(64))),
@@ -151,6 +155,16 @@ class SimNetwork:
         self.server.to_send = data_down
         self.server.close_when_sent = False  # the server closes after the client's FIN
         self.client.conn.connect(self.now)
+
+
+def _seeded(config: ConnectionConfig, rng: random.Random) -> ConnectionConfig:
+    local_id = rng.randrange(1, 1 << 32)
+    initial_seq = rng.getrandbits(32)
+    return dataclasses.replace(
+        config,
+        local_id=config.local_id if config.local_id is not None else local_id,
+        initial_seq=config.initial_seq if config.initial_seq is not None else initial_seq,
+    )
 
 
 def transfer(
