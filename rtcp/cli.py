@@ -1,0 +1,63 @@
+"""The `rtcp` command line: a thin typer app that registers each command from its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from rtcp import __version__
+from rtcp.errors import ExitCode, RtcpError
+
+app = typer.Typer(
+    name="rtcp",
+    help=(
+        "Move files intact over an unreliable datagram network with a user-space TCP over UDP."
+        "\n\nExit codes: 0 ok (send: verified by the receiver), 1 internal error, 2 usage,"
+        " 3 timeout, 4 reset by the peer, 5 SHA-256 mismatch, 6 file exists on the receiver,"
+        " 7 local file or socket error, 8 refused by the receiver, 130 interrupted."
+    ),
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rtcp {__version__}")
+        raise typer.Exit(ExitCode.OK)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """rtcp: recv, proxy and send. Exit codes: see `rtcp send --help`."""
+
+
+def _register() -> None:
+    from rtcp.proxy.command import proxy_command
+
+    app.command("proxy")(proxy_command)
+
+    from rtcp.transfer.command import recv_command, send_command
+
+    app.command("send")(send_command)
+    app.command("recv")(recv_command)
+
+
+
+def main() -> None:
+    """Console entry point: every RtcpError becomes one line on stderr and its exit code."""
+    _register()
+    try:
+        app()
+    except RtcpError as exc:
+        print(f"rtcp: error: {exc}", file=sys.stderr)
+        sys.exit(int(exc.exit_code))
+    except KeyboardInterrupt:
+        print("rtcp: interrupted", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))

@@ -1,0 +1,486 @@
+"""The UDP event loop that drives sans-IO core connections (selectors, one socket).
+
+One Driver owns one non-blocking UDP socket and any number of connections on it: client
+connections opened with connect(), and, once listen() was called, server connections created
+for each new SYN. Datagrams are routed by the destination connection id (the id the local
+side chose) when it is non-zero; a first SYN (dst_id 0) by (peer address, source id).
+
+Each connection has an application object (an App subclass) that the loop calls:
+
+    app.connection_made(handle)       once, before anything else
+    app.event_received(event, now)    for every core event, in order
+    app.poll(now)                     after the events of an iteration: read/send more here
+    app.deadline() -> float | None    an application timer (absolute monotonic time)
+    app.on_deadline(now)              called once now >= deadline()
+
+One iteration: read EVERY ready datagram (recvfrom_into until BlockingIOError) and feed it,
+run the due timers, drain each connection's events into its app, let the app poll, send every
+datagram the core wants to send, then sleep until the earliest timer or the next datagram.
+The clock is time.monotonic(). Nothing here knows about files: the benchmark and other
+applications reuse it.
+"""
+
+from __future__ import annotations
+
+import selectors
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Self
+
+from rtcp.core import events as ev
+from rtcp.core import wire
+from rtcp.core.config import ConnectionConfig
+
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+_RECV_BUFFER_BYTES = 65536
+# Datagrams read per wakeup before the loop services timers and sends; it goes on reading at
+# once (select with a zero timeout) so nothing waits, but acks and timers are not starved.
+_MAX_READS_PER_WAKEUP = 4096
+# After ConnectionClosed a connection stays routed this long (at most) so that its final
+# ACKs answer a peer that retransmits its FIN; TIME-WAIT is otherwise shortcut.
+_LINGER_S = 2.0
+
+
+def _connection_class():
+    from rtcp.core.connection import Connection  # imported late: the core may land later
+
+    return Connection
+
+
+class App:
+    """Base class of a per-connection application. Override what you need."""
+
+    handle: Handle
+
+    def connection_made(self, handle: Handle) -> None:
+        self.handle = handle
+
+    def event_received(self, event: ev.Event, now: float) -> None:
+        pass
+
+    def poll(self, now: float) -> None:
+        pass
+
+    def deadline(self) -> float | None:
+        return None
+
+    def on_deadline(self, now: float) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class Handle:
+    """A connection as the loop sees it: the core object, its peer, its app."""
+
+    conn: object
+    peer: tuple
+    app: App
+    driver: Driver
+    created: float
+    closed_at: float | None = None  # when ConnectionClosed was delivered
+    close_reason: str | None = None
+    close_error: str | None = None
+    syn_key: tuple | None = None
+    local_id: int | None = None
+    removed: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
+
+
+@dataclass
+class DriverStats:
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    send_errors: int = 0
+    receive_errors: int = 0
+    unroutable: int = 0  # datagrams for no known connection (or too short to route)
+    resets_sent: int = 0  # RSTs answering segments for no (open) connection
+    send_queue_peak: int = 0
+
+
+class Driver:
+    """A selectors loop around one UDP socket. Not thread-safe: use it from one thread."""
+
+    def __init__(
+        self,
+        bind: tuple | None = None,
+        *,
+        family: int | None = None,
+        sock: socket.socket | None = None,
+        buffer_bytes: int = SOCKET_BUFFER_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if sock is None:
+            address = tuple(bind) if bind is not None else ("", 0)
+            if family is None:
+                family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
+        self.sock = sock
+        self.sock.setblocking(False)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, buffer_bytes)
+            except OSError:
+                pass
+        self.clock = clock
+        self.stats = DriverStats()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.sock, selectors.EVENT_READ, "sock")
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._buf = bytearray(_RECV_BUFFER_BYTES)
+        self._view = memoryview(self._buf)
+        self._by_id: dict[int, Handle] = {}
+        self._by_syn: dict[tuple, Handle] = {}
+        self._handles: list[Handle] = []
+        self._pending: deque[tuple[bytes, tuple]] = deque()  # datagrams waiting for EVENT_WRITE
+        self._want_write = False
+        self._listen: tuple[Callable[[], ConnectionConfig], Callable[[tuple], App | None]] | None
+        self._listen = None
+        self._more_to_read = False
+        self._closed = False
+        self._old_wakeup_fd: int | None = None
+
+    # --- setup -------------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> tuple:
+        return self.sock.getsockname()
+
+    @property
+    def handles(self) -> list[Handle]:
+        return list(self._handles)
+
+    def listen(
+        self,
+        config: ConnectionConfig | Callable[[], ConnectionConfig],
+        app_factory: Callable[[tuple], App | None],
+    ) -> None:
+        """Accept connections: app_factory(peer) returns the App for a new SYN (None refuses)."""
+        factory = config if callable(config) else (lambda: config)
+        self._listen = (factory, app_factory)
+
+    def stop_listening(self) -> None:
+        self._listen = None
+
+    def connect(self, peer: tuple, config: ConnectionConfig, app: App) -> Handle:
+        """Open a client connection to peer (a resolved socket address) driven by app."""
+        now = self.clock()
+        conn = _connection_class()(config, is_client=True, now=now)
+        handle = self._add(conn, peer, app, now)
+        conn.connect(now)
+        self._flush(handle, now)
+        return handle
+
+    def _add(self, conn, peer, app: App, now: float) -> Handle:
+        handle = Handle(conn=conn, peer=peer, app=app, driver=self, created=now)
+        handle.local_id = conn.local_id
+        self._by_id[conn.local_id] = handle
+        self._handles.append(handle)
+        app.connection_made(handle)
+        return handle
+
+    def install_signal_wakeup(self) -> None:
+        """Make a signal wake select() at once (signal.set_wakeup_fd): the handler then runs."""
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+
+    def wakeup(self) -> None:
+        """Wake a loop blocked in select() (safe from a signal handler or another thread)."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._old_wakeup_fd is not None:
+            try:
+                signal.set_wakeup_fd(self._old_wakeup_fd)
+            except (ValueError, OSError):
+                pass
+        self._sel.close()
+        self.sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        best = None
+        for h in self._handles:
+            t = h.conn.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+            t = h.app.deadline()
+            if t is not None and (best is None or t < best):
+                best = t
+            if h.closed_at is not None:
+                t = h.closed_at + _LINGER_S
+                if best is None or t < best:
+                    best = t
+        return best
+
+    def run(self, until: Callable[[], bool], max_wait_s: float | None = None) -> None:
+        """Iterate until until() is true (checked before every iteration)."""
+        while not until():
+            self.run_once(max_wait_s)
+
+    def run_once(self, max_wait_s: float | None = None) -> None:
+        """One iteration: wait for a datagram or the next timer, then do all that is due."""
+        now = self.clock()
+        if self._more_to_read:
+            wait = 0.0
+        else:
+            deadline = self.next_deadline()
+            wait = None if deadline is None else max(0.0, deadline - now)
+            if max_wait_s is not None:
+                wait = max_wait_s if wait is None else min(wait, max_wait_s)
+        try:
+            ready = self._sel.select(wait)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for safety
+            ready = []
+        now = self.clock()
+        self._more_to_read = False
+        for key, mask in ready:
+            if key.data == "sock":
+                if mask & selectors.EVENT_READ:
+                    self._read_all(now)
+                if mask & selectors.EVENT_WRITE:
+                    self._send_pending()
+            elif key.data == "wake":
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except OSError:
+                    pass
+        self.service(now)
+
+    def service(self, now: float | None = None) -> None:
+        """Timers, events, app polls and sends for every connection (no waiting)."""
+        if now is None:
+            now = self.clock()
+        for h in list(self._handles):
+            conn = h.conn
+            t = conn.get_timer()
+            if t is not None and t <= now:
+                conn.handle_timer(now)
+            t = h.app.deadline()
+            if t is not None and t <= now:
+                h.app.on_deadline(now)
+            self._drain_events(h, now)
+            if not h.closed:
+                h.app.poll(now)
+                self._drain_events(h, now)
+            self._flush(h, now)
+            if h.closed_at is not None and (
+                now >= h.closed_at + _LINGER_S or _state_name(conn) == "CLOSED"
+            ):
+                self._remove(h)
+
+    def _drain_events(self, h: Handle, now: float) -> None:
+        conn, app = h.conn, h.app
+        while True:
+            event = conn.next_event()
+            if event is None:
+                return
+            if isinstance(event, ev.ConnectionClosed) and h.closed_at is None:
+                h.closed_at = now
+                h.close_reason = event.reason
+                h.close_error = event.error
+            app.event_received(event, now)
+
+    def _flush(self, h: Handle, now: float) -> None:
+        datagrams = h.conn.datagrams_to_send(now)
+        if datagrams:
+            self._send(datagrams, h.peer)
+
+    def _remove(self, h: Handle) -> None:
+        if h.removed:
+            return
+        h.removed = True
+        if self._by_id.get(h.local_id) is h:
+            del self._by_id[h.local_id]
+        if h.syn_key is not None and self._by_syn.get(h.syn_key) is h:
+            del self._by_syn[h.syn_key]
+        try:
+            self._handles.remove(h)
+        except ValueError:
+            pass
+
+    def forget(self, h: Handle) -> None:
+        """Stop routing a connection at once (its app is done with it)."""
+        self._remove(h)
+
+    # --- datagrams ---------------------------------------------------------------------
+
+    def _read_all(self, now: float) -> None:
+        sock, buf, view = self.sock, self._buf, self._view
+        stats = self.stats
+        for _ in range(_MAX_READS_PER_WAKEUP):
+            try:
+                n, addr = sock.recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # e.g. ECONNREFUSED reported for an earlier send (ICMP port unreachable)
+                stats.receive_errors += 1
+                continue
+            stats.datagrams_received += 1
+            stats.bytes_received += n
+            self._route(bytes(view[:n]), addr, now)
+        self._more_to_read = True
+
+    def _route(self, data: bytes, addr: tuple, now: float) -> None:
+        ids = wire.peek_ids(data)
+        if ids is None:
+            self.stats.unroutable += 1
+            return
+        flags, src_id, dst_id = ids
+        if dst_id:
+            h = self._by_id.get(dst_id)
+            if h is None or h.removed or h.conn.is_closed:
+                # no such connection (any more): answer like a closed port would
+                self.stats.unroutable += 1
+                if not flags & wire.RST:
+                    self._reply_rst(data, addr)
+                return
+            h.conn.receive_datagram(data, now)
+            return
+        key = (addr, src_id)
+        h = self._by_syn.get(key)
+        if h is not None and not h.removed:
+            h.conn.receive_datagram(data, now)
+            return
+        if self._listen is None or not (flags & wire.SYN) or (flags & wire.ACK):
+            self.stats.unroutable += 1
+            return
+        config_factory, app_factory = self._listen
+        config = config_factory()
+        conn = _connection_class()(config, is_client=False, now=now)
+        conn.receive_datagram(data, now)
+        if _state_name(conn) in ("LISTEN", "CLOSED"):
+            # the SYN did not pass the core's checks (checksum, ...): nothing to keep
+            self.stats.unroutable += 1
+            return
+        app = app_factory(addr)
+        if app is None:
+            self._reply_rst(data, addr)  # "connection refused"
+            return
+        h = self._add(conn, addr, app, now)
+        h.syn_key = key
+        self._by_syn[key] = h
+
+    def _reply_rst(self, data, addr) -> None:
+        """Answer a segment for a connection that does not exist (any more) with a RST, as
+        RFC 9293 3.10.7.1 has a CLOSED port do: <SEQ=SEG.ACK><CTL=RST> if it carries an ACK,
+        else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. This refuses an unwanted SYN, and
+        answers the challenge ACK (RFC 5961) that a peer sends for our abort's RST when data
+        was in flight, so that the peer learns at once that we are gone. One RST per segment
+        received, never for a RST, never for a datagram that fails its checksum."""
+        try:
+            seg = wire.decode(data)
+        except wire.WireError:
+            return
+        if seg.flags & wire.RST:
+            return
+        if seg.flags & wire.ACK:
+            rst = wire.build(wire.RST, seg.dst_id, seg.src_id, seg.ack, 0, 0)
+        else:
+            seg_len = 0 if seg.flags & getattr(wire, "PROBE", 0) else len(seg.payload)
+            seg_len += 1 if seg.flags & wire.SYN else 0
+            seg_len += 1 if seg.flags & wire.FIN else 0
+            ack = (seg.seq + seg_len) & 0xFFFFFFFF
+            rst = wire.build(wire.RST | wire.ACK, seg.dst_id, seg.src_id, 0, ack, 0)
+        self.stats.resets_sent += 1
+        self._send([rst], addr)
+
+    def linger(self, seconds: float) -> None:
+        """Keep serving (timers, replies to a closed connection's peer) for a short while."""
+        end = self.clock() + seconds
+        while (left := end - self.clock()) > 0:
+            self.run_once(left)
+
+    def _send(self, datagrams, addr) -> None:
+        if self._pending:
+            self._pending.extend((d, addr) for d in datagrams)
+            self._note_queue()
+            return
+        sock, stats = self.sock, self.stats
+        for i, d in enumerate(datagrams):
+            try:
+                sock.sendto(d, addr)
+            except (BlockingIOError, InterruptedError):
+                self._pending.extend((x, addr) for x in datagrams[i:])
+                self._note_queue()
+                return
+            except OSError:
+                # ECONNREFUSED and friends: the datagram is lost, the protocol recovers
+                stats.send_errors += 1
+                continue
+            stats.datagrams_sent += 1
+            stats.bytes_sent += len(d)
+
+    def _note_queue(self) -> None:
+        self.stats.send_queue_peak = max(self.stats.send_queue_peak, len(self._pending))
+        if not self._want_write:
+            self._want_write = True
+            self._sel.modify(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, "sock")
+
+    def _send_pending(self) -> None:
+        sock, stats, pending = self.sock, self.stats, self._pending
+        while pending:
+            d, addr = pending[0]
+            try:
+                sock.sendto(d, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                stats.send_errors += 1
+            else:
+                stats.datagrams_sent += 1
+                stats.bytes_sent += len(d)
+            pending.popleft()
+        self._want_write = False
+        self._sel.modify(self.sock, selectors.EVENT_READ, "sock")
+
+
+def _state_name(conn) -> str:
+    state = conn.state
+    return getattr(state, "name", str(state))
+
+
+def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
+    """(family, sockaddr) for a UDP HOST:PORT; raises OSError (socket.gaierror).
+
+    A name with both IPv4 and IPv6 addresses resolves to IPv4 on both sides (sender and
+    receiver), so that "localhost" means the same socket to both of them.
+    """
+    flags = socket.AI_PASSIVE if passive else 0
+    infos = socket.getaddrinfo(host or None, port, 0, socket.SOCK_DGRAM, 0, flags)
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, _type, _proto, _canon, addr = infos[0]
+    return family, addr

@@ -1,0 +1,454 @@
+"""`rtcp send` and `rtcp recv`: thin typer commands over rtcp.transfer.sender / receiver.
+
+Every value option is taken as a string and parsed with rtcp.units, so a bad value is one
+`rtcp: error: --flag: ...` line and exit code 2. Failures raise the RtcpError subclasses;
+rtcp.cli.main turns them into one line on stderr and the documented exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rtcp.core.config import ConnectionConfig
+from rtcp.errors import (
+    ExitCode,
+    FileExistsRefused,
+    HashMismatch,
+    LocalIOError,
+    PeerReset,
+    PeerTimeout,
+    RtcpError,
+    TransferRefused,
+    UsageError,
+)
+from rtcp.units import format_hostport, parse_duration, parse_hostport, parse_size
+
+_PANEL_TUNING = "Protocol tuning"
+_ERRORS_BY_CODE: dict[ExitCode, type[RtcpError]] = {
+    ExitCode.TIMEOUT: PeerTimeout,
+    ExitCode.RESET: PeerReset,
+    ExitCode.HASH_MISMATCH: HashMismatch,
+    ExitCode.FILE_EXISTS: FileExistsRefused,
+    ExitCode.LOCAL_IO: LocalIOError,
+    ExitCode.REFUSED: TransferRefused,
+}
+
+
+def _parse_flag(flag: str, parse: Any, value: str) -> Any:
+    try:
+        return parse(value)
+    except UsageError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+
+
+def parse_seconds(value: str) -> float:
+    """A duration where a bare number is seconds ("15", "15s", "500ms", "2min")."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return parse_duration(text)
+    if not math.isfinite(number):
+        raise UsageError(f"invalid duration {value!r}: not a finite number")
+    if number < 0:
+        raise UsageError(f"invalid duration {value!r}: must not be negative")
+    return number
+
+
+def _positive_seconds(flag: str, value: str) -> float:
+    seconds = _parse_flag(flag, parse_seconds, value)
+    if seconds <= 0:
+        raise UsageError(f"{flag}: {value!r} must be positive")
+    return seconds
+
+
+def _parse_int(flag: str, value: str, minimum: int, maximum: int | None = None) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"{flag}: invalid integer {value!r}") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f"at least {minimum}"
+        raise UsageError(f"{flag}: {value!r} must be {bound}")
+    return number
+
+
+def build_config(
+    *,
+    mss: str | None = None,
+    window: str | None = None,
+    min_rto: str | None = None,
+    max_rto: str | None = None,
+    cc: str | None = None,
+    timeout_s: float | None = None,
+) -> ConnectionConfig:
+    """A ConnectionConfig from the command-line strings (None keeps the default)."""
+    from rtcp.core.congestion import CONTROLLERS
+    from rtcp.core.wire import HEADER_BYTES, MAX_DATAGRAM_BYTES, TIMESTAMPS_OPTION_BYTES
+
+    config = ConnectionConfig()
+    values: dict[str, Any] = {}
+    if mss is not None:
+        limit = MAX_DATAGRAM_BYTES - HEADER_BYTES - TIMESTAMPS_OPTION_BYTES - 40  # SACK room
+        values["mss_bytes"] = _parse_int("--mss", mss, 64, limit)
+        if hasattr(config, "pmtud"):
+            values["pmtud"] = False  # a fixed segment size: no path MTU discovery
+    if window is not None:
+        size = _parse_flag("--window", parse_size, window)
+        floor = values.get("mss_bytes", config.mss_bytes)
+        if size < floor:
+            raise UsageError(f"--window: {window!r} is smaller than one segment ({floor} bytes)")
+        if size > 1 << 30:
+            raise UsageError(f"--window: {window!r} is larger than 1 GiB")
+        values["send_buffer_bytes"] = size
+        values["receive_buffer_bytes"] = size
+    if min_rto is not None:
+        values["min_rto_s"] = _parse_flag("--min-rto", parse_duration, min_rto)
+        if values["min_rto_s"] <= 0:
+            raise UsageError(f"--min-rto: {min_rto!r} must be positive")
+    if max_rto is not None:
+        values["max_rto_s"] = _parse_flag("--max-rto", parse_duration, max_rto)
+    lo = values.get("min_rto_s", config.min_rto_s)
+    hi = values.get("max_rto_s", config.max_rto_s)
+    if hi < lo:
+        raise UsageError(f"--max-rto ({hi:g} s) is below --min-rto ({lo:g} s)")
+    if values.get("min_rto_s", 0) > config.initial_rto_s or hi < config.initial_rto_s:
+        values["initial_rto_s"] = min(max(config.initial_rto_s, lo), hi)
+    if cc is not None:
+        name = cc.strip().lower()
+        if name not in CONTROLLERS:
+            raise UsageError(
+                f"--cc: unknown congestion control {cc!r} (use {', '.join(sorted(CONTROLLERS))})"
+            )
+        values["congestion_control"] = name
+    if timeout_s is not None:
+        values["user_timeout_s"] = timeout_s
+    return replace(config, **values)
+
+
+# --- send ----------------------------------------------------------------------------
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def summary_text(result) -> str:
+    """The human summary printed on stderr after a send."""
+    lines = [f"sent {result.name} to {result.peer}"]
+    lines.append(f"  size         {_human_bytes(result.bytes)} ({result.bytes} bytes)")
+    lines.append(f"  time         {result.seconds:.3f} s")
+    rate = result.goodput_bytes_per_s
+    lines.append(f"  goodput      {_human_bytes(rate)}/s ({rate * 8 / 1e6:.2f} Mbit/s)")
+    share = (
+        f" ({100.0 * result.retransmissions / result.segments_sent:.2f}%)"
+        if result.segments_sent
+        else ""
+    )
+    lines.append(
+        f"  segments     {result.segments_sent} sent, {result.retransmissions} retransmitted{share}"
+    )
+    rtt = f"{result.rtt_ms:.3f} ms (smoothed)" if result.rtt_ms is not None else "n/a"
+    lines.append(f"  RTT          {rtt}")
+    lines.append(f"  SHA-256      {result.sha256 or 'n/a'}")
+    verified = "yes, the receiver's SHA-256 matches" if result.verified else "NO"
+    lines.append(f"  verified     {verified}")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """The tqdm bar on stderr: bytes acknowledged by the receiver, rate, ETA, retransmissions.
+
+    Created at the first report, so that a transfer failing before it starts draws nothing.
+    """
+
+    def __init__(self, name: str, total: int):
+        self.name = name if len(name) <= 24 else name[:21] + "..."
+        self.total = total
+        self.bar = None
+        self._retx = -1
+
+    def __call__(self, app, now: float) -> None:
+        if self.bar is None:
+            if not app.established:
+                return
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total,
+                desc=self.name,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+                mininterval=0.1,
+            )
+        done = app.file_bytes_acked
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+        retx = app.handle.conn.stats.retransmissions
+        if retx != self._retx:
+            self._retx = retx
+            self.bar.set_postfix_str(f"retx={retx}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def send_command(
+    file: str = typer.Argument(..., metavar="FILE", help="The file to send.", show_default=False),
+    to: str = typer.Option(
+        ..., "--to", metavar="HOST:PORT", help="Where `rtcp recv` listens.", show_default=False
+    ),
+    json_output: bool = typer.Option(
+        False, "--json", help="Print one JSON object with the results on stdout."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bar and no summary (errors still print)."
+    ),
+    timeout: str = typer.Option(
+        "15s",
+        "--timeout",
+        metavar="SECONDS",
+        help="Give up after this long without progress (15, 15s, 500ms).",
+    ),
+    mss: str | None = typer.Option(
+        None,
+        "--mss",
+        metavar="N",
+        help="Fixed segment payload in bytes (default: 1362, raised by path MTU discovery).",
+        rich_help_panel=_PANEL_TUNING,
+    ),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        metavar="SIZE",
+        help="Send buffer: the most unacknowledged data in flight (4MiB, 256KB).",
+        rich_help_panel=_PANEL_TUNING,
+    ),
+    min_rto: str | None = typer.Option(
+        None,
+        "--min-rto",
+        metavar="D",
+        help="Floor of the retransmission timeout (200ms).",
+        rich_help_panel=_PANEL_TUNING,
+    ),
+    max_rto: str | None = typer.Option(
+        None,
+        "--max-rto",
+        metavar="D",
+        help="Ceiling of the retransmission timeout (60s).",
+        rich_help_panel=_PANEL_TUNING,
+    ),
+    cc: str | None = typer.Option(
+        None,
+        "--cc",
+        metavar="NAME",
+        help="Congestion control (reno, cubic, ...).",
+        rich_help_panel=_PANEL_TUNING,
+    ),
+) -> None:
+    """Send FILE to an `rtcp recv`; succeed only once the receiver verified its SHA-256.
+
+    Example: rtcp send report.pdf --to 192.0.2.7:9000
+
+    A progress bar on stderr (when it is a terminal), then a summary; --json: results on stdout.
+
+    Exit codes:
+      0    verified: the receiver's SHA-256 of the stored file matches
+      1    internal error (a bug: please report it)
+      2    bad flags or arguments
+      3    timeout: no answer, or no progress within --timeout
+      4    reset: the receiver reset or aborted the connection
+      5    SHA-256 mismatch at the receiver
+      6    the file exists on the receiver (it needs --force)
+      7    local file or socket error (missing file, permission)
+      8    refused by the receiver (bad name, no space, I/O error there, protocol error)
+      130  interrupted (Ctrl-C)
+    """
+    from rtcp.transfer.sender import SendResult, send_file
+
+    path = Path(file)
+    timeout_s = _positive_seconds("--timeout", timeout)
+    host, port = _parse_flag("--to", parse_hostport, to)
+    if port == 0:
+        raise UsageError(f"--to: {to!r} needs a port")
+    config = build_config(
+        mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc, timeout_s=timeout_s
+    )
+    show_bar = not quiet and sys.stderr.isatty()
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # send_file reports the real problem
+    progress = _Progress(path.name, size) if show_bar else None
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)  # abort (RST), then exit 130
+    try:
+        try:
+            result = send_file(
+                path, host, port, config=config, timeout_s=timeout_s, on_progress=progress
+            )
+        except KeyboardInterrupt:
+            # typer would turn it into a silent exit 130: say what happened (send_file reset
+            # the connection, so the receiver drops its temporary at once)
+            raise RtcpError("interrupted: the transfer was aborted", ExitCode.INTERRUPTED) from None
+    except RtcpError as exc:
+        if json_output:
+            failed = SendResult(file=str(path), name=path.name, peer=to, bytes=size)
+            failed.exit_code, failed.error = int(exc.exit_code), str(exc)
+            _print_json(failed.to_json())
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        if progress is not None:
+            progress.close()
+    if json_output:
+        _print_json(result.to_json())
+    if result.verified:
+        if not quiet:
+            print(summary_text(result), file=sys.stderr, flush=True)
+        return
+    raise RtcpError(result.error or "the transfer failed", ExitCode(result.exit_code))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+# --- recv ----------------------------------------------------------------------------
+
+
+def recv_command(
+    listen: str = typer.Option(
+        ...,
+        "--listen",
+        metavar="HOST:PORT",
+        help="Where to listen (port 0: any free port).",
+        show_default=False,
+    ),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        metavar="DIR",
+        help="Folder for the received files (created if missing).",
+        show_default=False,
+    ),
+    once: bool = typer.Option(
+        False, "--once", help="Exit after the first transfer, with its exit code."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite files that exist."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per transfer."),
+    timeout: str = typer.Option(
+        "30s",
+        "--timeout",
+        metavar="SECONDS",
+        help="Drop a transfer whose sender is silent this long.",
+    ),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        metavar="SIZE",
+        help="Receive buffer: the window offered to senders.",
+        rich_help_panel=_PANEL_TUNING,
+    ),
+) -> None:
+    """Receive files from `rtcp send` into DIR, each verified by SHA-256 before it appears.
+
+    Example: rtcp recv --listen 0.0.0.0:9000 --out ./inbox
+
+    Prints "listening on HOST:PORT" first, then one line per finished transfer.
+
+    Serves concurrent transfers until Ctrl-C or SIGTERM, then aborts the open ones (exit 0).
+
+    A file gets its final name only after its SHA-256 matched; existing files need --force.
+
+    Exit codes (with --once, the first transfer's outcome):
+      0    verified and stored (or a clean shutdown)
+      2    bad flags or arguments
+      3    timeout: the sender went silent
+      4    reset: the sender aborted
+      5    SHA-256 mismatch (nothing stored)
+      6    the file exists (refused)
+      7    local I/O error (cannot create the folder or the file, disk full)
+      8    refused: bad name or protocol error
+    """
+    from rtcp.net.driver import Driver, resolve
+    from rtcp.transfer.receiver import FileServer
+    from rtcp.transfer.storage import OutputDir
+
+    timeout_s = _positive_seconds("--timeout", timeout)
+    host, port = _parse_flag("--listen", parse_hostport, listen)
+    config = build_config(window=window, timeout_s=timeout_s)
+    output = OutputDir(Path(out), force=force)
+    removed = output.cleanup_leftovers()
+    if removed and not quiet:
+        print(
+            f"rtcp: removed {len(removed)} temporary file(s) left by an earlier receiver",
+            file=sys.stderr,
+        )
+    try:
+        family, addr = resolve(host, port, passive=True)
+        driver = Driver(addr, family=family)
+    except OSError as exc:
+        raise LocalIOError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+    stop = {"signal": None}
+    first: list = []
+
+    def on_result(result) -> None:
+        if not quiet:
+            try:
+                print(result.log_line(), flush=True)
+            except OSError:  # stdout closed (a pipe reader went away): keep serving
+                pass
+        if not first:
+            first.append(result)
+
+    def on_signal(signum, _frame) -> None:
+        stop["signal"] = signum
+
+    previous = {}
+    with driver:
+        server = FileServer(
+            driver, output, config=config, on_result=on_result, idle_timeout_s=timeout_s
+        )
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, on_signal)
+            driver.install_signal_wakeup()
+            local = driver.local_address
+            print(f"listening on {format_hostport(local[0], local[1])}", flush=True)
+            driver.run(lambda: stop["signal"] is not None or (once and bool(first)))
+            server.shutdown()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    if once and first and stop["signal"] is None:
+        result = first[0]
+        if result.exit_code != ExitCode.OK:
+            error_class = _ERRORS_BY_CODE.get(result.exit_code, RtcpError)
+            raise error_class(
+                f"{result.name or 'transfer'} from {result.peer}: {result.reason}",
+                result.exit_code,
+            )

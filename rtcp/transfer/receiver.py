@@ -1,0 +1,325 @@
+"""The receiving application: one FileReceiver + one IncomingFile per connection, and the
+server that accepts concurrent transfers on one Driver.
+
+Per connection: parse the stream; after the header, check the name and create the
+temporary (or refuse at once with an early verdict); write and hash the data; after the
+trailer, compare the SHA-256, move the file into place, answer the verdict and close. A
+connection that dies first (reset, timeout, shutdown) leaves no file and no temporary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rtcp.core import events as ev
+from rtcp.core.config import ConnectionConfig
+from rtcp.core.connection import LocalProtocolError
+from rtcp.errors import ExitCode
+from rtcp.net.driver import App, Driver
+from rtcp.transfer import protocol as proto
+from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
+
+READ_BYTES = 1 << 20
+DEFAULT_IDLE_TIMEOUT_S = 30.0
+# After our verdict, the FIN exchange gets this long before the connection is dropped.
+CLOSE_GRACE_S = 5.0
+
+_STATUS_EXIT = {
+    proto.Status.OK: ExitCode.OK,
+    proto.Status.HASH_MISMATCH: ExitCode.HASH_MISMATCH,
+    proto.Status.FILE_EXISTS: ExitCode.FILE_EXISTS,
+    proto.Status.IO_ERROR: ExitCode.LOCAL_IO,
+    proto.Status.TOO_LARGE: ExitCode.LOCAL_IO,
+    proto.Status.BAD_NAME: ExitCode.REFUSED,
+    proto.Status.PROTOCOL_ERROR: ExitCode.REFUSED,
+    proto.Status.UNSUPPORTED_VERSION: ExitCode.REFUSED,
+}
+
+
+@dataclass
+class ReceiveResult:
+    """The outcome of one incoming transfer (what the log line and `recv --once` report)."""
+
+    peer: str
+    name: str | None
+    size: int | None
+    bytes_received: int
+    seconds: float
+    exit_code: ExitCode
+    verified: bool
+    reason: str  # "verified", or why not
+    sha256: str | None = None
+    path: str | None = None
+
+    def log_line(self) -> str:
+        name = repr(self.name) if self.name is not None else "(no header)"
+        size = f"{self.size} bytes" if self.size is not None else f"{self.bytes_received} bytes"
+        rate = ""
+        if self.verified and self.seconds > 0:
+            rate = f", {_human_rate(self.size / self.seconds)}"
+        if self.verified:
+            return (
+                f"received {name} {size} from {self.peer} in {self.seconds:.2f} s{rate}: "
+                f"verified sha256 {self.sha256}"
+            )
+        return f"failed {name} {size} from {self.peer} after {self.seconds:.2f} s: {self.reason}"
+
+
+def _human_rate(bps: float) -> str:
+    for unit in ("B/s", "KB/s", "MB/s", "GB/s"):
+        if bps < 1000 or unit == "GB/s":
+            return f"{bps:.1f} {unit}"
+        bps /= 1000
+    return f"{bps:.1f} GB/s"  # pragma: no cover
+
+
+def _peer_text(addr: tuple) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ReceiveApp(App):
+    """One incoming transfer."""
+
+    def __init__(
+        self,
+        out: OutputDir,
+        peer: tuple,
+        *,
+        on_finished: Callable[[ReceiveResult], None],
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.out = out
+        self.peer = _peer_text(peer)
+        self.on_finished = on_finished
+        self.idle_timeout_s = idle_timeout_s
+        self.clock = clock
+        self.parser = proto.FileReceiver()
+        self.incoming: IncomingFile | None = None
+        self.started = clock()
+        self.last_activity = self.started
+        self.verdict: proto.Verdict | None = None
+        self._verdict_out: memoryview | None = None
+        self.verdict_at: float | None = None
+        self.result: ReceiveResult | None = None
+        self._outcome: tuple[ExitCode, bool, str] | None = None  # decided, not yet reported
+        self._sha256: str | None = None
+        self._path: str | None = None
+        self._discarding = False
+
+    # --- outcome -----------------------------------------------------------------------
+
+    def _decide(self, code: ExitCode, verified: bool, reason: str) -> None:
+        if self._outcome is None:
+            self._outcome = (code, verified, reason)
+
+    def _finish(self, now: float) -> None:
+        """Report the outcome once; removes any temporary left."""
+        if self.result is not None:
+            return
+        if self.incoming is not None and not self.incoming.committed:
+            self.incoming.abort()
+        code, verified, reason = self._outcome or (ExitCode.FAILURE, False, "unknown")
+        header = self.parser.header
+        end = self.verdict_at if self.verdict_at is not None else now
+        self.result = ReceiveResult(
+            peer=self.peer,
+            name=header.name if header else None,
+            size=header.size if header else None,
+            bytes_received=self.incoming.bytes_written if self.incoming else 0,
+            seconds=max(0.0, end - self.started),
+            exit_code=code,
+            verified=verified,
+            reason=reason,
+            sha256=self._sha256,
+            path=self._path,
+        )
+        self.on_finished(self.result)
+
+    def _answer(self, verdict: proto.Verdict, now: float) -> None:
+        """Send our verdict once, then close our direction (the sender may still be sending
+        after an early refusal: its bytes are read and dropped until it stops)."""
+        if self.verdict is not None:
+            return
+        self.verdict = verdict
+        self.verdict_at = now
+        if verdict.ok:
+            self._decide(ExitCode.OK, True, "verified")
+        else:
+            self._decide(
+                _STATUS_EXIT.get(verdict.status, ExitCode.REFUSED), False, verdict.describe()
+            )
+        self._verdict_out = memoryview(verdict.encode())
+        self._push_verdict()
+
+    def _push_verdict(self) -> None:
+        conn = self.handle.conn
+        if self._verdict_out is None or conn.is_closed:
+            return
+        try:
+            n = conn.send(self._verdict_out)
+        except LocalProtocolError:  # the core refuses sends in this state: nothing to say
+            self._verdict_out = None
+            return
+        rest = self._verdict_out[n:]
+        if len(rest):
+            self._verdict_out = rest
+            return
+        self._verdict_out = None
+        conn.close()
+
+    # --- App ---------------------------------------------------------------------------
+
+    def event_received(self, event, now: float) -> None:
+        if isinstance(event, ev.DataReceived):
+            self.last_activity = now
+            self._read(now)
+        elif isinstance(event, ev.StreamEnded):
+            self.last_activity = now
+            self._read(now)
+            if not self._discarding:
+                self._handle(self.parser.end_of_stream(), now)
+            if self.verdict is None:  # cannot happen: end_of_stream fails or we answered
+                self._answer(proto.Verdict(proto.Status.PROTOCOL_ERROR, "stream ended"), now)
+        elif isinstance(event, ev.ConnectionClosed):
+            if self._outcome is None:
+                if event.reason == "reset":
+                    self._decide(ExitCode.RESET, False, "reset by the sender")
+                elif event.reason == "timeout":
+                    self._decide(ExitCode.TIMEOUT, False, "the sender stopped answering")
+                elif event.reason == "aborted":
+                    self._decide(ExitCode.RESET, False, "aborted")
+                else:
+                    self._decide(
+                        ExitCode.REFUSED,
+                        False,
+                        f"connection {event.reason} before the end of the transfer",
+                    )
+            self._finish(now)
+
+    def _read(self, now: float) -> None:
+        conn = self.handle.conn
+        while True:
+            data = conn.read(READ_BYTES)
+            if not data:
+                return
+            if self._discarding:
+                continue
+            self._handle(self.parser.feed(data), now)
+
+    def _handle(self, items, now: float) -> None:
+        for item in items:
+            if self._discarding:
+                return
+            if isinstance(item, proto.DataReceived):
+                try:
+                    self.incoming.write(item.data)
+                except Refusal as exc:
+                    self._refuse(exc.verdict, now)
+            elif isinstance(item, proto.HeaderReceived):
+                try:
+                    self.incoming = self.out.open(item.name, item.size)
+                except Refusal as exc:
+                    self._refuse(exc.verdict, now)
+            elif isinstance(item, proto.TrailerReceived):
+                commit = self.incoming.finish(item.digest)
+                self._sha256 = commit.sha256
+                self._path = str(commit.path) if commit.path is not None else None
+                self._answer(commit.verdict, now)
+                self._discarding = not commit.verdict.ok
+            elif isinstance(item, proto.ProtocolFailure):
+                self._refuse(proto.Verdict(item.status, item.message), now)
+
+    def _refuse(self, verdict: proto.Verdict, now: float) -> None:
+        if self.incoming is not None:
+            self.incoming.abort()
+        self._discarding = True
+        self._answer(verdict, now)
+
+    def poll(self, now: float) -> None:
+        if self._verdict_out is not None:
+            self._push_verdict()
+
+    def deadline(self) -> float | None:
+        if self.result is not None:
+            return None
+        if self.verdict_at is not None:
+            return self.verdict_at + CLOSE_GRACE_S
+        return self.last_activity + self.idle_timeout_s
+
+    def on_deadline(self, now: float) -> None:
+        if self.result is not None:
+            return
+        if self.verdict_at is None:
+            self._decide(
+                ExitCode.TIMEOUT, False, f"nothing from the sender for {self.idle_timeout_s:g} s"
+            )
+        self.abort(now)
+
+    def abort(self, now: float, reason: str | None = None) -> None:
+        """Drop the transfer: RST to the sender, remove the temporary, report."""
+        if reason is not None:
+            self._decide(ExitCode.RESET, False, reason)
+        conn = self.handle.conn
+        if not conn.is_closed:
+            conn.abort()
+        self._finish(now)
+
+
+class FileServer:
+    """Accepts transfers on a driver; calls on_result(ReceiveResult) for each one finished."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        out: OutputDir,
+        *,
+        config: ConnectionConfig | None = None,
+        on_result: Callable[[ReceiveResult], None] | None = None,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_connections: int = 256,
+    ):
+        self.driver = driver
+        self.out = out
+        self.config = config or ConnectionConfig()
+        self.on_result = on_result
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connections = max_connections
+        self.results: list[ReceiveResult] = []
+        self.apps: list[ReceiveApp] = []
+        driver.listen(self.config, self._accept)
+
+    def _accept(self, peer: tuple) -> ReceiveApp | None:
+        self.apps = [a for a in self.apps if a.result is None]
+        if len(self.apps) >= self.max_connections:
+            return None
+        app = ReceiveApp(
+            self.out,
+            peer,
+            on_finished=self._finished,
+            idle_timeout_s=self.idle_timeout_s,
+            clock=self.driver.clock,
+        )
+        self.apps.append(app)
+        return app
+
+    def _finished(self, result: ReceiveResult) -> None:
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    @property
+    def active(self) -> int:
+        return sum(1 for a in self.apps if a.result is None)
+
+    def shutdown(self, reason: str = "the receiver is shutting down") -> None:
+        """Abort every open transfer (RST) and remove their temporaries; flush the RSTs."""
+        self.driver.stop_listening()
+        now = self.driver.clock()
+        for app in list(self.apps):
+            if app.result is None:
+                app.abort(now, reason)
+        self.driver.service(now)

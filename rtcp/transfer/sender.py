@@ -1,0 +1,461 @@
+"""The sending application: one file over one connection, driven by rtcp.net.driver.
+
+It keeps the connection's send buffer full from 256 KiB reads into one preallocated buffer
+(memory stays bounded whatever the file size), hashes while streaming, sends the trailer,
+waits for the receiver's verdict, then closes. Success means an OK verdict, nothing less.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rtcp.core import events as ev
+from rtcp.core.config import ConnectionConfig
+from rtcp.errors import (
+    ExitCode,
+    FileExistsRefused,
+    HashMismatch,
+    LocalIOError,
+    PeerReset,
+    PeerTimeout,
+    RtcpError,
+    TransferRefused,
+    UsageError,
+)
+from rtcp.net.driver import App, Driver, Handle, resolve
+from rtcp.transfer import protocol as proto
+
+READ_CHUNK_BYTES = 256 * 1024
+DEFAULT_TIMEOUT_S = 15.0
+# After an OK verdict and our close(), wait this long at most for the FIN exchange to end:
+# the file is verified already, so a lost final ACK must not turn success into failure.
+CLOSE_GRACE_S = 2.0
+
+
+@dataclass
+class SendResult:
+    """What a transfer did; to_json() is the --json object."""
+
+    file: str
+    name: str
+    peer: str
+    bytes: int
+    sha256: str | None = None
+    verified: bool = False
+    seconds: float = 0.0
+    goodput_bytes_per_s: float = 0.0
+    segments_sent: int = 0
+    retransmissions: int = 0
+    rtt_ms: float | None = None
+    exit_code: int = int(ExitCode.OK)
+    error: str | None = None
+    verdict: str | None = None
+    stats: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def verdict_error(verdict: proto.Verdict) -> RtcpError:
+    """The local error for a receiver's non-OK verdict."""
+    text = f"the receiver refused: {verdict.describe()}"
+    if verdict.status == proto.Status.HASH_MISMATCH:
+        return HashMismatch(f"SHA-256 mismatch at the receiver ({verdict.message})")
+    if verdict.status == proto.Status.FILE_EXISTS:
+        return FileExistsRefused(f"{text} (the receiver needs --force to overwrite)")
+    return TransferRefused(text)
+
+
+def closed_error(reason: str, error: str | None, peer: str, timeout_s: float) -> RtcpError:
+    """The local error for the core's ConnectionClosed(reason) before an OK verdict."""
+    detail = f" ({error})" if error else ""
+    if reason == "reset":
+        return PeerReset(f"the connection was reset by {peer}{detail}")
+    if reason == "timeout":
+        return PeerTimeout(f"no answer from {peer} within {timeout_s:g} s{detail}")
+    if reason == "protocol":
+        return TransferRefused(f"{peer} violated the protocol{detail}")
+    if reason == "aborted":
+        return PeerReset(f"the connection was aborted{detail}")
+    return TransferRefused(f"{peer} closed the connection without a verdict{detail}")
+
+
+def stat_value(stats, *names, default=0):
+    """First present attribute of the core's ConnectionStats among names."""
+    for name in names:
+        value = getattr(stats, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def stats_dict(stats) -> dict:
+    if stats is None:
+        return {}
+    try:
+        return {k: v for k, v in asdict(stats).items() if isinstance(v, int | float | str | None)}
+    except TypeError:
+        return {
+            k: v
+            for k, v in vars(stats).items()
+            if not k.startswith("_") and isinstance(v, int | float | str | None)
+        }
+
+
+class SendApp(App):
+    """Drives one FileSender over one connection. result_error is None on success."""
+
+    def __init__(
+        self,
+        fileobj,
+        sender: proto.FileSender,
+        *,
+        peer_text: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        read_chunk_bytes: int = READ_CHUNK_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.file = fileobj
+        self.fs = sender
+        self.peer_text = peer_text
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self._buf = bytearray(read_chunk_bytes)
+        self._view = memoryview(self._buf)
+        self._out: memoryview | None = None  # bytes given to conn.send() next
+        self._header_queued = False
+        self._trailer_queued = False
+        self.file_bytes_read = 0
+        self.stream_bytes_queued = 0  # header + data + trailer accepted by conn.send()
+        self.header_len = 0
+        self.established = False
+        self.started = clock()
+        self.established_at: float | None = None
+        self.verdict_at: float | None = None
+        self.closing_since: float | None = None
+        self.last_progress = self.started
+        self._last_space = -1
+        self.verdict: proto.Verdict | None = None
+        self.error: RtcpError | None = None
+        self.done = False
+        self.linger = False
+        self.close_reason: str | None = None
+
+    # --- progress ----------------------------------------------------------------------
+
+    def _progress(self, now: float) -> None:
+        self.last_progress = now
+
+    @property
+    def stream_bytes_acked(self) -> int:
+        """Bytes of our stream the peer acknowledged (snd_una counts the SYN as offset 0)."""
+        conn = self.handle.conn
+        una = getattr(conn, "snd_una", None)
+        if una is None:  # a core without snd_una: infer from the send buffer's occupancy
+            in_buffer = max(0, conn.config.send_buffer_bytes - conn.send_buffer_space)
+            return max(0, self.stream_bytes_queued - in_buffer)
+        return max(0, min(una - 1, self.stream_bytes_queued))
+
+    @property
+    def file_bytes_acked(self) -> int:
+        return min(self.fs.size, max(0, self.stream_bytes_acked - self.header_len))
+
+    # --- failure and success -----------------------------------------------------------
+
+    def fail(self, error: RtcpError, *, abort: bool = True, linger: bool = False) -> None:
+        """Stop with error. abort resets the connection; linger asks send_file to stay a
+        moment after it, to answer the peer's challenge ACK (see Driver._reply_rst) so that
+        the receiver drops the transfer at once rather than after its idle timeout."""
+        if self.error is None and not self.succeeded:
+            self.error = error
+        if abort:
+            self.handle.conn.abort()
+            self.linger = self.linger or linger
+        self.done = True
+
+    def linger_seconds(self) -> float:
+        srtt = stat_value(self.handle.conn.stats, "srtt_s", default=None) or 0.05
+        return min(1.0, 0.05 + 4 * srtt)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.verdict is not None and self.verdict.ok and self._trailer_queued
+
+    # --- App ---------------------------------------------------------------------------
+
+    def event_received(self, event, now: float) -> None:
+        if isinstance(event, ev.HandshakeComplete):
+            self.established = True
+            self.established_at = now
+            self._progress(now)
+        elif isinstance(event, ev.DataReceived):
+            self._progress(now)
+            self._read_verdict(now)
+        elif isinstance(event, ev.SendSpaceAvailable):
+            self._progress(now)
+        elif isinstance(event, ev.StreamEnded):
+            self._read_verdict(now)
+            for item in self.fs.end_of_stream():
+                if isinstance(item, proto.ProtocolFailure) and self.error is None:
+                    self.fail(TransferRefused(f"{item.message} ({self.peer_text})"))
+            if self.succeeded and self.closing_since is None:
+                self.handle.conn.close()
+                self.closing_since = now
+        elif isinstance(event, ev.ConnectionClosed):
+            self.close_reason = event.reason
+            if not self.succeeded and self.error is None:
+                self.error = closed_error(event.reason, event.error, self.peer_text, self.timeout_s)
+            self.done = True
+
+    def _read_verdict(self, now: float) -> None:
+        conn = self.handle.conn
+        while True:
+            data = conn.read(65536)
+            if not data:
+                return
+            for item in self.fs.receive(data):
+                if isinstance(item, proto.VerdictReceived):
+                    self.verdict = item.verdict
+                    self.verdict_at = now
+                    if not item.verdict.ok:
+                        # an early refusal, or a failed final verdict: stop at once (RST)
+                        self.fail(verdict_error(item.verdict))
+                    elif not self._trailer_queued:
+                        self.fail(TransferRefused("the receiver answered OK before the trailer"))
+                    elif self.closing_since is None:
+                        conn.close()
+                        self.closing_since = now
+                elif isinstance(item, proto.ProtocolFailure):
+                    if not self.succeeded:
+                        self.fail(TransferRefused(f"{item.message} ({self.peer_text})"))
+                    return
+
+    def poll(self, now: float) -> None:
+        if self.done or not self.established:
+            return
+        conn = self.handle.conn
+        space = conn.send_buffer_space
+        if space > self._last_space >= 0:
+            self._progress(now)
+        while space > 0 and not self._trailer_queued:
+            if self._out is None and not self._next_chunk():
+                break
+            out = self._out
+            n = conn.send(out)
+            if n <= 0:
+                break
+            self.stream_bytes_queued += n
+            self._out = out[n:] if n < len(out) else None
+            space = conn.send_buffer_space
+        if self._out is None and self._trailer_pending_sent():
+            self._trailer_queued = True
+        self._last_space = conn.send_buffer_space
+
+    def _trailer_pending_sent(self) -> bool:
+        return self._header_queued and self.fs.digest is not None and self._out is None
+
+    def _next_chunk(self) -> bool:
+        """Load the next piece of the stream into self._out; False when nothing is left."""
+        if not self._header_queued:
+            header = self.fs.header()
+            self.header_len = len(header)
+            self._out = memoryview(header)
+            self._header_queued = True
+            return True
+        remaining = self.fs.size - self.file_bytes_read
+        if remaining > 0:
+            want = min(remaining, len(self._buf))
+            try:
+                n = self.file.readinto(self._view[:want])
+            except OSError as exc:
+                self.fail(
+                    LocalIOError(f"cannot read {self.fs.name}: {exc.strerror or exc}"), linger=True
+                )
+                return False
+            if not n:
+                self.fail(
+                    LocalIOError(
+                        f"{self.fs.name} shrank while being sent "
+                        f"({self.file_bytes_read} of {self.fs.size} bytes)"
+                    ),
+                    linger=True,
+                )
+                return False
+            chunk = self._view[:n]
+            self.fs.update(chunk)
+            self.file_bytes_read += n
+            self._out = chunk
+            return True
+        if self.fs.digest is None:
+            self._out = memoryview(self.fs.trailer())
+            return True
+        return False
+
+    def deadline(self) -> float | None:
+        if self.done and self.closing_since is None:
+            return None
+        if self.closing_since is not None:
+            return self.closing_since + min(CLOSE_GRACE_S, self.timeout_s)
+        return self.last_progress + self.timeout_s
+
+    def on_deadline(self, now: float) -> None:
+        if self.closing_since is not None:
+            self.done = True  # verified; the FIN exchange did not finish in time: fine
+            self.closing_since = None
+            return
+        if self.done:
+            return
+        if self.established:
+            what = f"no progress for {self.timeout_s:g} s sending to {self.peer_text}"
+        else:
+            what = f"no answer from {self.peer_text} within {self.timeout_s:g} s"
+        self.fail(PeerTimeout(what))
+
+
+def make_config(
+    base: ConnectionConfig | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S, **overrides
+) -> ConnectionConfig:
+    """A ConnectionConfig for a transfer: the user timeout follows --timeout."""
+    from dataclasses import replace
+
+    config = base if base is not None else ConnectionConfig()
+    values = {k: v for k, v in overrides.items() if v is not None}
+    values.setdefault("user_timeout_s", timeout_s)
+    return replace(config, **values)
+
+
+def open_source(path: str | os.PathLike) -> tuple[object, int, str]:
+    """Open the file to send: (binary file object, size, base name). Raises RtcpError."""
+    p = Path(path)
+    try:
+        f = open(p, "rb", buffering=0)  # noqa: SIM115 - closed by the caller
+    except FileNotFoundError:
+        raise LocalIOError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise LocalIOError(f"{p} is a directory, not a file") from None
+    except PermissionError:
+        raise LocalIOError(f"{p}: permission denied") from None
+    except OSError as exc:
+        raise LocalIOError(f"cannot open {p}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise LocalIOError(f"{p} is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalIOError(f"{p} is not a regular file")
+        if hasattr(os, "posix_fadvise"):
+            try:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except OSError:
+                pass
+        name = os.path.basename(os.path.abspath(p))
+        try:
+            name = proto.validate_name(name)
+        except proto.BadName as exc:
+            raise UsageError(f"cannot send a file named {name!r}: {exc}") from None
+    except BaseException:
+        f.close()
+        raise
+    return f, st.st_size, name
+
+
+def send_file(
+    path: str | os.PathLike,
+    host: str,
+    port: int,
+    *,
+    config: ConnectionConfig | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_progress: Callable[[SendApp, float], None] | None = None,
+    progress_interval_s: float = 0.1,
+) -> SendResult:
+    """Send one file to an `rtcp recv` at host:port. Never raises for a failed transfer:
+    the returned SendResult carries exit_code and error (RtcpError for local problems that
+    happen before anything is sent: a missing file, an unresolvable host)."""
+    f, size, name = open_source(path)
+    with f:
+        try:
+            family, addr = resolve(host, port)
+        except OSError as exc:
+            raise LocalIOError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        peer_text = (
+            f"[{addr[0]}]:{addr[1]}" if family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
+        )
+        cfg = make_config(config, timeout_s=timeout_s)
+        fs = proto.FileSender(name, size)
+        try:
+            driver = Driver(family=family)
+        except OSError as exc:
+            raise LocalIOError(f"cannot open a UDP socket: {exc.strerror or exc}") from None
+        app = SendApp(f, fs, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock)
+        result = SendResult(file=str(path), name=name, peer=peer_text, bytes=size)
+        with driver:
+            handle: Handle | None = None
+            try:
+                handle = driver.connect(addr, cfg, app)
+                next_report = 0.0
+                while not app.done:
+                    driver.run_once(progress_interval_s if on_progress else None)
+                    if on_progress is not None:
+                        now = driver.clock()
+                        if now >= next_report:
+                            on_progress(app, now)
+                            next_report = now + progress_interval_s
+            except KeyboardInterrupt:
+                if handle is not None:
+                    app.fail(RtcpError("interrupted"), linger=True)
+                    driver.service()
+                    driver.linger(app.linger_seconds())
+                raise
+            # flush what the last iteration queued (an RST, the last ACK)
+            driver.service()
+            if app.linger:
+                driver.linger(app.linger_seconds())
+            if on_progress is not None:
+                on_progress(app, driver.clock())
+        _fill_result(result, app, handle)
+    return result
+
+
+def _fill_result(result: SendResult, app: SendApp, handle: Handle | None) -> None:
+    end = app.verdict_at if app.succeeded and app.verdict_at is not None else app.clock()
+    result.seconds = max(0.0, end - app.started)
+    result.sha256 = app.fs.hexdigest
+    result.verified = app.succeeded
+    if app.verdict is not None:
+        result.verdict = app.verdict.describe()
+    if result.verified:
+        result.goodput_bytes_per_s = result.bytes / result.seconds if result.seconds > 0 else 0.0
+    elif result.seconds > 0:
+        result.goodput_bytes_per_s = app.file_bytes_acked / result.seconds if handle else 0.0
+    if handle is not None:
+        conn = handle.conn
+        stats = conn.refresh_stats() if hasattr(conn, "refresh_stats") else conn.stats
+        result.segments_sent = int(stat_value(stats, "segments_sent", "data_segments_sent"))
+        result.retransmissions = int(
+            stat_value(stats, "retransmissions", "segments_retransmitted", "retransmitted_segments")
+        )
+        srtt = stat_value(stats, "srtt_s", "smoothed_rtt_s", "srtt", default=None)
+        if srtt:
+            result.rtt_ms = round(float(srtt) * 1000.0, 3)
+        result.stats = stats_dict(stats)
+    if app.succeeded:
+        result.exit_code = int(ExitCode.OK)
+        result.error = None
+    else:
+        err = app.error or RtcpError("the transfer did not complete")
+        result.exit_code = int(err.exit_code)
+        result.error = str(err)
+
+
+def result_error(result: SendResult) -> RtcpError | None:
+    """The RtcpError to raise for a failed result (None when verified)."""
+    if result.verified:
+        return None
+    return RtcpError(result.error or "the transfer failed", ExitCode(result.exit_code))

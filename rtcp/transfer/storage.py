@@ -1,0 +1,321 @@
+"""The receiver's files: a temporary beside the final name, hashed while written, fsynced,
+and moved into place only once the SHA-256 matched.
+
+Nothing is ever created outside the output directory: names are validated by
+protocol.validate_name (a base name, no separator, not "." or ".."), every path is
+out_dir / name, and temporaries are created with O_EXCL (never through an existing entry).
+
+A temporary is named ``.rtcp-tmp-<pid>-<random>-<name>.part``: a receiver removes, when it
+starts, the temporaries of receivers that are no longer running (their pid is gone).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtcp.errors import LocalIOError
+from rtcp.transfer.protocol import TEMP_PREFIX, BadName, Status, Verdict, validate_name
+
+_WRITE_BUFFER = 1 << 20
+# Flush to disk every this many bytes while receiving, so that the final fsync (which the
+# sender waits for, under its no-progress timeout) never has gigabytes of dirty pages to write.
+SYNC_EVERY_BYTES = 64 << 20
+_TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]+-")
+_NAME_MAX = 255
+# Hard links are the race-free "rename unless it exists"; these say a filesystem lacks them.
+_NO_LINK_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
+
+
+class Refusal(Exception):
+    """The file cannot be received: carries the verdict to send back."""
+
+    def __init__(self, status: Status, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict(self.status, self.message)
+
+
+def _io_message(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _owner_alive(pid: int, file_ctime: float) -> bool:
+    """Is the receiver that created a temporary still running? A zombie is dead, and a
+    process started after the file last changed is another one that reused the pid."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return proc.create_time() <= file_ctime + 1.0
+    except ImportError:  # pragma: no cover - psutil is a dependency; plain check otherwise
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # AccessDenied: it exists, and it is not ours to judge
+        return True
+
+
+def _temp_name(name: str) -> str:
+    """A temporary name for `name`, at most NAME_MAX bytes (the name part is shortened)."""
+    prefix = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-"
+    suffix = ".part"
+    room = _NAME_MAX - len(prefix.encode()) - len(suffix)
+    raw = name.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+    return prefix + raw + suffix
+
+
+class OutputDir:
+    """The folder a receiver writes into."""
+
+    def __init__(self, path: str | os.PathLike, *, force: bool = False):
+        self.path = Path(path)
+        self.force = force
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalIOError(f"cannot create {self.path}: {_io_message(exc)}") from None
+        if not self.path.is_dir():
+            raise LocalIOError(f"{self.path} is not a directory")
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise LocalIOError(f"{self.path} is not writable")
+
+    def cleanup_leftovers(self) -> list[str]:
+        """Remove temporaries left by dead receivers; return the names removed."""
+        removed = []
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError as exc:
+            raise LocalIOError(f"cannot list {self.path}: {_io_message(exc)}") from None
+        for entry in entries:
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            m = _TEMP_RE.match(entry.name)
+            try:
+                ctime = entry.stat(follow_symlinks=False).st_ctime
+            except OSError:
+                continue
+            if m and _owner_alive(int(m.group(1)), ctime):
+                continue  # a transfer in progress in a running receiver
+            try:
+                if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+            except OSError:
+                pass
+        return removed
+
+    def final_path(self, name: str) -> Path:
+        return self.path / validate_name(name)
+
+    def check(self, name: str, size: int) -> None:
+        """Early checks right after the header: raise Refusal to refuse before the data."""
+        try:
+            name = validate_name(name)
+        except BadName as exc:
+            raise Refusal(Status.BAD_NAME, str(exc)) from None
+        final = self.path / name
+        if os.path.lexists(final):
+            if not self.force:
+                raise Refusal(Status.FILE_EXISTS, f"{name} exists on the receiver")
+            if os.path.isdir(final) and not os.path.islink(final):
+                raise Refusal(Status.IO_ERROR, f"{name} is a directory on the receiver")
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            free = None
+        if free is not None and size > free:
+            raise Refusal(Status.TOO_LARGE, f"{size} bytes do not fit in the {free} bytes free")
+
+    def open(self, name: str, size: int) -> IncomingFile:
+        """Run check() and create the temporary; raises Refusal."""
+        self.check(name, size)
+        return IncomingFile(self, validate_name(name), size)
+
+
+@dataclass(slots=True)
+class CommitResult:
+    verdict: Verdict
+    path: Path | None  # the final path when OK
+    sha256: str
+
+
+class IncomingFile:
+    """One file being received: write(), then finish(digest) or abort()."""
+
+    def __init__(self, out: OutputDir, name: str, size: int):
+        self.out = out
+        self.name = name
+        self.size = size
+        self.final = out.path / name
+        self.bytes_written = 0
+        self._hash = hashlib.sha256()
+        self._closed = False
+        self.committed = False
+        self._synced = 0
+        for _attempt in range(8):
+            self.temp = out.path / _temp_name(name)
+            try:
+                fd = os.open(
+                    self.temp,
+                    os.O_WRONLY
+                    | os.O_CREAT
+                    | os.O_EXCL
+                    | getattr(os, "O_CLOEXEC", 0)
+                    | getattr(os, "O_NOFOLLOW", 0),
+                    0o600,
+                )
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise Refusal(
+                    Status.IO_ERROR,
+                    f"cannot create a file in the output folder: {_io_message(exc)}",
+                ) from None
+        else:
+            raise Refusal(Status.IO_ERROR, "cannot create a unique temporary file")
+        self._file = open(fd, "wb", buffering=_WRITE_BUFFER, closefd=True)  # noqa: SIM115
+
+    @property
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append bytes; raises Refusal(IO_ERROR) (the temporary is then removed)."""
+        if self.bytes_written + len(data) > self.size:
+            self.abort()
+            raise Refusal(Status.PROTOCOL_ERROR, "more bytes than announced")
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise Refusal(
+                Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}"
+            ) from None
+        self._hash.update(data)
+        self.bytes_written += len(data)
+        if self.bytes_written - self._synced >= SYNC_EVERY_BYTES:
+            try:
+                self._file.flush()
+                os.fdatasync(self._file.fileno())
+            except OSError as exc:
+                self.abort()
+                raise Refusal(
+                    Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}"
+                ) from None
+            self._synced = self.bytes_written
+
+    def finish(self, expected_digest: bytes) -> CommitResult:
+        """Compare the SHA-256, then fsync and move into place. Never leaves the temporary."""
+        digest = self._hash.digest()
+        hexd = digest.hex()
+        if self.bytes_written != self.size:
+            self.abort()
+            return CommitResult(
+                Verdict(Status.PROTOCOL_ERROR, f"{self.bytes_written} of {self.size} bytes"),
+                None,
+                hexd,
+            )
+        if digest != bytes(expected_digest):
+            self.abort()
+            return CommitResult(
+                Verdict(
+                    Status.HASH_MISMATCH,
+                    f"received SHA-256 {hexd}, sender's {bytes(expected_digest).hex()}",
+                ),
+                None,
+                hexd,
+            )
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(self._file.fileno(), 0o666 & ~umask)
+            self._file.close()
+            self._closed = True
+            self._commit()
+        except Refusal as exc:
+            self.abort()
+            return CommitResult(exc.verdict, None, hexd)
+        except OSError as exc:
+            self.abort()
+            return CommitResult(
+                Verdict(Status.IO_ERROR, f"cannot store {self.name}: {_io_message(exc)}"),
+                None,
+                hexd,
+            )
+        self.committed = True
+        _fsync_dir(self.out.path)
+        return CommitResult(Verdict(Status.OK, hexd), self.final, hexd)
+
+    def _commit(self) -> None:
+        if self.out.force:
+            os.replace(self.temp, self.final)
+            return
+        try:
+            os.link(self.temp, self.final, follow_symlinks=False)
+        except FileExistsError:
+            raise Refusal(Status.FILE_EXISTS, f"{self.name} exists on the receiver") from None
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            # No hard links here: check then rename (a small window, the best we can do).
+            if os.path.lexists(self.final):
+                raise Refusal(Status.FILE_EXISTS, f"{self.name} exists on the receiver") from None
+            os.replace(self.temp, self.final)
+            return
+        os.unlink(self.temp)
+
+    def abort(self) -> None:
+        """Drop the transfer: close and remove the temporary (idempotent; no-op once committed)."""
+        if self.committed:
+            return
+        if not self._closed:
+            self._closed = True
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        try:
+            os.unlink(self.temp)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
