@@ -42,6 +42,8 @@ TS_TICKS_PER_S = 1_000_000  # timestamps count microseconds: loopback RTTs are w
 PAWS_IDLE_LIMIT_S = 1000.0  # RFC 7323 5.5, scaled to the microsecond clock's 35-minute half-wrap
 MAX_PERSIST_S = 60.0
 PACING_BURST_S = 0.001
+TLP_MAX_PROBES = 2  # probes before the RTO takes over
+TLP_MIN_PTO_S = 0.01  # RFC 8985 7.2 suggests 10 ms as the floor of the probe timeout
 RACK_MIN_REORDER_WINDOW_S = 0.001  # RFC 8985 reo_wnd is min_RTT/4; at least this much  # a paced sender may catch up this much after an idle moment
 
 
@@ -108,6 +110,7 @@ class ConnectionStats:
     retransmits_timeout: int = 0
     retransmits_fast: int = 0  # first retransmission of a recovery episode (3 dup ACKs / SACK)
     retransmits_sack: int = 0  # further repairs inside SACK/NewReno recovery
+    retransmits_tlp: int = 0  # tail loss probes that resent the last segment (RFC 8985 7)
     timeouts: int = 0
     fast_recoveries: int = 0
     duplicate_segments: int = 0
@@ -175,6 +178,9 @@ class Connection:
         self._in_recovery = False
         self._recover = 0  # RFC 6582 "recover": snd_nxt when the last recovery or RTO began
         self._dupack_credit = 0  # NewReno without SACK: bytes that dup ACKs say have left
+        self._tlp_deadline: float | None = None  # tail loss probe timer (RFC 8985 7)
+        self._tlp_pending = False  # the probe is due: send it with the next datagrams
+        self._tlp_in_flight = 0  # probes sent since data was last delivered
         self._pace_next = 0.0  # earliest time the next paced segment may leave
         self._pacing_blocked = False  # data waits for _pace_next (a timer the driver honours)
 
@@ -414,9 +420,16 @@ class Connection:
             self._set_state("recv SYN")
 
     def _rtt_sample_syn(self, seg: wire.Segment, now: float) -> None:
+        """The handshake's RTT sample, for both sides. Karn (RFC 6298 3) with timestamps (RFC
+        7323 4): after a retransmitted SYN or SYN-ACK the peer may still echo the TSval of the
+        first one (a retransmitted SYN is out of window and does not update TS.Recent), which
+        would make the whole backoff look like one RTT; only an echo of the latest
+        transmission is a sample."""
+        sent = self._syn_sent_at
         if self.ts_ok and seg.ts_ecr:
-            self._rtt_sample(((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S)
-        elif self.stats.timeouts == 0 and self._syn_sent_at is not None:
+            if sent is None or ((seg.ts_ecr - self._ts(sent)) & TS_MASK) < 0x80000000:
+                self._rtt_sample(((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S)
+        elif self.stats.timeouts == 0 and sent is not None:
             self._rtt_sample(now - self._syn_sent_at)
 
     _syn_sent_at: float | None = None
@@ -518,7 +531,7 @@ class Connection:
             self.snd_wnd = seg.window << self._snd_wscale
             self._snd_wl1, self._snd_wl2 = seg_off, ack
             if self.ts_ok and seg.ts_ecr:
-                self._rtt_sample(((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S)
+                self._rtt_sample_syn(seg, now)
             self.rtt.reset_backoff()
             self._set_state("recv ACK of SYN")
             self._start_pmtud(now)
@@ -564,18 +577,20 @@ class Connection:
         # Loss detection and entry into recovery.
         lost_before = sb.lost_bytes
         if len(sb):
+            reorder_window = max((self.rtt.min_rtt_s or 0.0) / 4, RACK_MIN_REORDER_WINDOW_S)
             if newly_sacked:
-                sb.detect_losses()
+                sb.detect_losses(reorder_window)
             if not self._in_recovery and self.snd_una >= self._recover:
                 if self._dupacks >= DUP_THRESH and not sb.lost_bytes:
                     sb.mark_first_lost()
                 if sb.lost_bytes:
                     self._enter_recovery(now)
             if sb._retransmitted:
-                min_rtt = self.rtt.min_rtt_s or 0.0
-                sb.detect_lost_retransmissions(max(min_rtt / 4, RACK_MIN_REORDER_WINDOW_S))
+                sb.detect_lost_retransmissions(reorder_window)
         sample = sb.take_rate_sample()
         if sample is not None:
+            self._tlp_in_flight = 0
+            self._arm_tlp(now)
             delivered, interval, prior, rtt_s, app_limited = sample
             self.cc.on_rate_sample(
                 RateSample(
@@ -801,6 +816,8 @@ class Connection:
         self._pacing_blocked = False
         if rate:
             self._pace_next = max(self._pace_next, now - PACING_BURST_S)
+        if self._tlp_pending:
+            self._send_tail_loss_probe(out, now)
         # Retransmissions first (RFC 6675 NextSeg rule 1), the first one regardless of cwnd.
         while True:
             rec = sb.next_lost()
@@ -863,6 +880,8 @@ class Connection:
             self.snd_nxt = nxt
             if self._rto_deadline is None:
                 self._rto_deadline = now + self.rtt.rto_s
+            if self._tlp_deadline is None:
+                self._arm_tlp(now)
         if nxt >= data_end and sb.pipe < cwnd:
             # Nothing more to send with room in cwnd: samples until now are app-limited.
             sb.app_limited_until = max(sb.delivered + sb.pipe, 1)
@@ -873,6 +892,48 @@ class Connection:
         elif self._persist_deadline is not None and wnd_end > nxt:
             self._persist_deadline = None
             self._persist_backoff = 0
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 7.2: a probe timeout of 2 SRTT (plus the peer's delayed-ACK time when one
+        segment is out) before the RTO, so a lost tail is repaired by SACK recovery instead.
+
+        Unlike RFC 8985 (and like QUIC's PTO, RFC 9002 6.2) the probe also runs during
+        recovery: when a retransmission and everything after it are lost, nothing comes back
+        to trigger RACK, and with a small window that is common; one probe that is SACKed
+        repairs it in two round trips instead of a 200 ms RTO and a collapsed window."""
+        sb = self.scoreboard
+        srtt = self.rtt.srtt_s
+        if not self.sack_ok or self._tlp_in_flight >= TLP_MAX_PROBES or not len(sb) or (
+            srtt is None
+        ):
+            self._tlp_deadline = None
+            return
+        pto = 2 * srtt + (self.config.delayed_ack_s if len(sb) == 1 else 0.0)
+        pto *= 1 << self._tlp_in_flight  # a second probe waits twice as long
+        deadline = now + max(pto, TLP_MIN_PTO_S)
+        rto = self._rto_deadline
+        self._tlp_deadline = deadline if rto is None or deadline < rto else None
+
+    def _send_tail_loss_probe(self, out: list[bytes], now: float) -> None:
+        """RFC 8985 7.3: send one new segment if there is one, else resend the last one."""
+        self._tlp_pending = False
+        data_end = self._sndbuf_base + len(self._sndbuf)
+        nxt = self.snd_nxt
+        room = min(self.snd_una + self.snd_wnd - nxt, data_end - nxt, self.mss)
+        sb = self.scoreboard
+        if room > 0:
+            sb.add(nxt, nxt + room, now)
+            out.append(self._emit_data(nxt, nxt + room, now, None))
+            self.stats.data_bytes_sent += room
+            self.snd_nxt = nxt + room
+            return
+        rec = sb.last()
+        if rec is None or rec.sacked or rec.end - rec.start > self.mss:
+            return
+        self.stats.retransmissions += 1
+        self.stats.retransmits_tlp += 1
+        sb.on_retransmit(rec, now)
+        out.append(self._emit_data(rec.start, rec.end, now, "tail loss probe"))
 
     def _send_fin(self, out: list[bytes], now: float) -> None:
         if self._fin_resend:
@@ -975,6 +1036,7 @@ class Connection:
             self._delack_deadline,
             self._time_wait_deadline,
             self.pmtud.probe_deadline,
+            self._tlp_deadline,
         ):
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
@@ -1017,7 +1079,16 @@ class Connection:
             return
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._trace("timer_fired", timer="retransmission")
+            self._tlp_deadline = None
             self._on_rto(now)
+        if self._tlp_deadline is not None and now >= self._tlp_deadline:
+            self._trace("timer_fired", timer="tail_loss_probe")
+            self._tlp_deadline = None
+            if self.scoreboard.pipe > 0:
+                self._tlp_pending = True
+                self._tlp_in_flight += 1
+                self._rto_deadline = now + self.rtt.rto_s  # RFC 8985 7.3: re-arm the RTO
+                self._arm_tlp(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._trace("timer_fired", timer="persist")
             self._probe_pending = True
@@ -1107,6 +1178,7 @@ class Connection:
 
     def _clear_timers(self) -> None:
         self._rto_deadline = self._persist_deadline = self._delack_deadline = None
+        self._tlp_deadline = None
         self._time_wait_deadline = None
 
     def _report_closed(self, reason: str, error: str | None) -> None:

@@ -91,6 +91,9 @@ class Scoreboard:
     def first(self) -> SentSegment | None:
         return self._recs[self._head] if self._head < len(self._recs) else None
 
+    def last(self) -> SentSegment | None:
+        return self._recs[-1] if self._head < len(self._recs) else None
+
     def add(self, start: int, end: int, now: float) -> SentSegment:
         rec = SentSegment(start, end, now)
         self._stamp(rec, now)
@@ -211,17 +214,22 @@ class Scoreboard:
                 i += 1
         return newly
 
-    def detect_losses(self) -> int:
-        """RFC 6675 IsLost(): mark records with DupThresh SACKed records above them."""
+    def detect_losses(self, reorder_window_s: float = float("inf")) -> int:
+        """Mark lost every record that RFC 6675 IsLost() condemns (DupThresh SACKed records
+        above it) or RACK does (RFC 8985 6.2: a segment sent more than reorder_window_s after
+        it was delivered, so with a small window three SACKs are not needed)."""
         recs = self._recs
         i = self._scan
         below = self._sacked_below_scan
         marked = 0
+        rack_limit = self.newest_delivered_sent_at - reorder_window_s
         while i < len(recs):
             rec = recs[i]
             if rec.sacked:
                 below += 1
-            elif self.sacked_count - below >= self.dup_thresh:
+            elif self.sacked_count - below >= self.dup_thresh or (
+                rec.sent_at < rack_limit and not rec.retransmits
+            ):
                 self._mark_lost(rec)
                 marked += 1
             else:
