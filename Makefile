@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo lint clean
+.PHONY: venv test demo lint clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
+
+# About two minutes: a table on the terminal, the figures in bench/results.json (compared with
+# the previous ones there). Options: make bench BENCH_ARGS='--quick' (see rtcp bench --help).
+bench: $(STAMP)
+	$(VENV)/bin/rtcp bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rtcp tests

@@ -48,6 +48,10 @@ def _register() -> None:
     app.command("send")(send_command)
     app.command("recv")(recv_command)
 
+    from rtcp.bench.command import bench_command
+
+    app.command("bench")(bench_command)
+
 
 
 def main() -> None:

@@ -1,0 +1,24 @@
+"""The benchmark's fixed choices, in a module light enough for every `rtcp` start to import.
+
+(`rtcp bench` is registered with the other commands, so whatever its command module imports at
+the top is paid by every `rtcp send`; the machinery is imported only when the benchmark runs.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# With 3 repeats, about two minutes on a 2-core machine (most of it the --mtu 1400 loss rows).
+DEFAULT_SIZE = "16MB"
+DEFAULT_IMPAIRED_SIZE = "2MB"
+DEFAULT_REPEATS = 3
+DEFAULT_CEILING_SECONDS = "1.5s"
+QUICK_SIZE = "1MB"
+QUICK_IMPAIRED_SIZE = "256KB"
+QUICK_CEILING_SECONDS = "0.3s"
+DEFAULT_OUTPUT = Path("bench/results.json")
+QUICK_OUTPUT = Path("bench/results-quick.json")
+
+RELAY_DATAGRAM_BYTES = 1400
+CONCURRENT_SENDERS = 4
+QUICK_ROWS = ("relay-1400", "rtcp-direct", "rtcp-proxy-clean")

@@ -1,0 +1,143 @@
+"""The pure parts of the benchmark: medians, row selection, comparison, the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtcp.bench import report, runner
+from rtcp.bench.defaults import QUICK_ROWS
+
+
+def _doc(goodputs: dict[str, float | None], size: int = 1000, ok: bool = True) -> dict:
+    rows = []
+    for name, value in goodputs.items():
+        rows.append(
+            {
+                "name": name,
+                "kind": "ceiling" if name.startswith("relay") else "rtcp",
+                "ok": ok,
+                "runs_completed": 1 if value else 0,
+                "runs_requested": 1,
+                "errors": [] if value else ["rtcp send failed: timeout"],
+                "goodput_bytes_per_s": value,
+                "ratio_to_relay": value / 100e6 if value else None,
+                "cpu_s_per_mb": {"sender": 0.01, "receiver": 0.02, "proxy": None},
+                "peak_rss_bytes": {"sender": 40e6, "receiver": 39e6, "proxy": None},
+                "params": {},
+            }
+        )
+    return {
+        "schema": report.SCHEMA,
+        "timestamp": f"t{size}",
+        "git": {"commit": "abc", "dirty": False},
+        "machine": {"cpus": 2},
+        "config": {
+            "size_bytes": size,
+            "impaired_size_bytes": size // 8,
+            "repeats": 1,
+            "relay_row": "relay-1400",
+        },
+        "duration_s": 1.0,
+        "ok": ok,
+        "rows": rows,
+        "proxy_forwarding": None,
+    }
+
+
+def test_median_tree_takes_each_figure_separately() -> None:
+    runs = [
+        {"a": 1.0, "cpu": {"sender": 3.0, "proxy": None}, "name": "x"},
+        {"a": 5.0, "cpu": {"sender": 1.0, "proxy": None}, "name": "y"},
+        {"a": 2.0, "cpu": {"sender": 2.0, "proxy": None}, "name": "z"},
+    ]
+    assert runner._median_tree(runs) == {
+        "a": 2.0,
+        "cpu": {"sender": 2.0, "proxy": None},
+        "name": "z",
+    }
+    assert runner._median_tree([]) is None
+
+
+def test_select_rows_by_name_and_pattern() -> None:
+    rows = runner.all_rows()
+    names = [r.name for r in runner.select_rows(rows, "relay-1400,rtcp-delay5ms-loss*")]
+    assert names[0] == "relay-1400"
+    assert "rtcp-delay5ms-loss1pct-mtu1400" in names
+    assert all(n == "relay-1400" or n.startswith("rtcp-delay5ms-loss") for n in names)
+    assert len(runner.select_rows(rows, "all")) == len(rows)
+    with pytest.raises(ValueError, match="nope"):
+        runner.select_rows(rows, "nope")
+
+
+def test_every_issue_row_exists_with_and_without_mtu() -> None:
+    names = {r.name for r in runner.all_rows()}
+    for base in (
+        "rtcp-proxy-clean",
+        "rtcp-delay5ms",
+        "rtcp-delay5ms-loss1pct",
+        "rtcp-delay5ms-loss5pct",
+        "rtcp-reorder10pct",
+        "rtcp-4senders",
+    ):
+        assert {base, f"{base}-mtu1400"} <= names
+    assert {"relay-1400", "tcp-direct", "tcp-relay", "proxy-forward-1400", "rtcp-direct"} <= names
+    assert set(QUICK_ROWS) <= names
+
+
+def test_comparison_flags_a_regression_beyond_ten_percent() -> None:
+    old = report.finish_document(_doc({"relay-1400": 100e6, "rtcp-a": 10e6, "rtcp-b": 10e6}), None)
+    assert old["comparison"] is None and len(old["history"]) == 1
+    new = report.finish_document(
+        _doc({"relay-1400": 101e6, "rtcp-a": 8.9e6, "rtcp-b": 9.5e6, "rtcp-new": 1e6}), old
+    )
+    rows = new["comparison"]["rows"]
+    assert rows["rtcp-a"]["regression"] is True
+    assert rows["rtcp-a"]["goodput_change"] == pytest.approx(-0.11)
+    assert rows["rtcp-b"]["regression"] is False
+    assert "rtcp-new" not in rows
+    assert new["comparison"]["regressions"] == ["rtcp-a"]
+    assert len(new["history"]) == 2
+    assert "REGRESSION" in report.format_table(new)
+
+
+def test_a_slower_ceiling_is_not_a_regression() -> None:
+    old = report.finish_document(_doc({"relay-1400": 100e6, "rtcp-a": 10e6}), None)
+    new = report.finish_document(_doc({"relay-1400": 50e6, "rtcp-a": 10e6}), old)
+    assert new["comparison"]["rows"]["relay-1400"]["goodput_change"] == pytest.approx(-0.5)
+    assert new["comparison"]["regressions"] == []
+    assert "the ceilings moved by -50%" in report.format_table(new)
+
+
+def test_comparison_only_against_runs_of_the_same_sizes() -> None:
+    full = report.finish_document(_doc({"rtcp-a": 10e6}, size=1000), None)
+    quick = report.finish_document(_doc({"rtcp-a": 1e6}, size=10), full)
+    assert quick["comparison"] is None
+    again = report.finish_document(_doc({"rtcp-a": 10e6}, size=1000), quick)
+    assert again["comparison"]["baseline"]["timestamp"] == "t1000"
+    assert again["comparison"]["rows"]["rtcp-a"]["regression"] is False
+    assert len(again["history"]) == 3
+
+
+def test_a_file_without_history_becomes_the_first_entry() -> None:
+    legacy = _doc({"rtcp-a": 10e6})
+    new = report.finish_document(_doc({"rtcp-a": 10e6}), legacy)
+    assert [h["timestamp"] for h in new["history"]] == ["t1000", "t1000"]
+    assert new["comparison"] is not None
+
+
+def test_table_shows_failed_rows() -> None:
+    doc = report.finish_document(_doc({"relay-1400": 100e6, "rtcp-a": None}, ok=False), None)
+    table = report.format_table(doc)
+    assert "FAILED" in table
+    assert "rtcp send failed: timeout" in table
+
+
+def test_proxy_forwarding_ratio() -> None:
+    rows = [
+        {"name": "relay-1400", "datagrams_per_s": 200_000.0},
+        {"name": "proxy-forward-1400", "datagrams_per_s": 170_000.0},
+    ]
+    fwd = report.proxy_forwarding(rows, "relay-1400")
+    assert fwd["ratio_to_relay"] == pytest.approx(0.85)
+    assert fwd["meets_target"] is True
+    assert report.proxy_forwarding(rows[:1], "relay-1400") is None
