@@ -32,3 +32,18 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The Wireshark dissector (contrib/wireshark/rtcp.lua) through tshark: installs tshark when it is
+# missing (Debian's package, non-interactively: no setuid capture helper), then runs the tshark
+# tests. `make test` runs them only where tshark already exists.
+.PHONY: wireshark-check
+wireshark-check: $(STAMP)
+	@command -v tshark >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "wireshark-common wireshark-common/install-setuid boolean false" \
+	    | $$SUDO debconf-set-selections 2>/dev/null; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tshark \
+	  || { $$SUDO apt-get update && \
+	       $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tshark; }; }
+	@command -v tshark >/dev/null 2>&1 || { echo "wireshark-check: tshark is not installed" >&2; exit 1; }
+	$(PY) -m pytest tests/trace -k tshark -rs

@@ -52,6 +52,10 @@ def _register() -> None:
 
     app.command("bench")(bench_command)
 
+    from rtcp.trace.command import explain_command, plot_command
+
+    app.command("explain")(explain_command)
+    app.command("plot")(plot_command)
 
 
 def main() -> None:

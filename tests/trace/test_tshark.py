@@ -1,0 +1,148 @@
+"""contrib/wireshark/rtcp.lua through tshark: every header field and option decodes.
+
+Skipped where tshark is missing; `make wireshark-check` installs it and runs these."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rtcp.core import wire
+from rtcp.trace.pcap import PcapWriter
+
+DISSECTOR = Path(__file__).resolve().parents[2] / "contrib" / "wireshark" / "rtcp.lua"
+TSHARK = shutil.which("tshark")
+
+pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+
+CLIENT, SERVER = ("127.0.0.1", 40123), ("127.0.0.1", 9000)
+C_ID, S_ID = 0x1A2B3C4D, 0x5E6F7081
+C_ISN, S_ISN = 4_294_967_000, 1_000_000  # the client's sequence numbers wrap
+
+FIELDS = (
+    "frame.number", "udp.srcport", "rtcpu.version", "rtcpu.flags", "rtcpu.flags.syn",
+    "rtcpu.flags.ack", "rtcpu.flags.fin", "rtcpu.flags.probe", "rtcpu.window", "rtcpu.src_id",
+    "rtcpu.dst_id", "rtcpu.seq", "rtcpu.ack", "rtcpu.seq_rel", "rtcpu.ack_rel", "rtcpu.opt_len",
+    "rtcpu.checksum_good", "rtcpu.len", "rtcpu.opt.mss", "rtcpu.opt.wscale",
+    "rtcpu.opt.sack_perm", "rtcpu.opt.ts_val", "rtcpu.opt.ts_ecr", "rtcpu.opt.sack.left",
+    "rtcpu.opt.sack.right", "rtcpu.opt.sack.left_rel", "rtcpu.opt.sack.right_rel",
+    "rtcpu.opt.pmtu_ack",
+)
+
+
+def w(n: int) -> int:
+    return n & 0xFFFFFFFF
+
+
+def _segments() -> list[tuple[bytes, tuple, tuple]]:
+    """A handshake, data, a SACK, a path-MTU probe and its confirmation, a corrupted copy."""
+    syn = wire.encode(wire.Segment(wire.SYN, C_ID, 0, C_ISN, 0, 65535, mss=1400, wscale=7,
+                                   sack_permitted=True, ts_val=111, ts_ecr=0))
+    synack = wire.encode(wire.Segment(wire.SYN | wire.ACK, S_ID, C_ID, S_ISN, w(C_ISN + 1), 65535,
+                                      mss=1360, wscale=6, sack_permitted=True, ts_val=222,
+                                      ts_ecr=111))
+    data1 = wire.build(wire.ACK, C_ID, S_ID, w(C_ISN + 1), S_ISN + 1, 512, b"", b"a" * 1000)
+    data2 = wire.build(wire.ACK, C_ID, S_ID, w(C_ISN + 1001), S_ISN + 1, 512, b"", b"b" * 1000)
+    sack = wire.build(wire.ACK, S_ID, C_ID, S_ISN + 1, w(C_ISN + 1), 500, wire.opt_sack(
+        [(w(C_ISN + 1001), w(C_ISN + 2001))]))
+    probe = wire.build(wire.PROBE | wire.ACK, C_ID, S_ID, w(C_ISN + 2001), S_ISN + 1, 512,
+                       b"", bytes(1400))
+    pmtu = wire.build(wire.ACK, S_ID, C_ID, S_ISN + 1, w(C_ISN + 2001), 500,
+                      wire.opt_pmtu_ack(1428))
+    bad = bytearray(data2)
+    bad[200] ^= 0x10
+    fin = wire.build(wire.FIN | wire.ACK, C_ID, S_ID, w(C_ISN + 2001), S_ISN + 1, 512)
+    up, down = (CLIENT, SERVER), (SERVER, CLIENT)
+    return [(syn, *up), (synack, *down), (data1, *up), (sack, *down), (data2, *up),
+            (probe, *up), (pmtu, *down), (bytes(bad), *up), (fin, *up)]
+
+
+def _tshark(pcap: Path, *extra: str) -> list[dict[str, str]]:
+    args = [TSHARK, "-X", f"lua_script:{DISSECTOR}", "-r", str(pcap), "-T", "fields",
+            "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,", *extra]
+    for name in FIELDS:
+        args += ["-e", name]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "Lua: Error" not in out.stderr, out.stderr
+    rows = []
+    for line in out.stdout.splitlines():
+        rows.append(dict(zip(FIELDS, line.split("\t"))))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def decoded(tmp_path_factory) -> list[dict[str, str]]:
+    pcap = tmp_path_factory.mktemp("tshark") / "rtcp.pcap"
+    with PcapWriter(pcap) as writer:
+        for i, (data, src, dst) in enumerate(_segments()):
+            writer.write(data, src, dst, t=1_700_000_000 + i * 0.001)
+    return _tshark(pcap)
+
+
+def test_tshark_decodes_the_header(decoded):
+    assert len(decoded) == 9
+    syn, synack, data1 = decoded[0], decoded[1], decoded[2]
+    assert all(row["rtcpu.version"] == "1" for row in decoded)
+    assert (syn["rtcpu.flags.syn"], syn["rtcpu.flags.ack"]) == ("1", "0")
+    assert (synack["rtcpu.flags.syn"], synack["rtcpu.flags.ack"]) == ("1", "1")
+    assert syn["rtcpu.flags"] == "0x02" and synack["rtcpu.flags"] == "0x12"
+    assert syn["rtcpu.src_id"] == f"0x{C_ID:08x}" and syn["rtcpu.dst_id"] == "0x00000000"
+    assert synack["rtcpu.dst_id"] == f"0x{C_ID:08x}"
+    assert syn["rtcpu.seq"] == str(C_ISN) and synack["rtcpu.seq"] == str(S_ISN)
+    assert synack["rtcpu.ack"] == str(C_ISN + 1)
+    assert data1["rtcpu.seq"] == str(C_ISN + 1) and data1["rtcpu.window"] == "512"
+    assert data1["rtcpu.len"] == "1000" and data1["rtcpu.opt_len"] == "0"
+    assert syn["udp.srcport"] == str(CLIENT[1])
+
+
+def test_tshark_relative_numbers_across_the_wrap(decoded):
+    rel = [(r["rtcpu.seq_rel"], r["rtcpu.ack_rel"]) for r in decoded]
+    assert rel[0] == ("0", "")
+    assert rel[1] == ("0", "1")
+    assert rel[2] == ("1", "1")
+    assert rel[4] == ("1001", "1")  # seq 4294968001 wrapped to 705 on the wire
+    assert decoded[4]["rtcpu.seq"] == str((C_ISN + 1001) & 0xFFFFFFFF)
+    assert rel[8] == ("2001", "1")
+
+
+def test_tshark_decodes_the_options(decoded):
+    syn, synack, _, sack, _, probe, pmtu = decoded[:7]
+    assert syn["rtcpu.opt.mss"] == "1400" and syn["rtcpu.opt.wscale"] == "7"
+    assert syn["rtcpu.opt.sack_perm"] == "1"
+    assert (syn["rtcpu.opt.ts_val"], syn["rtcpu.opt.ts_ecr"]) == ("111", "0")
+    assert synack["rtcpu.opt.mss"] == "1360" and synack["rtcpu.opt.ts_ecr"] == "111"
+    assert sack["rtcpu.opt.sack.left"] == str((C_ISN + 1001) & 0xFFFFFFFF)
+    assert sack["rtcpu.opt.sack.right"] == str((C_ISN + 2001) & 0xFFFFFFFF)
+    assert (sack["rtcpu.opt.sack.left_rel"], sack["rtcpu.opt.sack.right_rel"]) == ("1001", "2001")
+    assert probe["rtcpu.flags.probe"] == "1" and probe["rtcpu.len"] == "1400"
+    assert pmtu["rtcpu.opt.pmtu_ack"] == "1428"
+
+
+def test_tshark_checksum_validity(decoded):
+    good = [r["rtcpu.checksum_good"] for r in decoded]
+    assert good == ["1"] * 7 + ["0", "1"]
+    assert decoded[8]["rtcpu.flags.fin"] == "1"
+
+
+def test_tshark_info_column_and_decode_as(tmp_path):
+    pcap = tmp_path / "rtcp.pcap"
+    with PcapWriter(pcap) as writer:
+        for data, src, dst in _segments()[:3]:
+            writer.write(data, src, dst, t=1.0)
+    base = [TSHARK, "-X", f"lua_script:{DISSECTOR}", "-r", str(pcap)]
+    out = subprocess.run(base, capture_output=True, text=True, timeout=120, check=False)
+    lines = out.stdout.splitlines()
+    assert "rtcp" in lines[0] and "[SYN] Seq=0 Win=65535 Len=0 MSS=1400 WS=128 SACK_PERM" in lines[0]
+    assert "[SYN, ACK] Seq=0 Ack=1" in lines[1]
+    assert "[ACK] Seq=1 Ack=1 Win=512 Len=1000" in lines[2]
+    # heuristic off: plain UDP, unless "Decode As" names the port
+    off = subprocess.run(base + ["-o", "rtcpu.heuristic:FALSE"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert "rtcp" not in off.stdout
+    forced = subprocess.run(base + ["-o", "rtcpu.heuristic:FALSE", "-d", "udp.port==9000,rtcpu"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert forced.stdout.count("rtcp") == 3
