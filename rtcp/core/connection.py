@@ -384,6 +384,11 @@ class Connection:
             self._rcv_wscale = 0
         self.sack_ok = cfg.sack and seg.sack_permitted
         self.ts_ok = cfg.timestamps and seg.ts_val is not None
+        if self._hook is not None:
+            self._trace(
+                "negotiated", mss=self.mss, peer_mss=self._peer_mss, snd_wscale=self._snd_wscale,
+                rcv_wscale=self._rcv_wscale, sack=self.sack_ok, timestamps=self.ts_ok,
+            )
 
     def _on_syn_sent(self, seg: wire.Segment, now: float) -> None:
         """RFC 9293 3.10.7.3."""
@@ -737,7 +742,7 @@ class Connection:
                 if self._unacked_segments >= 2:
                     self._ack_now = True
                 elif self._delack_deadline is None:
-                    self._delack_deadline = now + self.config.delayed_ack_s
+                    self._arm_timer("delayed_ack", now, self.config.delayed_ack_s)
         if self._peer_fin_offset is not None and self.rcv_nxt == self._peer_fin_offset:
             self.rcv_nxt += 1
             self._ack_now = True
@@ -799,13 +804,17 @@ class Connection:
         dgram = wire.build(
             flags, self.local_id, self.peer_id, self.iss, ack, window, opts, b""
         )
-        self._count_sent(dgram, "SYN-ACK" if is_synack else "SYN", 0, ack, 0, window)
+        self.stats.segments_sent += 1
+        self.stats.bytes_sent += len(dgram)
+        if self._hook is not None:
+            again = "timeout" if self._syn_sent_at is not None else None
+            self._trace_sent(flags, self.iss, ack, 0, window, opts, again, len(dgram))
         out.append(dgram)
         self._syn_sent_at = now
         self._ack_now = False
         self._unacked_segments = 0
         if self._rto_deadline is None:
-            self._rto_deadline = now + self.rtt.rto_s
+            self._arm_timer("retransmission", now, self.rtt.rto_s)
 
     def _send_data(self, out: list[bytes], now: float) -> None:
         sb = self.scoreboard
@@ -850,7 +859,7 @@ class Connection:
             if rate:
                 self._pace_next += (rec.end - rec.start) / rate
             if self._rto_deadline is None:
-                self._rto_deadline = now + self.rtt.rto_s
+                self._arm_timer("retransmission", now, self.rtt.rto_s)
         self._fast_retransmit_due = False
         self._partial_ack_due = False
         # New data (NextSeg rule 2), bounded by cwnd and the peer's window (RFC 5681, 9293).
@@ -879,7 +888,7 @@ class Connection:
             nxt = end
             self.snd_nxt = nxt
             if self._rto_deadline is None:
-                self._rto_deadline = now + self.rtt.rto_s
+                self._arm_timer("retransmission", now, self.rtt.rto_s)
             if self._tlp_deadline is None:
                 self._arm_tlp(now)
         if nxt >= data_end and sb.pipe < cwnd:
@@ -888,7 +897,7 @@ class Connection:
         # Zero window with data waiting and nothing in flight: arm the persist timer.
         if nxt < data_end and not len(sb) and wnd_end <= nxt:
             if self._persist_deadline is None:
-                self._persist_deadline = now + self._persist_interval()
+                self._arm_timer("persist", now, self._persist_interval())
         elif self._persist_deadline is not None and wnd_end > nxt:
             self._persist_deadline = None
             self._persist_backoff = 0
@@ -912,7 +921,10 @@ class Connection:
         pto *= 1 << self._tlp_in_flight  # a second probe waits twice as long
         deadline = now + max(pto, TLP_MIN_PTO_S)
         rto = self._rto_deadline
-        self._tlp_deadline = deadline if rto is None or deadline < rto else None
+        if rto is None or deadline < rto:
+            self._arm_timer("tail_loss_probe", now, deadline - now)
+        else:
+            self._tlp_deadline = None
 
     def _send_tail_loss_probe(self, out: list[bytes], now: float) -> None:
         """RFC 8985 7.3: send one new segment if there is one, else resend the last one."""
@@ -949,7 +961,7 @@ class Connection:
         self.snd_nxt += 1
         out.append(self._emit_fin(now))
         if self._rto_deadline is None:
-            self._rto_deadline = now + self.rtt.rto_s
+            self._arm_timer("retransmission", now, self.rtt.rto_s)
 
     def _emit_fin(self, now: float) -> bytes:
         assert self._fin_offset is not None
@@ -1019,12 +1031,6 @@ class Connection:
             self._trace_sent(flags, seq, ack, len(payload), window, opts, retransmit, len(dgram))
         return dgram
 
-    def _count_sent(self, dgram: bytes, kind, seq, ack, length, window) -> None:
-        self.stats.segments_sent += 1
-        self.stats.bytes_sent += len(dgram)
-        if self._hook is not None:
-            self._trace("segment_sent", flags=kind, seq=seq, ack=ack, len=length, window=window)
-
     # --- timers ------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
@@ -1087,13 +1093,13 @@ class Connection:
             if self.scoreboard.pipe > 0:
                 self._tlp_pending = True
                 self._tlp_in_flight += 1
-                self._rto_deadline = now + self.rtt.rto_s  # RFC 8985 7.3: re-arm the RTO
+                self._arm_timer("retransmission", now, self.rtt.rto_s)  # RFC 8985 7.3: re-arm the RTO
                 self._arm_tlp(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._trace("timer_fired", timer="persist")
             self._probe_pending = True
             self._persist_backoff += 1
-            self._persist_deadline = now + self._persist_interval()
+            self._arm_timer("persist", now, self._persist_interval())
         if self.pmtud.probe_deadline is not None and now >= self.pmtud.probe_deadline:
             self._trace("timer_fired", timer="pmtu_probe")
             self.pmtud.on_timer(now)
@@ -1137,7 +1143,7 @@ class Connection:
             self.stats.retransmissions += 1
             self.stats.retransmits_timeout += 1
             self._fin_resend = True
-        self._rto_deadline = now + self.rtt.rto_s
+        self._arm_timer("retransmission", now, self.rtt.rto_s)
         self._trace_cc(now)
 
     _fin_resend = False
@@ -1147,10 +1153,24 @@ class Connection:
         if self.snd_una >= self.snd_nxt:
             self._rto_deadline = None
         else:
-            self._rto_deadline = now + self.rtt.rto_s
+            self._arm_timer("retransmission", now, self.rtt.rto_s)
+
+    _TIMER_ATTRS = {
+        "retransmission": "_rto_deadline",
+        "delayed_ack": "_delack_deadline",
+        "persist": "_persist_deadline",
+        "time_wait": "_time_wait_deadline",
+        "tail_loss_probe": "_tlp_deadline",
+    }
+
+    def _arm_timer(self, timer: str, now: float, after_s: float) -> None:
+        """Set one of the deadlines get_timer() reports (and trace it when tracing)."""
+        setattr(self, self._TIMER_ATTRS[timer], now + after_s)
+        if self._hook is not None:
+            self._trace("timer_set", timer=timer, after=after_s)
 
     def _enter_time_wait(self, now: float) -> None:
-        self._time_wait_deadline = now + self.config.time_wait_s
+        self._arm_timer("time_wait", now, self.config.time_wait_s)
         self._rto_deadline = None
         self._report_closed("closed", None)
 
@@ -1267,14 +1287,17 @@ class Connection:
             event, flags=seg.flag_names(), seq=seg.seq, ack=seg.ack, len=len(seg.payload),
             window=seg.window, sack=list(seg.sack_blocks), size=size,
             rel_seq=(seg.seq - self.irs) & TS_MASK if self.peer_id else 0,
-            rel_ack=(seg.ack - self.iss) & TS_MASK,
+            rel_ack=(seg.ack - self.iss) & TS_MASK, pmtu_ack=seg.pmtu_ack,
         )
 
     def _trace_sent(self, flags, seq, ack, length, window, opts, retransmit, size) -> None:
+        sent = wire.Segment(flags, 0, 0, seq, ack, window)
+        wire.parse_options(sent, opts)
         self._trace(
             "segment_sent", flags=wire.flag_names(flags), seq=seq, ack=ack, len=length,
-            window=window, retransmit=retransmit, size=size,
+            window=window, retransmit=retransmit, size=size, sack=list(sent.sack_blocks),
             rel_seq=(seq - self.iss) & TS_MASK, rel_ack=(ack - self.irs) & TS_MASK,
+            pmtu_ack=sent.pmtu_ack,
         )
 
 

@@ -181,6 +181,11 @@ def _parse_options(seg: Segment, data, start: int, end: int) -> None:
         i += length
 
 
+def parse_options(seg: Segment, options: bytes) -> None:
+    """Fill seg's option fields from encoded options (tracing what was sent)."""
+    _parse_options(seg, options, 0, len(options))
+
+
 # --- segments ------------------------------------------------------------------------
 
 
