@@ -111,6 +111,7 @@ class ConnectionStats:
     retransmits_fast: int = 0  # first retransmission of a recovery episode (3 dup ACKs / SACK)
     retransmits_sack: int = 0  # further repairs inside SACK/NewReno recovery
     retransmits_tlp: int = 0  # tail loss probes that resent the last segment (RFC 8985 7)
+    spurious_retransmissions: int = 0  # ACKs proving a retransmission needless (RFC 3522 Eifel)
     timeouts: int = 0
     fast_recoveries: int = 0
     duplicate_segments: int = 0
@@ -194,6 +195,7 @@ class Connection:
         self._unacked_segments = 0
         self._last_adv_window = 0
         self._immediate: list[bytes] = []  # duplicate ACKs built while receiving
+        self._sack_touched: list[int] = []  # SACK ranges changed since the last ACK (starts)
         self._stream_ended = False
 
         # Negotiated options.
@@ -658,6 +660,10 @@ class Connection:
             elif self.ts_ok and seg.ts_ecr:
                 if ((seg.ts_ecr - self._ts(retransmitted_at)) & TS_MASK) < 0x80000000:
                     rtt_s = ((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S
+                else:
+                    # RFC 3522 (Eifel): the echo predates the retransmission, so the original
+                    # arrived and the retransmission was not needed.
+                    self.stats.spurious_retransmissions += 1
         if rtt_s is not None and 0 <= rtt_s < 60:
             self._rtt_sample(rtt_s)
         self.rtt.reset_backoff()
@@ -734,6 +740,16 @@ class Connection:
                 if not self.sack_ok:
                     # Without SACK the sender counts duplicate ACKs: one per segment, not per batch.
                     self._immediate.append(self._emit_ack(now))
+                else:
+                    # One ACK per batch carries only MAX_SACK_BLOCKS ranges (the most recently
+                    # touched first, RFC 2018 4): once that many distinct ranges changed since
+                    # the last ACK, send them now, or the sender never learns of the oldest.
+                    start = self._reasm.sack_ranges(1)[0][0]
+                    touched = self._sack_touched
+                    if start not in touched:
+                        touched.append(start)
+                        if len(touched) >= wire.MAX_SACK_BLOCKS:
+                            self._immediate.append(self._emit_ack(now))
                 self._trace("out_of_order", seq=seg_off - 1, len=len(payload))
             elif result.filled_gap or self._reasm.has_gap():
                 self._ack_now = True
@@ -1023,6 +1039,8 @@ class Connection:
             self._ack_now = False
             self._unacked_segments = 0
             self._delack_deadline = None
+            if self._sack_touched:
+                self._sack_touched.clear()
         dgram = wire.build(flags, self.local_id, dst, seq, ack, window, opts, payload)
         stats = self.stats
         stats.segments_sent += 1

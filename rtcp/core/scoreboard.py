@@ -113,7 +113,9 @@ class Scoreboard:
         """`rec` reached the receiver (cumulative ACK or SACK): update the rate sample."""
         self.delivered += size
         self.delivered_time = now
-        if rec.sent_at > self.newest_delivered_sent_at:
+        # RFC 8985 6.2 step 2: a retransmitted segment's delivery may be the original's, so
+        # its (re)transmission time proves nothing about what was sent before it.
+        if not rec.retransmits and rec.sent_at > self.newest_delivered_sent_at:
             self.newest_delivered_sent_at = rec.sent_at
         if self.app_limited_until and self.delivered > self.app_limited_until:
             self.app_limited_until = 0
