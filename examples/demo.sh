@@ -3,6 +3,10 @@
 #
 #   rtcp recv  <-- rtcp proxy (loss, reordering, duplication, corruption, delay) <-- rtcp send
 #
+# Then it watches TCP work: a 20 KB file through a lossy proxy with every process tracing
+# (--trace), the transfer drawn as a ladder diagram (rtcp explain: lost datagrams end at an X)
+# and as a time-sequence plot (rtcp plot), kept in ./demo-out/ with the traces and a capture.
+#
 # Run it with `make demo` (which puts the project's venv first on PATH), or directly when
 # `rtcp` is on your PATH. Every process it starts is stopped on exit, whatever happens.
 set -euo pipefail
@@ -84,3 +88,42 @@ echo "==> identical: the file crossed loss, reordering, duplication and corrupti
 echo "==> what the proxy did to the datagrams"
 kill "${pids[1]}" && wait "${pids[1]}" || true
 sed 's/^/    /' "$work/proxy.log.err" | grep -v '^    $' || true
+
+# --- Watching TCP work -------------------------------------------------------------------
+# A small file, so that the ladder shows every segment: a new receiver and a new proxy (10%
+# loss; seed 3 drops data segments early on), each writing a trace, like the sender.
+out="$PWD/demo-out"
+mkdir -p "$out"
+rm -f "$out"/send.jsonl "$out"/recv.jsonl "$out"/proxy.jsonl "$out"/send.pcap "$out"/demo-plot.png
+
+echo
+echo "==> watching TCP work: a 20 KB file through 10% loss, every process tracing (--trace)"
+start_and_get_port "$work/recv2.log" \
+    rtcp recv --listen 127.0.0.1:0 --out "$work/inbox2" --trace "$out/recv.jsonl"
+recv2_pid="${pids[-1]}"
+recv2_port="$port"
+start_and_get_port "$work/proxy2.log" \
+    rtcp proxy --listen 127.0.0.1:0 --upstream "127.0.0.1:$recv2_port" --loss 10% --seed 3 \
+    --trace "$out/proxy.jsonl"
+proxy2_pid="${pids[-1]}"
+proxy2_port="$port"
+head -c $((20 * 1024)) /dev/urandom >"$work/small.bin"
+rtcp send "$work/small.bin" --to "127.0.0.1:$proxy2_port" --quiet \
+    --trace "$out/send.jsonl" --pcap "$out/send.pcap"
+# stopping them closes their traces
+kill "$recv2_pid" && wait "$recv2_pid" || true
+kill "$proxy2_pid" && wait "$proxy2_pid" 2>/dev/null || true
+
+echo "==> the transfer as a ladder diagram: rtcp explain send.jsonl recv.jsonl proxy.jsonl"
+(cd "$out" && rtcp explain send.jsonl recv.jsonl proxy.jsonl)
+
+echo "==> the time-sequence plot: rtcp plot send.jsonl -o demo-plot.png"
+if rtcp plot "$out/send.jsonl" -o "$out/demo-plot.png" 2>"$work/plot.err"; then
+    echo "    the plot is $out/demo-plot.png"
+else
+    sed 's/^/    /' "$work/plot.err"
+    echo "    (no plot: rtcp plot needs matplotlib, pip install 'rtcp[plot]')"
+fi
+echo "    the traces and a capture of the sender are in $out/:"
+echo "    send.jsonl, recv.jsonl, proxy.jsonl (docs/trace-format.md), send.pcap (Wireshark with"
+echo "    contrib/wireshark/rtcp.lua: wireshark -X lua_script:contrib/wireshark/rtcp.lua $out/send.pcap)"

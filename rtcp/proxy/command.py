@@ -272,6 +272,21 @@ def proxy_command(
         help="Refuse new clients beyond N.",
         rich_help_panel=_PANEL_RUN,
     ),
+    trace: str | None = typer.Option(
+        None,
+        "--trace",
+        metavar="FILE",
+        help="Record each datagram's fate (forwarded, lost, delayed, ...) as JSON lines "
+        "(for `rtcp explain`).",
+        rich_help_panel=_PANEL_RUN,
+    ),
+    pcap: str | None = typer.Option(
+        None,
+        "--pcap",
+        metavar="FILE",
+        help="Record every datagram in and out as a pcap capture (Wireshark, tcpdump).",
+        rich_help_panel=_PANEL_RUN,
+    ),
 ) -> None:
     """Forward UDP datagrams between clients and an upstream, impaired like netem.
 
@@ -304,6 +319,8 @@ def proxy_command(
         stats_path=Path(stats) if stats else None,
         idle_timeout_s=idle_timeout_s,
         max_clients=clients_limit,
+        trace_path=Path(trace) if trace else None,
+        pcap_path=Path(pcap) if pcap else None,
     )
 
 
@@ -323,10 +340,64 @@ def run_proxy(
     stats_path: Path | None,
     idle_timeout_s: float,
     max_clients: int,
+    trace_path: Path | None = None,
+    pcap_path: Path | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM; report on stderr and in the stats file."""
+    """Run until SIGINT/SIGTERM; report on stderr and in the stats file. --trace records each
+    decision (TracingImpairer: the loop's no-impairment fast path is then off), --pcap each
+    datagram in and out of the proxy's sockets."""
+    impairers: dict[str, Any] = {d: Impairer(configs[d], make_rng(seed, d)) for d in DIRECTIONS}
+    if trace_path is None and pcap_path is None:
+        _run(impairers, listen, upstream, seed=seed, stats_path=stats_path,
+             idle_timeout_s=idle_timeout_s, max_clients=max_clients)
+        return
+
+    from rtcp.trace.command import finish_trace, open_pcap, open_trace
+    from rtcp.trace.proxy_trace import TracingImpairer
+
+    writer = open_trace(trace_path, "proxy")  # LocalIOError (exit 7) before anything runs
+    try:
+        pcap = open_pcap(pcap_path)
+    except LocalIOError:
+        finish_trace(writer)
+        raise
+    if writer is not None:
+        impairers = {d: TracingImpairer(impairers[d], writer, d) for d in DIRECTIONS}
+    try:
+        _run(impairers, listen, upstream, seed=seed, stats_path=stats_path,
+             idle_timeout_s=idle_timeout_s, max_clients=max_clients, writer=writer, pcap=pcap)
+    finally:
+        errors = []
+        if pcap is not None:
+            try:
+                pcap.close()
+            except OSError as exc:
+                errors.append(f"--pcap: cannot write {pcap_path}: {exc.strerror or exc}")
+        try:
+            finish_trace(writer)
+        except OSError as exc:
+            errors.append(f"--trace: cannot write {trace_path}: {exc.strerror or exc}")
+        lost = sum(getattr(i, "trace_errors", 0) for i in impairers.values())
+        if lost and not errors:
+            errors.append(f"--trace: {lost} decisions could not be written to {trace_path}")
+        for message in errors:
+            print(f"rtcp: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _run(
+    impairers: dict[str, Any],
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
+    *,
+    seed: int,
+    stats_path: Path | None,
+    idle_timeout_s: float,
+    max_clients: int,
+    writer: Any = None,
+    pcap: Any = None,
+) -> None:
+    """The proxy's life: stats file, signals, the loop, the summary at exit."""
     live = sys.stderr.isatty()
-    impairers = {d: Impairer(configs[d], make_rng(seed, d)) for d in DIRECTIONS}
     stats_failed = False
 
     def write_stats(snapshot: dict[str, Any]) -> None:
@@ -348,6 +419,13 @@ def run_proxy(
             except LocalIOError as exc:
                 stats_failed = True  # keep forwarding; the final write tries again
                 print(f"rtcp: warning: {exc}", file=sys.stderr)
+        try:  # a trace or capture read while the proxy runs lags at most a second
+            if writer is not None:
+                writer.flush()
+            if pcap is not None:
+                pcap.flush()
+        except OSError:
+            pass  # reported at exit, when the files are closed
         if live:
             width = shutil.get_terminal_size().columns
             sys.stderr.write("\r\x1b[K" + status_line(snapshot)[: max(width - 1, 10)])
@@ -361,6 +439,7 @@ def run_proxy(
         idle_timeout_s=idle_timeout_s,
         max_clients=max_clients,
         periodic=report,
+        pcap=pcap,
     )
     previous = {}
     try:

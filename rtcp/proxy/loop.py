@@ -87,8 +87,12 @@ class Proxy:
         max_clients: int = DEFAULT_MAX_CLIENTS,
         periodic: Callable[[Proxy], None] | None = None,
         periodic_interval_s: float = HOUSEKEEPING_INTERVAL_S,
+        pcap: Any = None,
     ):
+        """pcap: a rtcp.trace.pcap.PcapWriter (--pcap) that records every datagram in and out
+        of the proxy's sockets (the caller closes it); None costs nothing."""
         self.up = up
+        self._pcap = pcap
         self.down = down
         self.idle_timeout_s = idle_timeout_s
         self.max_clients = max_clients
@@ -119,6 +123,10 @@ class Proxy:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        if pcap is not None:
+            from rtcp.trace.pcap import TapSocket
+
+            self._listen = TapSocket(self._listen, pcap)
         self._sel.register(self._listen, selectors.EVENT_READ, None)
         self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self._closed = False
@@ -351,6 +359,10 @@ class Proxy:
             sock.close()
             self.clients_rejected += 1
             return None
+        if self._pcap is not None:
+            from rtcp.trace.pcap import TapSocket
+
+            sock = TapSocket(sock, self._pcap)
         client = _Client(addr, sock, now)
         self._sel.register(sock, selectors.EVENT_READ, client)
         self._clients[addr] = client

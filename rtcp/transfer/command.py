@@ -32,6 +32,7 @@ from rtcp.errors import (
 from rtcp.units import format_hostport, parse_duration, parse_hostport, parse_size
 
 _PANEL_TUNING = "Protocol tuning"
+_PANEL_TRACE = "Watching TCP work"
 _ERRORS_BY_CODE: dict[ExitCode, type[RtcpError]] = {
     ExitCode.TIMEOUT: PeerTimeout,
     ExitCode.RESET: PeerReset,
@@ -211,6 +212,122 @@ class _Progress:
             self.bar = None
 
 
+def _trace_option() -> Any:
+    return typer.Option(
+        None,
+        "--trace",
+        metavar="FILE",
+        help="Record every segment, state change, timer and RTT sample as JSON lines "
+        "(for `rtcp explain` and `rtcp plot`).",
+        rich_help_panel=_PANEL_TRACE,
+    )
+
+
+def _pcap_option() -> Any:
+    return typer.Option(
+        None,
+        "--pcap",
+        metavar="FILE",
+        help="Record every datagram sent and received as a pcap capture (Wireshark, tcpdump).",
+        rich_help_panel=_PANEL_TRACE,
+    )
+
+
+def _explain_width(value: str) -> int:
+    from rtcp.trace.ladder import MIN_WIDTH
+
+    return _parse_int("--explain-width", value, MIN_WIDTH)
+
+
+class _Recording:
+    """--trace, --pcap and --explain of one process: opened before the work, finished after.
+
+    With neither flag nothing is opened and no event hook is installed, so the core does no
+    trace work at all. Unwritable paths fail at once (LocalIOError, exit 7); a write that fails
+    later (disk full) never stops the transfer: it is reported as a warning at the end."""
+
+    def __init__(self, trace: str | None, pcap: str | None, role: str, *, explain: bool = False):
+        from rtcp.trace.command import open_pcap, open_trace
+
+        self.explain = explain
+        self.trace_path = trace
+        self.pcap_path = pcap
+        self.errors: list[str] = []
+        self.pcap = None
+        self.writer = open_trace(trace, role, explain=explain)
+        try:
+            self.pcap = open_pcap(pcap)
+        except BaseException:
+            self.finish()
+            raise
+
+    def configure(self, config: ConnectionConfig) -> ConnectionConfig:
+        """config with the trace writer as its event hook (config itself when not tracing)."""
+        if self.writer is None:
+            return config
+        write = self.writer.hook()
+        errors = self.errors
+
+        def hook(event: str, fields: dict) -> None:
+            try:
+                write(event, fields)
+            except OSError as exc:
+                if not errors:
+                    errors.append(f"--trace: cannot write {self.trace_path}: {exc.strerror or exc}")
+
+        return replace(config, event_hook=hook)
+
+    def flush(self) -> None:
+        try:
+            if self.writer is not None:
+                self.writer.flush()
+            if self.pcap is not None:
+                self.pcap.flush()
+        except OSError as exc:
+            self.errors.append(f"cannot write the trace or the capture: {exc.strerror or exc}")
+
+    def finish(self, *, width: int | None = None) -> str | None:
+        """Close both files; with --explain, the ladder (None when nothing was traced)."""
+        from rtcp.trace.command import finish_trace
+
+        writer, self.writer = self.writer, None
+        pcap, self.pcap = self.pcap, None
+        ladder = None
+        if pcap is not None:
+            try:
+                pcap.close()
+            except OSError as exc:
+                self.errors.append(f"--pcap: cannot write {self.pcap_path}: {exc.strerror or exc}")
+        if writer is not None:
+            traced = writer.records > 1  # more than its trace_start line
+            kwargs = {"width": width} if width is not None else {}
+            try:
+                ladder = finish_trace(writer, explain=self.explain, **kwargs)
+            except OSError as exc:
+                what = self.trace_path or "the trace"
+                self.errors.append(f"--trace: cannot write {what}: {exc.strerror or exc}")
+            except ValueError as exc:  # a torn trace (disk full mid-line): no ladder
+                self.errors.append(f"--explain: cannot read the trace back: {exc}")
+            if not traced:
+                ladder = None
+        for message in dict.fromkeys(self.errors):
+            print(f"rtcp: warning: {message}", file=sys.stderr, flush=True)
+        self.errors.clear()
+        return ladder
+
+
+def _print_ladder(ladder: str | None, json_output: bool) -> None:
+    """--explain: the ladder on stdout, or on stderr when stdout carries the JSON."""
+    if not ladder:
+        return
+    stream = sys.stderr if json_output else sys.stdout
+    try:
+        stream.write(ladder if ladder.endswith("\n") else ladder + "\n")
+        stream.flush()
+    except OSError:  # a closed pipe must not change the transfer's exit code
+        pass
+
+
 def send_command(
     file: str = typer.Argument(..., metavar="FILE", help="The file to send.", show_default=False),
     to: str = typer.Option(
@@ -263,12 +380,30 @@ def send_command(
         help="Congestion control (reno, cubic, ...).",
         rich_help_panel=_PANEL_TUNING,
     ),
+    trace: str | None = _trace_option(),
+    pcap: str | None = _pcap_option(),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="At the end, draw this transfer as a TCP ladder diagram "
+        "(on stdout; on stderr with --json).",
+        rich_help_panel=_PANEL_TRACE,
+    ),
+    explain_width: str = typer.Option(
+        "100",
+        "--explain-width",
+        metavar="COLUMNS",
+        help="Width of the --explain drawing (at least 72).",
+        rich_help_panel=_PANEL_TRACE,
+    ),
 ) -> None:
     """Send FILE to an `rtcp recv`; succeed only once the receiver verified its SHA-256.
 
     Example: rtcp send report.pdf --to 192.0.2.7:9000
 
     A progress bar on stderr (when it is a terminal), then a summary; --json: results on stdout.
+    --explain draws the transfer as a ladder diagram before the summary (stdout; stderr with
+    --json); --trace FILE and --pcap FILE record it for `rtcp explain`, `rtcp plot`, Wireshark.
 
     Exit codes:
       0    verified: the receiver's SHA-256 of the stored file matches
@@ -292,34 +427,48 @@ def send_command(
     config = build_config(
         mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc, timeout_s=timeout_s
     )
+    width = _explain_width(explain_width)
     show_bar = not quiet and sys.stderr.isatty()
     try:
         size = path.stat().st_size
     except OSError:
         size = 0  # send_file reports the real problem
     progress = _Progress(path.name, size) if show_bar else None
+    recording = _Recording(trace, pcap, "send", explain=explain)  # LocalIOError: exit 7
+    config = recording.configure(config)
     previous_term = signal.signal(signal.SIGTERM, _interrupt)  # abort (RST), then exit 130
+    ladder: str | None = None
     try:
         try:
             result = send_file(
-                path, host, port, config=config, timeout_s=timeout_s, on_progress=progress
+                path,
+                host,
+                port,
+                config=config,
+                timeout_s=timeout_s,
+                on_progress=progress,
+                pcap=recording.pcap,
             )
         except KeyboardInterrupt:
             # typer would turn it into a silent exit 130: say what happened (send_file reset
             # the connection, so the receiver drops its temporary at once)
             raise RtcpError("interrupted: the transfer was aborted", ExitCode.INTERRUPTED) from None
+        finally:
+            if progress is not None:
+                progress.close()
+            ladder = recording.finish(width=width)
     except RtcpError as exc:
         if json_output:
             failed = SendResult(file=str(path), name=path.name, peer=to, bytes=size)
             failed.exit_code, failed.error = int(exc.exit_code), str(exc)
             _print_json(failed.to_json())
+        _print_ladder(ladder, json_output)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-        if progress is not None:
-            progress.close()
     if json_output:
         _print_json(result.to_json())
+    _print_ladder(ladder, json_output)
     if result.verified:
         if not quiet:
             print(summary_text(result), file=sys.stderr, flush=True)
@@ -372,6 +521,8 @@ def recv_command(
         help="Receive buffer: the window offered to senders.",
         rich_help_panel=_PANEL_TUNING,
     ),
+    trace: str | None = _trace_option(),
+    pcap: str | None = _pcap_option(),
 ) -> None:
     """Receive files from `rtcp send` into DIR, each verified by SHA-256 before it appears.
 
@@ -382,6 +533,8 @@ def recv_command(
     Serves concurrent transfers until Ctrl-C or SIGTERM, then aborts the open ones (exit 0).
 
     A file gets its final name only after its SHA-256 matched; existing files need --force.
+
+    --trace FILE and --pcap FILE record every transfer served (each one flushed as it ends).
 
     Exit codes (with --once, the first transfer's outcome):
       0    verified and stored (or a clean shutdown)
@@ -407,43 +560,52 @@ def recv_command(
             f"rtcp: removed {len(removed)} temporary file(s) left by an earlier receiver",
             file=sys.stderr,
         )
-    try:
-        family, addr = resolve(host, port, passive=True)
-        driver = Driver(addr, family=family)
-    except OSError as exc:
-        raise LocalIOError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-
+    recording = _Recording(trace, pcap, "recv")  # LocalIOError: exit 7
+    config = recording.configure(config)
     stop = {"signal": None}
     first: list = []
-
-    def on_result(result) -> None:
-        if not quiet:
-            try:
-                print(result.log_line(), flush=True)
-            except OSError:  # stdout closed (a pipe reader went away): keep serving
-                pass
-        if not first:
-            first.append(result)
-
-    def on_signal(signum, _frame) -> None:
-        stop["signal"] = signum
-
-    previous = {}
-    with driver:
-        server = FileServer(
-            driver, output, config=config, on_result=on_result, idle_timeout_s=timeout_s
-        )
+    try:
         try:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.signal(signum, on_signal)
-            driver.install_signal_wakeup()
-            local = driver.local_address
-            print(f"listening on {format_hostport(local[0], local[1])}", flush=True)
-            driver.run(lambda: stop["signal"] is not None or (once and bool(first)))
-            server.shutdown()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            family, addr = resolve(host, port, passive=True)
+            driver = Driver(addr, family=family)
+        except OSError as exc:
+            raise LocalIOError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        if recording.pcap is not None:
+            from rtcp.trace.pcap import TapSocket
+
+            driver.sock = TapSocket(driver.sock, recording.pcap)  # the selector keys on the fd
+
+        def on_result(result) -> None:
+            if not quiet:
+                try:
+                    print(result.log_line(), flush=True)
+                except OSError:  # stdout closed (a pipe reader went away): keep serving
+                    pass
+            if not first:
+                first.append(result)
+            recording.flush()  # each finished transfer can be read while we keep serving
+
+        def on_signal(signum, _frame) -> None:
+            stop["signal"] = signum
+
+        previous = {}
+        with driver:
+            server = FileServer(
+                driver, output, config=config, on_result=on_result, idle_timeout_s=timeout_s
+            )
+            try:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    previous[signum] = signal.signal(signum, on_signal)
+                driver.install_signal_wakeup()
+                local = driver.local_address
+                print(f"listening on {format_hostport(local[0], local[1])}", flush=True)
+                driver.run(lambda: stop["signal"] is not None or (once and bool(first)))
+                server.shutdown()
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+    finally:
+        recording.finish()
     if once and first and stop["signal"] is None:
         result = first[0]
         if result.exit_code != ExitCode.OK:

@@ -374,10 +374,14 @@ def send_file(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     on_progress: Callable[[SendApp, float], None] | None = None,
     progress_interval_s: float = 0.1,
+    pcap=None,
 ) -> SendResult:
     """Send one file to an `rtcp recv` at host:port. Never raises for a failed transfer:
     the returned SendResult carries exit_code and error (RtcpError for local problems that
-    happen before anything is sent: a missing file, an unresolvable host)."""
+    happen before anything is sent: a missing file, an unresolvable host).
+
+    pcap: a rtcp.trace.pcap.PcapWriter (--pcap) that records every datagram of the socket;
+    the caller closes it. Tracing goes through config.event_hook."""
     f, size, name = open_source(path)
     with f:
         try:
@@ -393,6 +397,10 @@ def send_file(
             driver = Driver(family=family)
         except OSError as exc:
             raise LocalIOError(f"cannot open a UDP socket: {exc.strerror or exc}") from None
+        if pcap is not None:
+            from rtcp.trace.pcap import TapSocket
+
+            driver.sock = TapSocket(driver.sock, pcap)  # the selector keys on the fd: unchanged
         app = SendApp(f, fs, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock)
         result = SendResult(file=str(path), name=name, peer=peer_text, bytes=size)
         with driver:
