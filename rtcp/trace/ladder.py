@@ -14,6 +14,7 @@ the close are drawn in full, and each stretch between them becomes one summary l
 from __future__ import annotations
 
 import os
+import textwrap
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -941,7 +942,8 @@ def render(ladder: Ladder, *, width: int = DEFAULT_WIDTH, full: bool = False) ->
                 c.row(None, "", " " + note, "")
     if ladder.footer:
         c.lines.append("")
-        c.lines.extend(ladder.footer)
+        for line in ladder.footer:  # wrapped, so no line is wider than asked
+            c.lines.extend(textwrap.wrap(line, c.width, subsequent_indent="  ") or [""])
     return "\n".join(c.lines) + "\n"
 
 

@@ -73,6 +73,8 @@ def config(**kw) -> ConnectionConfig:
     base = {
         "local_id": LOCAL, "initial_seq": LOCAL_ISS, "receive_buffer_bytes": BUF, "mss_bytes": MSS,
         "sack": False, "timestamps": False, "window_scaling": False,
+        # exact-segment tests count on window-limited sending, not BBR's pacing
+        "congestion_control": "reno",
     }
     if "pmtud" in _CONFIG_FIELDS:
         base["pmtud"] = False  # no path-MTU probes in exact-segment tests

@@ -75,7 +75,8 @@ def traced_transfer(
     writers = {
         role: TraceWriter(path, role, START_TIME_S, clock=clock) for role, path in paths.items()
     }
-    common = {"pmtud": False, "mss_bytes": MSS, "sack": sack}
+    # Reno: these scripted ladders count exact segments, and BBR's pacing would split batches
+    common = {"pmtud": False, "mss_bytes": MSS, "sack": sack, "congestion_control": "reno"}
     net = SimNetwork(
         seed=seed,
         client_config=ConnectionConfig(event_hook=writers["send"].hook(), **common),
