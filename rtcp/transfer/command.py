@@ -377,7 +377,7 @@ def send_command(
         None,
         "--cc",
         metavar="NAME",
-        help="Congestion control (reno, cubic, ...).",
+        help="Congestion control: bbr (default: rate-based, tolerates random loss), cubic or reno.",
         rich_help_panel=_PANEL_TUNING,
     ),
     trace: str | None = _trace_option(),
