@@ -88,6 +88,10 @@ FULL_BW_GROWTH = 1.25  # STARTUP: BtlBw must grow this much per round...
 FULL_BW_ROUNDS = 3  # ...or the pipe is full after this many rounds
 MIN_PIPE_CWND_SEGMENTS = 4
 QUANTUM_SEGMENTS = 3  # allowance for delayed / stretched ACKs and send bursts
+# ACK aggregation allowance (Linux BBR's extra_acked, simplified to a constant time): a
+# user-space receiver ACKs once per batch of datagrams it reads, so ACKs come in bursts up to
+# a wakeup apart and a window of BDP alone (RTprop on loopback is ~100 us) starves the pipe.
+ACK_AGGREGATION_S = 0.002
 NO_SRTT_S = 0.001  # the draft's initial pacing rate divides by SRTT, or 1 ms without one
 
 
@@ -267,7 +271,7 @@ class Bbr(CongestionController):
         bw = self._btlbw.value
         if self._rtprop == math.inf or bw <= 0:
             return self.initial_window
-        return int(gain * bw * self._rtprop) + QUANTUM_SEGMENTS * self.mss
+        return int(gain * bw * self._rtprop + bw * ACK_AGGREGATION_S) + QUANTUM_SEGMENTS * self.mss
 
     def pacing_rate(self, srtt_s: float | None) -> float | None:
         """pacing_gain * BtlBw in bytes/s. Before the first bandwidth sample: the draft's

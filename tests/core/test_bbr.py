@@ -26,6 +26,7 @@ from rtcp.core.bbr import (
     MIN_PIPE_CWND_SEGMENTS,
     PACING_GAIN_CYCLE,
     PROBE_RTT_DURATION_S,
+    ACK_AGGREGATION_S,
     QUANTUM_SEGMENTS,
     RTPROP_FILTER_S,
     Bbr,
@@ -312,10 +313,10 @@ def test_pacing_rate_is_gain_times_btlbw_and_cwnd_two_bdp():
     link.hook = hook
     link.run(1.0)
     assert checked
-    expected = 2 * cc.btlbw * cc.rtprop_s + QUANTUM_SEGMENTS * MSS
+    expected = 2 * cc.btlbw * cc.rtprop_s + cc.btlbw * ACK_AGGREGATION_S + QUANTUM_SEGMENTS * MSS
     assert cc.target_cwnd == pytest.approx(expected, abs=1)
     assert cc.cwnd == cc.target_cwnd  # reached and held
-    assert cc.cwnd == pytest.approx(2 * BDP + 3 * MSS, rel=0.03)
+    assert cc.cwnd == pytest.approx(2 * BDP + cc.btlbw * ACK_AGGREGATION_S + 3 * MSS, rel=0.03)
 
 
 def test_probe_bw_cycles_its_gains():
@@ -401,7 +402,9 @@ def test_probe_rtt_after_ten_seconds_without_a_new_minimum():
     assert cc.rtprop_s == pytest.approx(MIN_RTT + 0.005, rel=0.01)
     assert cc.btlbw == pytest.approx(BW, rel=0.03)
     link.run(0.5)
-    assert cc.state == "probe_bw" and cc.cwnd == pytest.approx(2 * cc.bdp + 3 * MSS, rel=0.02)
+    assert cc.state == "probe_bw" and cc.cwnd == pytest.approx(
+        2 * cc.bdp + cc.btlbw * ACK_AGGREGATION_S + 3 * MSS, rel=0.02
+    )
 
 
 def test_probe_rtt_not_entered_while_minimum_is_refreshed():
@@ -618,7 +621,7 @@ def test_mss_change_moves_the_floors():
     cc.mss = 9000  # path MTU discovery raised the segment size
     cc.on_congestion_event(link.now, 0)
     assert cc.cwnd == MIN_PIPE_CWND_SEGMENTS * 9000
-    assert cc.target_cwnd == int(2 * cc.bdp) + QUANTUM_SEGMENTS * 9000
+    assert cc.target_cwnd == int(2 * cc.bdp + cc.btlbw * ACK_AGGREGATION_S) + QUANTUM_SEGMENTS * 9000
 
 
 def test_per_ack_state_is_bounded():
