@@ -188,7 +188,8 @@ class Connection:
         # Receive side (RCV.*).
         self.irs = 0
         self.rcv_nxt = 0
-        self._rcvbuf = bytearray()
+        self._rcvbuf: deque[bytes] = deque()  # in-order bytes not yet read, as received
+        self._rcv_buffered = 0  # their total length
         self._reasm = Reassembler(1)
         self._peer_fin_offset: int | None = None
         self._ack_now = False
@@ -267,13 +268,27 @@ class Connection:
     def read(self, max_bytes: int = -1) -> bytes:
         """Take in-order received bytes; b"" when none (check StreamEnded for the end)."""
         buf = self._rcvbuf
-        if max_bytes < 0 or max_bytes >= len(buf):
-            data = bytes(buf)
+        if not buf:
+            return b""
+        if max_bytes < 0 or max_bytes >= self._rcv_buffered:
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
             buf.clear()
         else:
-            data = bytes(buf[:max_bytes])
-            del buf[:max_bytes]
-        if data and self.state in _PEER_MAY_SEND:
+            # Whole chunks while they fit, then split one: one copy of the bytes, at most.
+            parts = []
+            want = max_bytes
+            while want:
+                chunk = buf[0]
+                if len(chunk) <= want:
+                    parts.append(buf.popleft())
+                    want -= len(chunk)
+                else:
+                    parts.append(chunk[:want])
+                    buf[0] = chunk[want:]
+                    want = 0
+            data = b"".join(parts)
+        self._rcv_buffered -= len(data)
+        if self.state in _PEER_MAY_SEND:
             # RFC 9293 3.8.6.2.2 receiver SWS avoidance: announce a window that grew enough.
             if self._receive_window() - self._last_adv_window >= min(
                 self.config.receive_buffer_bytes // 2, 2 * self.mss
@@ -283,7 +298,7 @@ class Connection:
 
     @property
     def readable(self) -> int:
-        return len(self._rcvbuf)
+        return self._rcv_buffered
 
     def next_event(self) -> events.Event | None:
         return self._events.popleft() if self._events else None
@@ -320,6 +335,13 @@ class Connection:
         if self._hook is not None:
             self._trace_segment("segment_received", seg, len(data))
         state = self.state
+        if (
+            seg.flags == ACK
+            and state is S.ESTABLISHED
+            and seg.seq == (self.irs + self.rcv_nxt) & TS_MASK
+            and self._receive_in_order(seg, now)
+        ):
+            return
         if seg.flags & PROBE:
             # A path-MTU probe: confirm its size in our next ACK; it carries nothing else.
             if state in _SYNCHRONIZED and not seg.flags & (SYN | FIN | RST):
@@ -345,6 +367,44 @@ class Connection:
             self._on_syn_sent(seg, now)
         else:
             self._on_synchronized(seg, now)
+
+    def _receive_in_order(self, seg: wire.Segment, now: float) -> bool:
+        """The receiver's fast path: the next in-order data segment, nothing else in it (no new
+        ACK, same window, no SACK, no gap to fill). Does exactly what the general path
+        (_on_synchronized) would do for it, with fewer steps; False when it does not apply."""
+        payload = seg.payload
+        plen = len(payload)
+        if (
+            not plen
+            or plen > self.config.receive_buffer_bytes - self._rcv_buffered
+            or self.snd_nxt != self.snd_una
+            or seg.ack != (self.iss + self.snd_una) & TS_MASK
+            or (seg.window << self._snd_wscale) != self.snd_wnd
+            or seg.sack_blocks
+            or seg.pmtu_ack is not None
+            or self._reasm.buffered_bytes
+            or self._peer_fin_offset is not None  # a FIN waits behind this data
+        ):
+            return False
+        if self.ts_ok:
+            ts_val = seg.ts_val
+            if ts_val is None or ((ts_val - self._ts_recent) & TS_MASK) >= 0x80000000:
+                return False  # PAWS or a missing timestamp: the general path decides
+            self._ts_recent = ts_val
+            self._ts_recent_at = now
+        self._last_heard = now
+        offset = self.rcv_nxt
+        self._snd_wl1 = offset  # RFC 9293 3.10.7.4: SND.WL1/WL2 follow the newest segment
+        self._snd_wl2 = self.snd_una
+        self._deliver(payload)
+        self.rcv_nxt = offset + plen
+        self._reasm.next_offset = offset + plen
+        self._unacked_segments += 1
+        if self._unacked_segments >= 2:
+            self._ack_now = True  # RFC 9293 3.8.6.3: ACK at least every second full segment
+        elif self._delack_deadline is None:
+            self._arm_timer("delayed_ack", now, self.config.delayed_ack_s)
+        return True
 
     def _on_listen(self, seg: wire.Segment, now: float) -> None:
         """RFC 9293 3.10.7.2: only a SYN opens; a stray ACK earns a RST."""
@@ -726,10 +786,8 @@ class Connection:
             window_end = self.rcv_nxt + self._receive_window()
             result = self._reasm.insert(seg_off, payload, window_end)
             if result.delivered:
-                self._rcvbuf += result.delivered
+                self._deliver(result.delivered)
                 self.rcv_nxt = self._reasm.next_offset
-                self.stats.data_bytes_received += len(result.delivered)
-                self._events.append(events.DataReceived())
             if result.duplicate:
                 self.stats.duplicate_segments += 1
                 self._ack_now = True
@@ -1022,8 +1080,15 @@ class Connection:
 
     def _data_options(self, now: float) -> bytes:
         if self.ts_ok:
-            return wire.opt_timestamps(self._ts(now), self._ts_recent)
+            cached = self._opts_cache
+            if cached[0] == now and cached[1] == self._ts_recent:
+                return cached[2]  # a batch of segments sent at one `now` shares its options
+            opts = wire.opt_timestamps(self._ts(now), self._ts_recent)
+            self._opts_cache = (now, self._ts_recent, opts)
+            return opts
         return b""
+
+    _opts_cache: tuple = (None, None, b"")
 
     def _emit(
         self, flags, seq, ack, dst, opts, payload, now, retransmit=None, keep_ack_state=False
@@ -1225,7 +1290,16 @@ class Connection:
             self._events.append(events.ConnectionClosed(reason, error))
 
     def _receive_window(self) -> int:
-        return max(0, self.config.receive_buffer_bytes - len(self._rcvbuf))
+        return max(0, self.config.receive_buffer_bytes - self._rcv_buffered)
+
+    def _deliver(self, data: bytes) -> None:
+        """Queue in-order bytes for read(); DataReceived only when the buffer was empty, so an
+        application that reads until b'' hears once per batch, not once per segment."""
+        if not self._rcv_buffered:
+            self._events.append(events.DataReceived())
+        self._rcvbuf.append(data)
+        self._rcv_buffered += len(data)
+        self.stats.data_bytes_received += len(data)
 
     def _ts(self, now: float) -> int:
         return int(now * TS_TICKS_PER_S) & TS_MASK

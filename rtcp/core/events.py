@@ -16,7 +16,7 @@ class HandshakeComplete(Event):
 
 @dataclass(frozen=True, slots=True)
 class DataReceived(Event):
-    """New in-order bytes are readable; take them with Connection.read()."""
+    """In-order bytes became readable (the receive buffer was empty): read() until b''."""
 
 
 @dataclass(frozen=True, slots=True)

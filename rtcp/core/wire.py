@@ -245,7 +245,9 @@ def decode(data) -> Segment:
     if body > n:
         raise WireError("options run past the end of the datagram")
     seg = Segment(flags, src_id, dst_id, seq, ack, window, bytes(view[body:]))
-    if opt_len:
+    if opt_len == 10 and data[HEADER_BYTES] == OPT_TIMESTAMPS and data[HEADER_BYTES + 1] == 10:
+        seg.ts_val, seg.ts_ecr = _U32X2.unpack_from(data, HEADER_BYTES + 2)  # the common case
+    elif opt_len:
         _parse_options(seg, view, HEADER_BYTES, body)
     return seg
 
