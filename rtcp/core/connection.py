@@ -22,6 +22,7 @@ Where to find each mechanism:
 from __future__ import annotations
 
 import secrets
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -41,10 +42,13 @@ TS_MASK = 0xFFFFFFFF
 TS_TICKS_PER_S = 1_000_000  # timestamps count microseconds: loopback RTTs are well under 1 ms
 PAWS_IDLE_LIMIT_S = 1000.0  # RFC 7323 5.5, scaled to the microsecond clock's 35-minute half-wrap
 MAX_PERSIST_S = 60.0
-PACING_BURST_S = 0.001
+PACING_BURST_S = 0.002  # a paced sender may catch up this much after an idle moment
+# A segment whose pacing time is this close goes now: the driver's sleep (epoll) has 1 ms
+# granularity, so waiting for a sub-millisecond deadline would cost a whole millisecond.
+PACING_SLACK_S = 0.001
 TLP_MAX_PROBES = 2  # probes before the RTO takes over
 TLP_MIN_PTO_S = 0.01  # RFC 8985 7.2 suggests 10 ms as the floor of the probe timeout
-RACK_MIN_REORDER_WINDOW_S = 0.001  # RFC 8985 reo_wnd is min_RTT/4; at least this much  # a paced sender may catch up this much after an idle moment
+RACK_MIN_REORDER_WINDOW_S = 0.001  # RFC 8985 reo_wnd is min_RTT/4; at least this much
 
 
 class State(Enum):
@@ -911,7 +915,8 @@ class Connection:
                 and sb.pipe - self._dupack_credit >= cwnd
             ):
                 break
-            if rate and self._pace_next > now and not self._fast_retransmit_due:
+            paced_out = rate and self._pace_next > now + PACING_SLACK_S
+            if paced_out and not self._fast_retransmit_due:
                 self._pacing_blocked = True
                 break
             if rec.end - rec.start > mss:
@@ -940,6 +945,8 @@ class Connection:
         data_end = self._sndbuf_base + len(self._sndbuf)
         wnd_end = self.snd_una + self.snd_wnd
         nxt = self.snd_nxt
+        if self._hook is None and nxt < data_end:
+            nxt = self._send_new_data_fast(out, now, nxt, data_end, wnd_end, rate)
         while nxt < data_end:
             room = min(wnd_end - nxt, data_end - nxt, mss)
             if room <= 0:
@@ -951,7 +958,7 @@ class Connection:
             if self.config.nagle and room < mss and len(sb):
                 break
             if rate:
-                if self._pace_next > now:
+                if self._pace_next > now + PACING_SLACK_S:
                     self._pacing_blocked = True
                     break
                 self._pace_next += room / rate
@@ -975,6 +982,69 @@ class Connection:
         elif self._persist_deadline is not None and wnd_end > nxt:
             self._persist_deadline = None
             self._persist_backoff = 0
+
+    def _send_new_data_fast(self, out, now, nxt, data_end, wnd_end, rate) -> int:
+        """Full-sized new segments, the bulk of a transfer: the same decisions as the general
+        loop below (which finishes what this leaves: a short last segment, tracing), with the
+        per-batch work done once. Every segment of one call shares ack, window and options, so
+        only the sequence number and the payload differ. Returns the new snd_nxt."""
+        sb = self.scoreboard
+        mss = self.mss
+        cwnd = self.cc.cwnd - self._dupack_credit
+        if min(wnd_end, data_end) - nxt < mss or sb.pipe >= cwnd:
+            return nxt
+        opts = self._data_options(now)
+        optlen = len(opts)
+        wnd = self._receive_window()
+        window = min(wnd >> self._rcv_wscale, MAX_WINDOW_FIELD)
+        self._last_adv_window = window << self._rcv_wscale
+        self._ack_now = False
+        self._unacked_segments = 0
+        self._delack_deadline = None
+        if self._sack_touched:
+            self._sack_touched.clear()
+        pack = wire.PREFIX.pack
+        cks = wire.CHECKSUM.pack
+        crc32 = zlib.crc32
+        join = b"".join
+        version = wire.VERSION
+        lid = self.local_id
+        pid = self.peer_id
+        iss = self.iss
+        ackw = (self.irs + self.rcv_nxt) & TS_MASK
+        opts_crc_len = optlen
+        base = self._sndbuf_base
+        add = sb.add
+        append = out.append
+        sent = 0
+        with memoryview(self._sndbuf) as view:
+            while nxt + mss <= data_end and nxt + mss <= wnd_end and sb.pipe < cwnd:
+                if rate:
+                    if self._pace_next > now + PACING_SLACK_S:
+                        self._pacing_blocked = True
+                        break
+                    self._pace_next += mss / rate
+                end = nxt + mss
+                add(nxt, end, now)
+                prefix = pack(version, ACK, window, lid, pid, (iss + nxt) & TS_MASK, ackw,
+                              opts_crc_len, 0)
+                payload = view[nxt - base:end - base]
+                append(join((prefix, cks(crc32(payload, crc32(opts, crc32(prefix)))), opts,
+                             payload)))
+                payload.release()
+                nxt = end
+                sent += 1
+        if sent:
+            stats = self.stats
+            stats.segments_sent += sent
+            stats.bytes_sent += sent * (wire.HEADER_BYTES + optlen + mss)
+            stats.data_bytes_sent += sent * mss
+            self.snd_nxt = nxt
+            if self._rto_deadline is None:
+                self._arm_timer("retransmission", now, self.rtt.rto_s)
+            if self._tlp_deadline is None:
+                self._arm_tlp(now)
+        return nxt
 
     def _arm_tlp(self, now: float) -> None:
         """RFC 8985 7.2: a probe timeout of 2 SRTT (plus the peer's delayed-ACK time when one

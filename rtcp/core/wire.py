@@ -49,9 +49,9 @@ _FLAG_NAMES = (
 
 HEADER = struct.Struct("!BBHIIIIHHI")
 HEADER_BYTES = HEADER.size  # 28
-_PREFIX = struct.Struct("!BBHIIIIHH")  # everything before the checksum
+PREFIX = _PREFIX = struct.Struct("!BBHIIIIHH")  # everything before the checksum
 CHECKSUM_OFFSET = _PREFIX.size  # 24
-_CHECKSUM = struct.Struct("!I")
+CHECKSUM = _CHECKSUM = struct.Struct("!I")
 _IDS = struct.Struct("!xBxxII")  # flags, src_id, dst_id
 
 # Option kinds (TCP's numbers where TCP has them).

@@ -428,7 +428,7 @@ def _direction(
             sends = []
             for a in arrivals:
                 if a.checksum_failure:
-                    loose.append((a.t, a.order, o, "note", "checksum failure: dropped"))
+                    loose.append((a.t, a.order, o, "note", "bad checksum, dropped"))
                     continue
                 tx = _tx_from(a.rec, s, a.t, a.order)
                 tx.arrivals.append(a)
@@ -457,7 +457,7 @@ def _direction(
                 tx = corrupted.popleft()
                 tx.arrivals.append(a)
             else:
-                loose.append((a.t, a.order, o, "note", "checksum failure: dropped"))
+                loose.append((a.t, a.order, o, "note", "bad checksum, dropped"))
             continue
         candidates = by_key.get(_key_of(a.rec))
         if not candidates:
@@ -765,12 +765,19 @@ def _summary(run: list[Row]) -> Row:
 # --- drawing -------------------------------------------------------------------------------
 
 
+def _fit(line: str, c: _Canvas) -> str:
+    """No line wider than asked: a note too long for the right column is cut short."""
+    if len(line) <= c.width:
+        return line
+    return line[: c.width - 1] + "…"
+
+
 class _Canvas:
     def __init__(self, width: int):
         self.width = max(MIN_WIDTH, width)
         self.time_w = 9
         self.left_w = 14
-        self.right_w = max(16, self.width // 5)
+        self.right_w = max(22, self.width // 5)  # room for notes like "out of order: buffered"
         self.arrow_w = self.width - self.time_w - self.left_w - 2 - 1 - self.right_w
         self.lines: list[str] = []
 
@@ -917,7 +924,7 @@ def render(ladder: Ladder, *, width: int = DEFAULT_WIDTH, full: bool = False) ->
         arrival_notes: list[str] = []
         for a in tx.arrivals:
             if a.checksum_failure:
-                arrival_notes.append("checksum failure: dropped")
+                arrival_notes.append("bad checksum, dropped")
             arrival_notes.extend(a.notes)
             arrival_notes.extend(a.states)
         arrival_notes = list(dict.fromkeys(arrival_notes))
@@ -944,6 +951,7 @@ def render(ladder: Ladder, *, width: int = DEFAULT_WIDTH, full: bool = False) ->
         c.lines.append("")
         for line in ladder.footer:  # wrapped, so no line is wider than asked
             c.lines.extend(textwrap.wrap(line, c.width, subsequent_indent="  ") or [""])
+    c.lines = [_fit(line, c) for line in c.lines]
     return "\n".join(c.lines) + "\n"
 
 

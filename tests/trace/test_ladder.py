@@ -101,7 +101,7 @@ def test_corruption_and_duplication_are_drawn(tmp_path):
     )
     text = render_ladder(tr.paths, full=True)
     assert "corrupted by the proxy (one bit flipped)" in text
-    assert re.search(r"-+>X\| checksum failure: dropped", text)
+    assert re.search(r"-+>X\| bad checksum, dropped", text)
     assert "duplicated by the proxy" in text
     assert "duplicate: discarded" in text
 
