@@ -96,8 +96,10 @@ def run_rtcp(
     startup_cpu: float,
     deadline_s: float,
     cli: list[str] | None = None,
+    send_args: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Send every file at once (one `rtcp send` each) through the proxy or direct; one run."""
+    """Send every file at once (one `rtcp send` each) through the proxy or direct; one run.
+    send_args: extra `rtcp send` flags (the traced row adds --trace)."""
     cli = cli or rtcp_cli()
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     out_dir = run_dir / "out"
@@ -141,7 +143,8 @@ def run_rtcp(
             senders = [
                 procs.start(
                     f"rtcp send #{i + 1}" if len(files) > 1 else "rtcp send",
-                    [*cli, "send", str(path), "--to", f"{host}:{port}", "--json", "--quiet"],
+                    [*cli, "send", str(path), "--to", f"{host}:{port}", "--json", "--quiet",
+                     *(send_args or [])],
                 )
                 for i, path in enumerate(files)
             ]

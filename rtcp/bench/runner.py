@@ -101,13 +101,19 @@ def _rtcp_row(
     proxy: list[str] | None,
     senders: int = 1,
     impaired: bool = False,
+    send_args: list[str] | None = None,
 ) -> Row:
     def run(ctx: Context) -> dict[str, Any]:
         size = ctx.impaired_size if impaired else ctx.size
         files = ctx.file_set(senders, size)
-        return run_rtcp(files, proxy, ctx.workdir, ctx.startup_cpu_s, ctx.deadline_s(size))
+        extra = [a.replace("{workdir}", str(ctx.workdir)) for a in send_args or []]
+        return run_rtcp(
+            files, proxy, ctx.workdir, ctx.startup_cpu_s, ctx.deadline_s(size), send_args=extra
+        )
 
     params = {"proxy_args": proxy, "senders": senders, "size": "impaired" if impaired else "size"}
+    if send_args:
+        params["send_args"] = send_args
     return Row(name, "rtcp", description, params, run)
 
 
@@ -174,6 +180,14 @@ def all_rows() -> list[Row]:
             kind="proxy",
         ),
         _rtcp_row("rtcp-direct", "rtcp send -> rtcp recv, no proxy", None),
+        # The cost of tracing: the same transfer with the sender writing a full --trace (with
+        # tracing off the core never builds an event, so rtcp-direct is the untraced figure).
+        _rtcp_row(
+            "rtcp-direct-traced",
+            "rtcp-direct with `rtcp send --trace` (tracing on)",
+            None,
+            send_args=["--trace", "{workdir}/send-trace.jsonl"],
+        ),
     ]
     conditions = PROXY_CONDITIONS + [
         (
