@@ -1083,8 +1083,8 @@ class Connection:
             self.stats.data_bytes_sent += room
             self.snd_nxt = nxt + room
             return
-        rec = sb.last()
-        if rec is None or rec.sacked or rec.end - rec.start > self.mss:
+        rec = sb.last_unsacked()
+        if rec is None or rec.end - rec.start > self.mss:
             return
         self.stats.retransmissions += 1
         self.stats.retransmits_tlp += 1

@@ -94,6 +94,15 @@ class Scoreboard:
     def last(self) -> SentSegment | None:
         return self._recs[-1] if self._head < len(self._recs) else None
 
+    def last_unsacked(self) -> SentSegment | None:
+        """The highest record the peer has not SACKed: what a tail loss probe resends when the
+        last one arrived (its loss would otherwise wait for the RTO)."""
+        recs = self._recs
+        for i in range(len(recs) - 1, self._head - 1, -1):
+            if not recs[i].sacked:
+                return recs[i]
+        return None
+
     def add(self, start: int, end: int, now: float) -> SentSegment:
         rec = SentSegment(start, end, now)
         self._stamp(rec, now)
