@@ -6,10 +6,18 @@ every ready socket (bounded per socket so timers still run under a flood), feeds
 the direction's `Impairer`, sends what is due now and pushes the rest onto one heap of
 (release_time, seq, ...) entries that the loop sleeps towards. When a direction has no
 impairment the loop skips the impairer and sends straight from the receive buffer.
+
+Every socket asks for UDP GRO and sends with GSO (rtcp/net/udp.py): a sender's GSO batch
+arrives in one read and, on the no-impairment path, leaves in one send, whole. A direction whose
+only impairment is an MTU takes the same path for a batch whose segments fit (only datagrams
+above the MTU are dropped, so such a batch passes whole). Any other impairment cuts the batch
+into its datagrams, and the Impairer sees each one, as without GRO. Counters stay per datagram.
+RTCP_NO_GSO=1 (or a kernel without GRO) reads and sends one datagram per system call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import selectors
 import socket
@@ -19,12 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 from rtcp.errors import LocalIOError, UsageError
+from rtcp.net import udp
 from rtcp.proxy.impair import DirectionStats, Impairer
 from rtcp.units import format_hostport
 
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 RECV_BUFFER_BYTES = 65536  # larger than any UDP payload (65507 over IPv4)
-RECV_BATCH_PER_WAKEUP = 256  # per socket per wakeup: bounded so due releases are not starved
+RECV_BATCH_PER_WAKEUP = 256  # datagrams per socket per wakeup: due releases are not starved
 DEFAULT_MAX_CLIENTS = 1024
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 MAX_HELD_DATAGRAMS = 200_000  # delay line cap (both directions), beyond: dropped "overflow"
@@ -64,13 +73,32 @@ def _tune(sock: socket.socket) -> None:
     sock.setblocking(False)
 
 
-class _Client:
-    __slots__ = ("addr", "last_seen_s", "sock")
+def _mtu_only(impairer: Any) -> int | None:
+    """The MTU of a direction whose only impairment is an MTU (a plain Impairer), else None."""
+    if not isinstance(impairer, Impairer) or impairer.passthrough:
+        return None
+    config = impairer.config
+    if config.mtu_bytes is None or not dataclasses.replace(config, mtu_bytes=None).is_passthrough:
+        return None
+    return config.mtu_bytes
 
-    def __init__(self, addr: tuple[Any, ...], sock: socket.socket, now: float):
+
+class _Client:
+    __slots__ = ("addr", "gro", "gso", "last_seen_s", "sock")
+
+    def __init__(
+        self,
+        addr: tuple[Any, ...],
+        sock: socket.socket,
+        now: float,
+        gro: bool = False,
+        gso: udp.Gso | None = None,
+    ):
         self.addr = addr
         self.sock = sock
         self.last_seen_s = now
+        self.gro = gro  # reads with recvmsg_into: one read may hold a batch
+        self.gso = gso if gso is not None else udp.Gso(enabled=False)
 
 
 class Proxy:
@@ -123,6 +151,11 @@ class Proxy:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._gro = udp.enable_gro(self._listen)
+        self._gso = udp.Gso(self._listen)
+        # the MTU of a direction impaired by nothing but an MTU: it keeps the batch fast path
+        self._mtu_up = _mtu_only(up)
+        self._mtu_down = _mtu_only(down)
         if pcap is not None:
             from rtcp.trace.pcap import TapSocket
 
@@ -226,6 +259,9 @@ class Proxy:
 
     def _read_clients(self) -> None:
         """Client -> upstream ("up"): every ready datagram on the listening socket."""
+        if self._gro:
+            self._read_clients_gro()
+            return
         recvfrom_into = self._listen.recvfrom_into
         buf = self._buf
         view = self._view
@@ -266,8 +302,130 @@ class Proxy:
             stats.bytes_out += sent_bytes
             stats.send_errors += failed
 
+    def _read_clients_gro(self) -> None:
+        """_read_clients for a GRO socket: one read is one datagram or a batch of them."""
+        recvmsg_into = self._listen.recvmsg_into
+        buffers, view, ancbuf = [self._buf], self._view, udp.GRO_ANCBUF
+        gro_size = udp.gro_size
+        clients = self._clients
+        impairer = self.up
+        mtu = self._mtu_up
+        forward = impairer.passthrough or mtu is not None
+        now = time.monotonic()
+        # the forwarding paths' counts: sent, failed (send errors), dropped (above the MTU)
+        sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
+        batched = 0  # datagrams beyond the first in batch reads: they count against the bound
+        for _ in range(RECV_BATCH_PER_WAKEUP):
+            try:
+                n, ancdata, _flags, addr = recvmsg_into(buffers, ancbuf)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.recv_errors += 1
+                continue
+            client = clients.get(addr)
+            if client is None:
+                client = self._add_client(addr, now)
+                if client is None:
+                    if ancdata:  # counted per datagram
+                        self.clients_rejected += udp.count_segments(n, gro_size(ancdata)) - 1
+                    continue
+            client.last_seen_s = now
+            if not ancdata and forward:  # one datagram: the common case without GSO peers
+                if mtu is not None and n > mtu:
+                    dropped += 1
+                    dropped_bytes += n
+                    continue
+                try:
+                    client.sock.send(view[:n])
+                except OSError:
+                    failed += 1
+                    failed_bytes += n
+                    continue
+                sent += 1
+                sent_bytes += n
+                continue
+            size = gro_size(ancdata) if ancdata else 0
+            if not forward:
+                for datagram in udp.split(view, n, size):
+                    self._impair(impairer, bytes(datagram), client.sock, None)
+            else:
+                done = self._forward(view, n, size, client.sock, None, client.gso, mtu)
+                sent += done[0]
+                sent_bytes += done[1]
+                failed += done[2]
+                failed_bytes += done[3]
+                dropped += done[4]
+                dropped_bytes += done[5]
+            batched += udp.count_segments(n, size) - 1
+            if batched >= RECV_BATCH_PER_WAKEUP:
+                break
+        if sent or failed or dropped:
+            self._count(
+                impairer.stats, sent, sent_bytes, failed, failed_bytes, dropped, dropped_bytes
+            )
+
+    @staticmethod
+    def _forward(
+        view: memoryview,
+        n: int,
+        size: int,
+        sock: Any,
+        addr: tuple[Any, ...] | None,
+        gso: udp.Gso,
+        mtu: int | None,
+    ) -> tuple[int, int, int, int, int, int]:
+        """The no-impairment path (mtu None) or the MTU-only one for one GRO read (n bytes,
+        segments of `size`; 0: one datagram): forwarded whole when every datagram fits the MTU.
+        Returns (sent, bytes), (failed, bytes), (dropped above the MTU, bytes)."""
+        count = udp.count_segments(n, size)
+        if mtu is None or (size if 0 < size < n else n) <= mtu:
+            sent, sent_bytes = udp.send_segments(sock, view[:n], size, addr, gso)
+            return sent, sent_bytes, count - sent, n - sent_bytes, 0, 0
+        sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
+        for datagram in udp.split(view, n, size):  # some are above the MTU: one by one
+            length = len(datagram)
+            if length > mtu:
+                dropped += 1
+                dropped_bytes += length
+                continue
+            try:
+                if addr is None:
+                    sock.send(datagram)
+                else:
+                    sock.sendto(datagram, addr)
+            except OSError:
+                failed += 1
+                failed_bytes += length
+                continue
+            sent += 1
+            sent_bytes += length
+        return sent, sent_bytes, failed, failed_bytes, dropped, dropped_bytes
+
+    @staticmethod
+    def _count(
+        stats: DirectionStats,
+        sent: int,
+        sent_bytes: int,
+        failed: int,
+        failed_bytes: int,
+        dropped: int,
+        dropped_bytes: int,
+    ) -> None:
+        """Add what the forwarding paths did to a direction's counters, as Impairer.process
+        and the send-error accounting would have, datagram by datagram."""
+        stats.datagrams_in += sent + failed + dropped
+        stats.bytes_in += sent_bytes + failed_bytes + dropped_bytes
+        stats.datagrams_out += sent
+        stats.bytes_out += sent_bytes
+        stats.dropped_mtu += dropped
+        stats.send_errors += failed
+
     def _read_upstream(self, client: _Client) -> None:
         """Upstream -> client ("down"): every ready datagram on one client's upstream socket."""
+        if client.gro:
+            self._read_upstream_gro(client)
+            return
         recv_into = client.sock.recv_into
         sendto = self._listen.sendto
         addr = client.addr
@@ -307,6 +465,67 @@ class Proxy:
             stats.datagrams_out += sent
             stats.bytes_out += sent_bytes
             stats.send_errors += failed
+
+    def _read_upstream_gro(self, client: _Client) -> None:
+        """_read_upstream for a GRO socket: one read is one datagram or a batch of them."""
+        recvmsg_into = client.sock.recvmsg_into
+        buffers, view, ancbuf = [self._buf], self._view, udp.GRO_ANCBUF
+        listen = self._listen
+        sendto = listen.sendto
+        addr = client.addr
+        impairer = self.down
+        mtu = self._mtu_down
+        forward = impairer.passthrough or mtu is not None
+        sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
+        batched = 0
+        received = False
+        for _ in range(RECV_BATCH_PER_WAKEUP):
+            try:
+                n, ancdata, _flags, _src = recvmsg_into(buffers, ancbuf)
+            except BlockingIOError:
+                break
+            except ConnectionRefusedError:
+                self.up.stats.refused += 1  # an earlier up datagram met a closed port
+                continue
+            except OSError:
+                self.recv_errors += 1
+                break
+            received = True
+            if not ancdata and forward:  # one datagram
+                if mtu is not None and n > mtu:
+                    dropped += 1
+                    dropped_bytes += n
+                    continue
+                try:
+                    sendto(view[:n], addr)
+                except OSError:
+                    failed += 1
+                    failed_bytes += n
+                    continue
+                sent += 1
+                sent_bytes += n
+                continue
+            size = udp.gro_size(ancdata) if ancdata else 0
+            if not forward:
+                for datagram in udp.split(view, n, size):
+                    self._impair(impairer, bytes(datagram), listen, addr)
+            else:
+                done = self._forward(view, n, size, listen, addr, self._gso, mtu)
+                sent += done[0]
+                sent_bytes += done[1]
+                failed += done[2]
+                failed_bytes += done[3]
+                dropped += done[4]
+                dropped_bytes += done[5]
+            batched += udp.count_segments(n, size) - 1
+            if batched >= RECV_BATCH_PER_WAKEUP:
+                break
+        if received:
+            client.last_seen_s = time.monotonic()
+        if sent or failed or dropped:
+            self._count(
+                impairer.stats, sent, sent_bytes, failed, failed_bytes, dropped, dropped_bytes
+            )
 
     def _impair(
         self, impairer: Impairer, data: bytes, sock: socket.socket, addr: tuple[Any, ...] | None
@@ -359,11 +578,13 @@ class Proxy:
             sock.close()
             self.clients_rejected += 1
             return None
+        gro = udp.enable_gro(sock) if self._gro else False
+        gso = udp.Gso(sock)
         if self._pcap is not None:
             from rtcp.trace.pcap import TapSocket
 
             sock = TapSocket(sock, self._pcap)
-        client = _Client(addr, sock, now)
+        client = _Client(addr, sock, now, gro, gso)
         self._sel.register(sock, selectors.EVENT_READ, client)
         self._clients[addr] = client
         self.clients_total += 1

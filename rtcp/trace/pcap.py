@@ -7,7 +7,8 @@ packet starts with the IP header, its version nibble says which). tcpdump -r and
 as they read a capture; with contrib/wireshark/rtcp.lua Wireshark decodes the rtcp header too.
 
     pcap = PcapWriter("send.pcap")
-    sock = TapSocket(sock, pcap)     # records every sendto/send/recvfrom_into/recv_into
+    sock = TapSocket(sock, pcap)     # records every sendto/send/recvfrom_into/recv_into,
+                                     # and each datagram of a GSO sendmsg / GRO recvmsg_into
     ...
     pcap.close()
 
@@ -161,7 +162,10 @@ class TapSocket:
 
     It forwards everything else to the wrapped socket (fileno() included, so selectors accept
     it). The local address in the capture is the socket's own; when it is bound to the wildcard
-    address, the address the kernel would use towards the peer is looked up once per peer."""
+    address, the address the kernel would use towards the peer is looked up once per peer.
+
+    sendmsg with a UDP_SEGMENT control message (GSO) and recvmsg_into returning a UDP_GRO one
+    carry several datagrams per call: each is recorded as its own packet, as the wire has it."""
 
     def __init__(self, sock: socket.socket, pcap: PcapWriter, clock: Callable[[], float] = time.time):
         self._sock = sock
@@ -212,6 +216,39 @@ class TapSocket:
         self._pcap.write(bytes(data[:n]), self._local(peer), peer, self._clock())
         return n
 
+    def sendmsg(self, buffers, ancdata=(), flags: int = 0, address: Address | None = None) -> int:
+        if address is None:
+            n = self._sock.sendmsg(buffers, ancdata, flags)
+            dst = self._peername()
+        else:
+            n = self._sock.sendmsg(buffers, ancdata, flags, address)
+            dst = address
+        data = b"".join(bytes(b) for b in buffers)
+        size = 0
+        for level, kind, value in ancdata:
+            if level == _SOL_UDP and kind == _UDP_SEGMENT and len(value) >= 2:
+                size = struct.unpack_from("=H", value)[0]
+        src, t = self._local(dst), self._clock()
+        for datagram in _segments(data, size):
+            self._pcap.write(datagram, src, dst, t)
+        return n
+
+    def recvmsg_into(self, buffers, ancbufsize: int = 0, flags: int = 0):
+        nbytes, ancdata, msg_flags, addr = self._sock.recvmsg_into(buffers, ancbufsize, flags)
+        src = addr if addr else self._peername()
+        size = 0
+        for level, kind, value in ancdata:
+            if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= 2:
+                size = struct.unpack_from("=i" if len(value) >= 4 else "=H", value)[0]
+        if len(buffers) == 1:
+            data = bytes(memoryview(buffers[0])[:nbytes])
+        else:
+            data = b"".join(bytes(b) for b in buffers)[:nbytes]
+        dst, t = self._local(src), self._clock()
+        for datagram in _segments(data, size):
+            self._pcap.write(datagram, src, dst, t)
+        return nbytes, ancdata, msg_flags, addr
+
     def recvfrom_into(self, buffer, nbytes: int = 0, *args) -> tuple[int, Address]:
         n, addr = self._sock.recvfrom_into(buffer, nbytes, *args)
         self._pcap.write(bytes(memoryview(buffer)[:n]), addr, self._local(addr), self._clock())
@@ -233,6 +270,18 @@ class TapSocket:
         peer = self._peername()
         self._pcap.write(data, peer, self._local(peer), self._clock())
         return data
+
+
+_SOL_UDP = getattr(socket, "SOL_UDP", 17)
+_UDP_SEGMENT = 103  # the numbers of rtcp.net.udp (Linux); Python does not export them
+_UDP_GRO = 104
+
+
+def _segments(data: bytes, size: int) -> list[bytes]:
+    """The datagrams of a GSO send or a GRO read: data cut every `size` bytes (0: one)."""
+    if size <= 0 or len(data) <= size:
+        return [data]
+    return [data[pos : pos + size] for pos in range(0, len(data), size)]
 
 
 def _route_source(family: int, peer: Address) -> str | None:

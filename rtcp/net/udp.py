@@ -1,0 +1,298 @@
+"""Many datagrams per system call: UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO) on Linux.
+
+Shared by the driver (rtcp/net/driver.py) and the proxy (rtcp/proxy/loop.py).
+
+Sending (GSO, Linux >= 4.18): one sendmsg() carries a buffer of equal-sized segments (the last
+may be shorter) and a (SOL_UDP, UDP_SEGMENT, u16 size) control message; the kernel splits it
+into datagrams of that size. One GSO send may hold at most UDP_MAX_SEGMENTS (64 on older
+kernels, 128 on newer ones: 64 is used) segments and 65507 bytes of UDP payload in all, and its
+segment size must fit the device MTU (EINVAL otherwise). On loopback a GSO send reaches a
+GRO-enabled receiver as one unit: one system call on each side for up to 64 datagrams.
+
+Receiving (GRO, Linux >= 5.0): with UDP_GRO set, one recvmsg() may return several datagrams of
+one sender laid end to end, with a (SOL_UDP, UDP_GRO, int size) control message giving the
+segment size; without the message the read is one datagram. Plain sendto() datagrams are not
+merged on loopback, so a GRO socket reads them one by one, as before.
+
+Fallbacks: a kernel without UDP_SEGMENT is detected once (getsockopt), one that rejects it
+later (EIO, ENOPROTOOPT, EOPNOTSUPP) switches its socket's state to one sendto() per datagram
+for good; a segment size the path refuses (EINVAL, EMSGSIZE) is remembered and larger runs are
+sent one by one. RTCP_NO_GSO=1 in the environment turns GSO and GRO off (the pre-batching
+behaviour: one system call per datagram), e.g. to compare, or on a kernel that misbehaves.
+
+Buffers: recv_batch() returns memoryviews into the caller's buffer, valid only until its next
+read: a consumer copies what it keeps (the core's wire.decode copies the payload).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from typing import Any, NamedTuple
+
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # Python does not export these (3.11)
+UDP_GRO = getattr(socket, "UDP_GRO", 104)
+MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS of older kernels (6.x raised it to 128)
+MAX_GSO_BYTES = 65507  # UDP payload of one GSO send: the IPv4 limit (IPv6 allows 65527)
+MIN_GSO_SEGMENT = 1232  # a path refusing segments this small (IPv6 minimum) refuses GSO
+RECV_BUFFER_BYTES = 65536  # holds any datagram and any GRO batch (at most 64 KB in all)
+GRO_ANCBUF = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+NO_GSO_ENV = "RTCP_NO_GSO"
+
+_U16 = struct.Struct("=H")
+_INT = struct.Struct("=i")
+_SIZE_CMSGS = {}  # segment size -> [(SOL_UDP, UDP_SEGMENT, size as u16)], built once per size
+# errors meaning "this kernel / socket / route cannot do GSO at all"
+_GSO_UNSUPPORTED = frozenset({errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
+# errors meaning "not with this segment size or this total" (e.g. size above the device MTU)
+_GSO_TOO_BIG = frozenset({errno.EINVAL, errno.EMSGSIZE})
+
+
+def disabled_by_env() -> bool:
+    """True when RTCP_NO_GSO is set to anything but "", "0", "no", "false"."""
+    return os.environ.get(NO_GSO_ENV, "").strip().lower() not in ("", "0", "no", "false")
+
+
+def enable_gro(sock: Any) -> bool:
+    """Ask for GRO on a UDP socket: True if the kernel accepted (then read with recv_batch)."""
+    if disabled_by_env():
+        return False
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def gso_supported(sock: Any) -> bool:
+    """True when the kernel knows UDP_SEGMENT for this socket (getsockopt answers).
+
+    Detection matters: a kernel without GSO ignores an unknown SOL_UDP control message and
+    would send the whole buffer as ONE datagram."""
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+class Gso:
+    """The GSO state of one socket: on or off, and the largest segment size the path takes."""
+
+    __slots__ = ("enabled", "fallbacks", "max_segment", "segments", "sends")
+
+    def __init__(self, sock: Any = None, *, enabled: bool | None = None):
+        if enabled is None:
+            enabled = sock is not None and not disabled_by_env() and gso_supported(sock)
+        self.enabled = bool(enabled)
+        self.max_segment = MAX_GSO_BYTES  # lowered when a segment size is refused
+        self.sends = 0  # GSO system calls made
+        self.segments = 0  # datagrams they carried
+        self.fallbacks = 0  # GSO sends refused and redone one datagram at a time
+
+    def refused(self, size: int, exc: OSError) -> None:
+        """A GSO send of segment size `size` failed with a GSO-specific error."""
+        self.fallbacks += 1
+        if exc.errno in _GSO_UNSUPPORTED or size <= MIN_GSO_SEGMENT:
+            self.enabled = False
+        else:
+            self.max_segment = min(self.max_segment, size - 1)
+
+    def __repr__(self) -> str:
+        return (
+            f"Gso(enabled={self.enabled}, max_segment={self.max_segment}, sends={self.sends}, "
+            f"segments={self.segments}, fallbacks={self.fallbacks})"
+        )
+
+
+def _size_cmsg(size: int) -> list:
+    cmsg = _SIZE_CMSGS.get(size)
+    if cmsg is None:
+        cmsg = _SIZE_CMSGS[size] = [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))]
+    return cmsg
+
+
+class SendResult(NamedTuple):
+    """What send_batch did with datagrams[:done]: `sent` of them (`sent_bytes`) went to the
+    kernel, `errors` (`error_bytes`) were lost to an error other than EAGAIN (ECONNREFUSED
+    reported for an earlier send, EMSGSIZE, ...). done < len(datagrams) means the socket would
+    block at datagrams[done] (EAGAIN): the caller keeps datagrams[done:] and retries later."""
+
+    done: int
+    sent: int
+    sent_bytes: int
+    errors: int
+    error_bytes: int
+
+
+def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = None) -> SendResult:
+    """Send datagrams in order to addr (None: the connected peer), several per system call
+    where gso allows: each run of consecutive datagrams of one size S (the last of a run may be
+    shorter), at most MAX_SEGMENTS of them and MAX_GSO_BYTES in all, goes as one GSO sendmsg;
+    everything else with sendto (send). Never raises for a send error; see SendResult."""
+    n = len(datagrams)
+    sent = sent_bytes = errors = error_bytes = 0
+    use_gso = gso is not None and gso.enabled and n > 1
+    i = 0
+    while i < n:
+        d = datagrams[i]
+        size = len(d)
+        j = i + 1
+        if use_gso and 0 < size <= gso.max_segment:
+            limit = i + min(MAX_SEGMENTS, MAX_GSO_BYTES // size)
+            limit = min(limit, n)
+            while j < limit and len(datagrams[j]) == size:
+                j += 1
+            if j < limit and 0 < len(datagrams[j]) < size:
+                j += 1  # a shorter datagram ends a run
+        if j - i > 1:
+            run = datagrams[i:j]
+            data = b"".join(run)
+            try:
+                if addr is None:
+                    sock.sendmsg([data], _size_cmsg(size))
+                else:
+                    sock.sendmsg([data], _size_cmsg(size), 0, addr)
+            except (BlockingIOError, InterruptedError):
+                return SendResult(i, sent, sent_bytes, errors, error_bytes)
+            except OSError as exc:
+                if exc.errno in _GSO_UNSUPPORTED or exc.errno in _GSO_TOO_BIG:
+                    # refused: this datagram alone now; the rest of the run comes next turn,
+                    # one by one when the size (or GSO itself) is now known not to work
+                    gso.refused(size, exc)
+                    use_gso = gso.enabled
+                else:
+                    # ECONNREFUSED and friends: a pending error that one send consumes; with
+                    # one sendto per datagram it would have cost exactly the first of them
+                    errors += 1
+                    error_bytes += size
+                    i += 1
+                    continue
+            else:
+                gso.sends += 1
+                gso.segments += j - i
+                sent += j - i
+                sent_bytes += len(data)
+                i = j
+                continue
+        try:
+            if addr is None:
+                sock.send(d)
+            else:
+                sock.sendto(d, addr)
+        except (BlockingIOError, InterruptedError):
+            return SendResult(i, sent, sent_bytes, errors, error_bytes)
+        except OSError:
+            errors += 1
+            error_bytes += size
+        else:
+            sent += 1
+            sent_bytes += size
+        i += 1
+    return SendResult(n, sent, sent_bytes, errors, error_bytes)
+
+
+def send_segments(
+    sock: Any, data: Any, size: int, addr: Any = None, gso: Gso | None = None
+) -> tuple[int, int]:
+    """Send `data`, datagrams of `size` bytes laid end to end (the last may be shorter; as a
+    GRO read returns them), with as few system calls as gso allows. Returns (sent, sent_bytes);
+    every other datagram of data was lost to a send error (EAGAIN included: a forwarder drops
+    what the socket cannot take, it does not queue). The proxy's forwarding path."""
+    total = len(data)
+    if size <= 0 or size >= total:
+        try:
+            if addr is None:
+                sock.send(data)
+            else:
+                sock.sendto(data, addr)
+        except OSError:
+            return 0, 0
+        return 1, total
+    view = memoryview(data)
+    sent = sent_bytes = 0
+    pos = 0
+    while pos < total:
+        if gso is not None and gso.enabled and size <= gso.max_segment:
+            chunk = size * min(MAX_SEGMENTS, MAX_GSO_BYTES // size)
+            end = min(pos + chunk, total)
+            if end - pos > size:
+                count = -(-(end - pos) // size)
+                try:
+                    if addr is None:
+                        sock.sendmsg([view[pos:end]], _size_cmsg(size))
+                    else:
+                        sock.sendmsg([view[pos:end]], _size_cmsg(size), 0, addr)
+                except OSError as exc:
+                    if exc.errno in _GSO_UNSUPPORTED or exc.errno in _GSO_TOO_BIG:
+                        gso.refused(size, exc)  # and send this chunk one by one, below
+                    elif isinstance(exc, (BlockingIOError, InterruptedError)):
+                        pos = end  # the socket buffer is full: the whole chunk is dropped
+                        continue
+                    else:
+                        pos += size  # a pending error (ECONNREFUSED) costs the first one
+                        continue
+                else:
+                    gso.sends += 1
+                    gso.segments += count
+                    sent += count
+                    sent_bytes += end - pos
+                    pos = end
+                    continue
+        else:
+            end = total
+        # one by one up to `end`
+        while pos < end:
+            piece = view[pos : pos + size]
+            try:
+                if addr is None:
+                    sock.send(piece)
+                else:
+                    sock.sendto(piece, addr)
+            except OSError:
+                pass
+            else:
+                sent += 1
+                sent_bytes += len(piece)
+            pos += size
+    return sent, sent_bytes
+
+
+def gro_size(ancdata: list) -> int:
+    """The segment size in a recvmsg's control messages (0 when there is none: one datagram).
+    The kernel writes an int (4 bytes); a u16 is accepted too."""
+    for level, kind, value in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO:
+            if len(value) >= 4:
+                return _INT.unpack_from(value)[0]
+            if len(value) >= 2:
+                return _U16.unpack_from(value)[0]
+    return 0
+
+
+def count_segments(nbytes: int, size: int) -> int:
+    """How many datagrams a GRO read of nbytes with segment size `size` (0: one) holds."""
+    if size <= 0 or nbytes <= size:
+        return 1
+    return -(-nbytes // size)
+
+
+def split(view: memoryview, nbytes: int, size: int) -> list[memoryview]:
+    """The datagrams of a GRO read: view[:nbytes] cut every `size` bytes (0: one datagram)."""
+    if size <= 0 or nbytes <= size:
+        return [view[:nbytes]]
+    return [view[pos : min(pos + size, nbytes)] for pos in range(0, nbytes, size)]
+
+
+def recv_batch(
+    sock: Any, buf: bytearray | memoryview, ancbufsize: int = GRO_ANCBUF
+) -> tuple[list[memoryview], Any]:
+    """Read once from a (GRO-enabled or not) UDP socket into buf: (datagrams, source address),
+    the datagrams as memoryviews into buf, valid until buf is read into again.
+    Raises what recvmsg_into raises (BlockingIOError when nothing is ready)."""
+    nbytes, ancdata, _flags, addr = sock.recvmsg_into([buf], ancbufsize)
+    size = gro_size(ancdata) if ancdata else 0
+    return split(memoryview(buf), nbytes, size), addr
