@@ -48,6 +48,7 @@ PACING_BURST_S = 0.002  # a paced sender may catch up this much after an idle mo
 PACING_SLACK_S = 0.001
 TLP_MAX_PROBES = 2  # probes before the RTO takes over
 TLP_MIN_PTO_S = 0.01  # RFC 8985 7.2 suggests 10 ms as the floor of the probe timeout
+MAX_DUP_THRESH = 256  # the most reordering (in segments) the SACK loss rule tolerates
 RACK_MIN_REORDER_WINDOW_S = 0.001  # RFC 8985 reo_wnd is min_RTT/4; at least this much
 
 
@@ -180,6 +181,7 @@ class Connection:
             cfg.congestion_control, self.mss, initial_window_segments=cfg.initial_window_segments
         )
         self._dupacks = 0
+        self._reorder_window_scale = 1  # RACK's reo_wnd in units of min_RTT/4, grown by Eifel
         self._in_recovery = False
         self._recover = 0  # RFC 6582 "recover": snd_nxt when the last recovery or RTO began
         self._dupack_credit = 0  # NewReno without SACK: bytes that dup ACKs say have left
@@ -648,7 +650,7 @@ class Connection:
         # Loss detection and entry into recovery.
         lost_before = sb.lost_bytes
         if len(sb):
-            reorder_window = max((self.rtt.min_rtt_s or 0.0) / 4, RACK_MIN_REORDER_WINDOW_S)
+            reorder_window = self._reorder_window()
             if newly_sacked:
                 sb.detect_losses(reorder_window)
             if not self._in_recovery and self.snd_una >= self._recover:
@@ -726,8 +728,12 @@ class Connection:
                     rtt_s = ((self._ts(now) - seg.ts_ecr) & TS_MASK) / TS_TICKS_PER_S
                 else:
                     # RFC 3522 (Eifel): the echo predates the retransmission, so the original
-                    # arrived and the retransmission was not needed.
+                    # arrived and the retransmission was not needed: the path reorders more
+                    # than the loss detectors allow. Widen them (as Linux raises its reordering
+                    # degree, and RFC 8985 7.2 widens reo_wnd on DSACK), up to a cap.
                     self.stats.spurious_retransmissions += 1
+                    sb.dup_thresh = min(sb.dup_thresh * 2, MAX_DUP_THRESH)
+                    self._reorder_window_scale = min(self._reorder_window_scale + 1, 4)
         if rtt_s is not None and 0 <= rtt_s < 60:
             self._rtt_sample(rtt_s)
         self.rtt.reset_backoff()
@@ -750,16 +756,26 @@ class Connection:
                 # segment, never retransmitted, with SACKed data above it, is a hole to repair
                 # now. Without this a hole with fewer than DupThresh segments SACKed above it
                 # (a loss near the tail) waits for the retransmission timer.
+                # Only once RACK's reordering window has passed for it (RFC 8985 6.2): on a
+                # path that reorders, the next hole is usually late, not lost.
                 rec = sb.first()
                 if (
                     rec is not None and not rec.sacked and not rec.retransmits
                     and rec.end <= sb.highest_sacked
+                    and rec.sent_at + self._reorder_window() < sb.newest_delivered_sent_at
                 ):
                     sb.mark_first_lost()
         else:
             self.cc.on_ack(acked, now, rtt_s, flight_before)
             if self._hook is not None:
                 self._trace_cc(now)
+
+    def _reorder_window(self) -> float:
+        """RACK's reo_wnd (RFC 8985 6.2): min_RTT/4, widened after spurious retransmissions."""
+        return max(
+            (self.rtt.min_rtt_s or 0.0) / 4 * self._reorder_window_scale,
+            RACK_MIN_REORDER_WINDOW_S,
+        )
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit and the start of fast recovery (RFC 5681 3.2, RFC 6675 5)."""
