@@ -771,11 +771,15 @@ class Connection:
                 self._trace_cc(now)
 
     def _reorder_window(self) -> float:
-        """RACK's reo_wnd (RFC 8985 6.2): min_RTT/4, widened after spurious retransmissions."""
-        return max(
-            (self.rtt.min_rtt_s or 0.0) / 4 * self._reorder_window_scale,
-            RACK_MIN_REORDER_WINDOW_S,
-        )
+        """RACK's reo_wnd (RFC 8985 6.2): min_RTT/4; after spurious retransmissions, quarters
+        of SRTT up to SRTT (min_RTT itself is skewed low on a path whose reordered datagrams
+        skip a queue, so widening it would not help)."""
+        scale = self._reorder_window_scale
+        if scale == 1 or self.rtt.srtt_s is None:
+            window = (self.rtt.min_rtt_s or 0.0) / 4
+        else:
+            window = self.rtt.srtt_s * scale / 4
+        return max(window, RACK_MIN_REORDER_WINDOW_S)
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit and the start of fast recovery (RFC 5681 3.2, RFC 6675 5)."""

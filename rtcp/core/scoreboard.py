@@ -118,7 +118,7 @@ class Scoreboard:
         rec.first_sent_time = self.first_sent_time
         rec.app_limited = self.app_limited_until != 0
 
-    def _deliver(self, rec: SentSegment, size: int, now: float) -> None:
+    def _deliver(self, rec: SentSegment, size: int, now: float, in_order: bool = True) -> None:
         """`rec` reached the receiver (cumulative ACK or SACK): update the rate sample."""
         self.delivered += size
         self.delivered_time = now
@@ -134,7 +134,10 @@ class Scoreboard:
             self._rs_app_limited = rec.app_limited
             self._rs_send_elapsed = rec.sent_at - rec.first_sent_time
             self._rs_ack_elapsed = now - rec.delivered_time
-            self._rs_rtt = None if rec.retransmits else now - rec.sent_at
+            # RTT only from in-order deliveries: a segment SACKed out of order may have
+            # overtaken the others (a reordering path), and its short RTT would drag a
+            # rate-based controller's RTprop, and so its window, far below the real one.
+            self._rs_rtt = None if rec.retransmits or not in_order else now - rec.sent_at
             self.first_sent_time = rec.sent_at
 
     def take_rate_sample(self) -> tuple[int, float, int, float | None, bool] | None:
@@ -214,7 +217,7 @@ class Scoreboard:
                     self.sacked_bytes += size
                     self.sacked_count += 1
                     newly += size
-                    self._deliver(rec, size, now)
+                    self._deliver(rec, size, now, in_order=False)
                     if rec.lost:
                         rec.lost = False
                         self.lost_bytes -= size
