@@ -33,16 +33,14 @@ import time
 from typing import Any
 
 from rtcp.bench.procs import BenchError, Child, Processes, role_cli, rtcp_cli
+from rtcp.net import udp
 
 MAX_ACK_EVERY = 32  # the sink reports its count every this many datagrams (or fewer)
 STALL_S = 0.02  # no report for this long with a full window: the outstanding ones are lost
 DEFAULT_WINDOW_BYTES = 2 * 1024 * 1024  # unreported by the sink: half the socket buffers
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024  # as rtcp's proxy and driver ask for
 TCP_CHUNK_BYTES = 256 * 1024
 MB = 1e6
 
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
-_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if sys.platform == "linux" else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -54,18 +52,6 @@ def _hostport(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _tune_udp(sock: socket.socket) -> None:
-    """The same 4 MiB buffers rtcp's proxy takes (FORCE where allowed), so no side has more."""
-    for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            if force is None:
-                raise OSError
-            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
-        except OSError:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
-            except OSError:
-                pass
 
 
 def _stop_on_sigterm() -> None:
@@ -101,7 +87,7 @@ def ack_every(datagram_bytes: int, window_bytes: int) -> int:
 def udp_sink(listen: str, every: int) -> None:
     _stop_on_sigterm()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    _tune_udp(sock)
+    udp.tune_buffers(sock)
     sock.bind(_hostport(listen))
     _listening(sock)
     buf = bytearray(65536)
@@ -148,7 +134,7 @@ def udp_sink(listen: str, every: int) -> None:
 def udp_relay(listen: str, upstream: str) -> None:
     _stop_on_sigterm()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    _tune_udp(sock)
+    udp.tune_buffers(sock)
     sock.bind(_hostport(listen))
     _listening(sock)
     up = _hostport(upstream)
@@ -179,7 +165,7 @@ def udp_relay(listen: str, upstream: str) -> None:
 
 def udp_blast(to: str, size: int, seconds: float, window_bytes: int) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    _tune_udp(sock)
+    udp.tune_buffers(sock)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     payload = bytearray(size)

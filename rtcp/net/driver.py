@@ -41,7 +41,6 @@ from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.net import udp
 
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 _RECV_BUFFER_BYTES = udp.RECV_BUFFER_BYTES
 # Datagrams read per wakeup before the loop services timers and sends; it goes on reading at
 # once (select with a zero timeout) so nothing waits, but acks and timers are not starved.
@@ -130,7 +129,7 @@ class Driver:
         *,
         family: int | None = None,
         sock: socket.socket | None = None,
-        buffer_bytes: int = SOCKET_BUFFER_BYTES,
+        buffer_bytes: int = udp.SOCKET_BUFFER_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ):
         if sock is None:
@@ -145,11 +144,7 @@ class Driver:
                 raise
         self.sock = sock
         self.sock.setblocking(False)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, opt, buffer_bytes)
-            except OSError:
-                pass
+        udp.tune_buffers(self.sock, buffer_bytes)
         self.clock = clock
         self.stats = DriverStats()
         self._sel = selectors.DefaultSelector()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import struct
 from typing import Any, NamedTuple
 
@@ -50,6 +51,26 @@ _GSO_UNSUPPORTED = frozenset({errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 # errors meaning "not with this segment size or this total" (e.g. size above the device MTU)
 _GSO_TOO_BIG = frozenset({errno.EINVAL, errno.EMSGSIZE})
 
+
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024  # absorbs bursts of a few thousand 1400-byte datagrams
+# Linux option numbers that Python does not export: let root exceed net.core.rmem_max/wmem_max.
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
+_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if sys.platform == "linux" else None)
+
+
+def tune_buffers(sock: socket.socket, nbytes: int = SOCKET_BUFFER_BYTES) -> None:
+    """Large receive and send buffers (the FORCE options where permitted, as root, else the
+    plain ones, which the kernel caps at its sysctl maximum); failures are not fatal."""
+    for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            if force is None:
+                raise OSError
+            sock.setsockopt(socket.SOL_SOCKET, force, nbytes)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, nbytes)
+            except OSError:
+                pass
 
 def disabled_by_env() -> bool:
     """True when RTCP_NO_GSO is set to anything but "", "0", "no", "false"."""

@@ -21,7 +21,6 @@ import dataclasses
 import heapq
 import selectors
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +30,6 @@ from rtcp.net import udp
 from rtcp.proxy.impair import DirectionStats, Impairer
 from rtcp.units import format_hostport
 
-SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 RECV_BUFFER_BYTES = 65536  # larger than any UDP payload (65507 over IPv4)
 RECV_BATCH_PER_WAKEUP = 256  # datagrams per socket per wakeup: due releases are not starved
 DEFAULT_MAX_CLIENTS = 1024
@@ -41,9 +39,6 @@ MAX_HELD_BYTES = 256 * 1024 * 1024
 HOUSEKEEPING_INTERVAL_S = 1.0  # idle expiry and the periodic callback (stats file)
 MAX_SELECT_TIMEOUT_S = 0.5
 
-# Linux option numbers that Python does not export: let root exceed net.core.rmem_max/wmem_max.
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
-_SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if sys.platform == "linux" else None)
 
 _WAKE = object()  # selector key data of the self-pipe that stop() writes to
 
@@ -59,17 +54,8 @@ def _resolve(host: str, port: int, what: str, passive: bool) -> tuple[int, tuple
 
 
 def _tune(sock: socket.socket) -> None:
-    """Large buffers absorb bursts; FORCE works for root beyond the sysctl maximum."""
-    for force, plain in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF), (_SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            if force is None:
-                raise OSError
-            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
-        except OSError:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
-            except OSError:
-                pass
+    """Large buffers absorb bursts (rtcp.net.udp.tune_buffers); the loop never blocks."""
+    udp.tune_buffers(sock)
     sock.setblocking(False)
 
 
