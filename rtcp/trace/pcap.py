@@ -24,7 +24,9 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Self
+from typing import IO, Any
+
+from rtcp.trace.files import OwnedFile
 
 PCAP_MAGIC = 0xA1B2C3D4  # microsecond timestamps
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -103,7 +105,7 @@ def build_packet(data: bytes, src: Address, dst: Address, ident: int = 0) -> byt
     return header + udp
 
 
-class PcapWriter:
+class PcapWriter(OwnedFile):
     """A classic pcap file (magic 0xa1b2c3d4, microseconds, link type 101 raw IP)."""
 
     def __init__(self, path_or_file: str | os.PathLike[str] | IO[bytes], *, snaplen: int = SNAPLEN):
@@ -136,25 +138,6 @@ class PcapWriter:
         self._file.write(packet[:caplen])
         self.packets += 1
 
-    def flush(self) -> None:
-        if not self._closed:
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._file.flush()
-        finally:
-            if self._owns_file:
-                self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class TapSocket:

@@ -25,7 +25,9 @@ import time
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any
+
+from rtcp.trace.files import OwnedFile
 
 TRACE_FORMAT_VERSION = 1
 BUFFER_BYTES = 1 << 20
@@ -77,7 +79,7 @@ def normalize_flags(flags: Any) -> str:
     return flags
 
 
-class TraceWriter:
+class TraceWriter(OwnedFile):
     """Writes trace records (JSON lines) for one process; see the module docstring."""
 
     def __init__(
@@ -228,26 +230,6 @@ class TraceWriter:
 
     # --- lifetime ----------------------------------------------------------------------
 
-    def flush(self) -> None:
-        if not self._closed:
-            self._file.flush()
-
-    def close(self) -> None:
-        """Flush and (when the writer opened it) close the file. Later events are ignored."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._file.flush()
-        finally:
-            if self._owns_file:
-                self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def read_trace(path_or_file: str | os.PathLike[str] | IO[str]) -> list[dict]:
