@@ -663,7 +663,7 @@ def _retransmit_note(tx: Tx, dup_before: int) -> str:
     if cause == "unknown":
         return "retransmission"
     if cause == "tail loss probe":
-        return "tail loss probe: the last segment resent (RFC 8985)"
+        return "tail loss probe (RFC 8985)"
     return f"retransmission ({cause})"
 
 
