@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # A 1400-byte datagram crosses any sane path (Ethernet 1500 minus IP/UDP headers and tunnels).
 DEFAULT_MAX_DATAGRAM_BYTES = 1400

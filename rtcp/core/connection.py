@@ -26,6 +26,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 from rtcp.core import events, wire
 from rtcp.core.config import ConnectionConfig
@@ -294,12 +295,11 @@ class Connection:
                     want = 0
             data = b"".join(parts)
         self._rcv_buffered -= len(data)
-        if self.state in _PEER_MAY_SEND:
-            # RFC 9293 3.8.6.2.2 receiver SWS avoidance: announce a window that grew enough.
-            if self._receive_window() - self._last_adv_window >= min(
-                self.config.receive_buffer_bytes // 2, 2 * self.mss
-            ):
-                self._ack_now = True
+        # RFC 9293 3.8.6.2.2 receiver SWS avoidance: announce a window that grew enough.
+        if self.state in _PEER_MAY_SEND and self._receive_window() - self._last_adv_window >= min(
+            self.config.receive_buffer_bytes // 2, 2 * self.mss
+        ):
+            self._ack_now = True
         return data
 
     @property
@@ -332,10 +332,14 @@ class Connection:
         if seg.dst_id != self.local_id and not (seg.flags & SYN and seg.dst_id == 0):
             stats.foreign_datagrams += 1
             return
-        if self.peer_id and seg.src_id != self.peer_id and self.state is not S.LISTEN:
-            if not (seg.flags & SYN and self.state is S.SYN_SENT):
-                stats.foreign_datagrams += 1
-                return
+        if (
+            self.peer_id
+            and seg.src_id != self.peer_id
+            and self.state is not S.LISTEN
+            and not (seg.flags & SYN and self.state is S.SYN_SENT)
+        ):
+            stats.foreign_datagrams += 1
+            return
         stats.segments_received += 1
         stats.bytes_received += len(data)
         if self._hook is not None:
@@ -594,10 +598,9 @@ class Connection:
         ack = unwrap(seg.ack, self.iss, self.snd_una)
         state = self.state
         if state is S.SYN_RECEIVED:
-            if ack != 1:
-                if not 0 < ack <= self.snd_nxt:
-                    self._rst_pending = (seg.ack, 0, RST, self.peer_id)
-                    return False
+            if ack != 1 and not 0 < ack <= self.snd_nxt:
+                self._rst_pending = (seg.ack, 0, RST, self.peer_id)
+                return False
             self._syn_pending = False
             self.snd_una = max(self.snd_una, 1)
             self._sndbuf_base = 1
@@ -1328,7 +1331,7 @@ class Connection:
         else:
             self._arm_timer("retransmission", now, self.rtt.rto_s)
 
-    _TIMER_ATTRS = {
+    _TIMER_ATTRS: ClassVar[dict[str, str]] = {
         "retransmission": "_rto_deadline",
         "delayed_ack": "_delack_deadline",
         "persist": "_persist_deadline",

@@ -78,13 +78,16 @@ class PathMtuDiscovery:
 
     def probe_due(self, now: float) -> int | None:
         """The size of a probe to send now, or None."""
-        if self.state is PmtuState.SEARCH_COMPLETE and self._raise_at is not None:
-            if now >= self._raise_at:
-                self._raise_at = None
-                self._high = self.max_bytes
-                self._failed = False
-                self.state = PmtuState.SEARCHING
-                self._next_candidate()
+        if (
+            self.state is PmtuState.SEARCH_COMPLETE
+            and self._raise_at is not None
+            and now >= self._raise_at
+        ):
+            self._raise_at = None
+            self._high = self.max_bytes
+            self._failed = False
+            self.state = PmtuState.SEARCHING
+            self._next_candidate()
         if self.state is not PmtuState.SEARCHING or self.probe_size is None:
             return None
         if self.probe_deadline is not None:

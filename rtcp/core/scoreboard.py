@@ -26,8 +26,17 @@ class SentSegment:
     """One data segment that was sent and is not yet cumulatively acknowledged."""
 
     __slots__ = (
-        "start", "end", "sent_at", "retransmits", "sacked", "lost", "acked",
-        "delivered", "delivered_time", "first_sent_time", "app_limited",
+        "acked",
+        "app_limited",
+        "delivered",
+        "delivered_time",
+        "end",
+        "first_sent_time",
+        "lost",
+        "retransmits",
+        "sacked",
+        "sent_at",
+        "start",
     )
 
     def __init__(self, start: int, end: int, sent_at: float):
@@ -223,8 +232,7 @@ class Scoreboard:
                         self.lost_bytes -= size
                     if i < self._scan:
                         self._sacked_below_scan += 1
-                    if rec.end > self.highest_sacked:
-                        self.highest_sacked = rec.end
+                    self.highest_sacked = max(self.highest_sacked, rec.end)
                 i += 1
         return newly
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import sys
 import struct
+import sys
 from typing import Any, NamedTuple
 
 SOL_UDP = getattr(socket, "SOL_UDP", 17)

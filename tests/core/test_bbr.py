@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import pytest
 
 from rtcp.core.bbr import (
+    ACK_AGGREGATION_S,
     BTLBW_FILTER_ROUNDS,
     DRAIN_GAIN,
     HIGH_GAIN,
     MIN_PIPE_CWND_SEGMENTS,
     PACING_GAIN_CYCLE,
     PROBE_RTT_DURATION_S,
-    ACK_AGGREGATION_S,
     QUANTUM_SEGMENTS,
     RTPROP_FILTER_S,
     Bbr,

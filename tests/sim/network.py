@@ -53,11 +53,14 @@ class Endpoint:
         if conn.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_SENT, State.SYN_RECEIVED):
             if self.sent < len(self.to_send) and not self.close_called:
                 self.sent += conn.send(memoryview(self.to_send)[self.sent:])
-            if self.sent >= len(self.to_send) and not self.close_called:
-                if self.close_when_sent or (self.close_on_stream_end and self.stream_ended):
-                    if conn.state in (State.ESTABLISHED, State.CLOSE_WAIT):
-                        conn.close()
-                        self.close_called = True
+            if (
+                self.sent >= len(self.to_send)
+                and not self.close_called
+                and (self.close_when_sent or (self.close_on_stream_end and self.stream_ended))
+                and conn.state in (State.ESTABLISHED, State.CLOSE_WAIT)
+            ):
+                conn.close()
+                self.close_called = True
 
     @property
     def done(self) -> bool:
