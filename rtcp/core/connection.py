@@ -295,12 +295,26 @@ class Connection:
                     want = 0
             data = b"".join(parts)
         self._rcv_buffered -= len(data)
-        # RFC 9293 3.8.6.2.2 receiver SWS avoidance: announce a window that grew enough.
+        self._maybe_announce_window()
+        return data
+
+    def _maybe_announce_window(self) -> None:
+        """RFC 9293 3.8.6.2.2 receiver SWS avoidance: announce a window that grew enough."""
         if self.state in _PEER_MAY_SEND and self._receive_window() - self._last_adv_window >= min(
             self.config.receive_buffer_bytes // 2, 2 * self.mss
         ):
             self._ack_now = True
-        return data
+
+    def read_chunks(self) -> list[bytes]:
+        """Take every in-order received byte as the chunks they arrived in, without joining
+        them (a copy the caller may not need: a file writer and a hash take them one by one)."""
+        if not self._rcvbuf:
+            return []
+        chunks = list(self._rcvbuf)
+        self._rcvbuf.clear()
+        self._rcv_buffered = 0
+        self._maybe_announce_window()
+        return chunks
 
     @property
     def readable(self) -> int:

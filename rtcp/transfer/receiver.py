@@ -21,7 +21,6 @@ from rtcp.net.driver import App, Driver
 from rtcp.transfer import protocol as proto
 from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
 
-READ_BYTES = 1 << 20
 DEFAULT_IDLE_TIMEOUT_S = 30.0
 # After our verdict, the FIN exchange gets this long before the connection is dropped.
 CLOSE_GRACE_S = 5.0
@@ -202,10 +201,9 @@ class ReceiveApp(App):
 
     def _read(self, now: float) -> None:
         conn = self.handle.conn
-        while True:
-            data = conn.read(READ_BYTES)
-            if not data:
-                return
+        # The chunks as they arrived: the parser slices them (memoryviews) for the file and the
+        # hash, so no byte is copied on the way from the connection to the disk.
+        for data in conn.read_chunks():
             if self._discarding:
                 continue
             self._handle(self.parser.feed(data), now)

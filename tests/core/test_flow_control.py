@@ -170,3 +170,26 @@ def test_window_scaling_one_side_only():
     assert bytes(net.server.received) == data
     assert bytes(net.client.received) == b"back"
     _done(net)
+
+
+def test_read_chunks_takes_everything_as_it_arrived_and_reopens_the_window():
+    # read_chunks(): the bytes as the segments brought them (no join), all of them at once
+    from rtcp.core.config import ConnectionConfig
+    from tests.sim.network import SimNetwork
+
+    data = bytes(range(256)) * 40  # 10,240 bytes: several segments
+    cfg = ConnectionConfig(pmtud=False, congestion_control="reno", receive_buffer_bytes=8192)
+    net = SimNetwork(seed=4, client_config=cfg, server_config=cfg)
+    net.server.read_enabled = False
+    net.start(data, b"")
+    net.run(until=lambda: net.server.conn.readable >= 8192 - cfg.mss_bytes, max_time_s=30)
+    conn = net.server.conn
+    held = conn.readable
+    chunks = conn.read_chunks()
+    assert len(chunks) > 1 and sum(map(len, chunks)) == held
+    assert b"".join(chunks) == data[:held]
+    assert conn.readable == 0 and conn.read_chunks() == [] and conn.read() == b""
+    # the window that reading freed is announced, and the rest of the stream arrives
+    net.server.read_enabled = True
+    net.run(max_time_s=60)
+    assert b"".join(chunks) + bytes(net.server.received) == data
