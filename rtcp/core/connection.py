@@ -1032,14 +1032,7 @@ class Connection:
             return nxt
         opts = self._data_options(now)
         optlen = len(opts)
-        wnd = self._receive_window()
-        window = min(wnd >> self._rcv_wscale, MAX_WINDOW_FIELD)
-        self._last_adv_window = window << self._rcv_wscale
-        self._ack_now = False
-        self._unacked_segments = 0
-        self._delack_deadline = None
-        if self._sack_touched:
-            self._sack_touched.clear()
+        window = self._acknowledging()
         pack = wire.PREFIX.pack
         cks = wire.CHECKSUM.pack
         crc32 = zlib.crc32
@@ -1197,6 +1190,19 @@ class Connection:
 
     _opts_cache: tuple = (None, None, b"")
 
+    def _acknowledging(self) -> int:
+        """A segment carrying the current ACK and window is about to leave: it answers every
+        pending ACK duty (delayed ACK, segments to ACK, SACK ranges to report). Returns the
+        window field it carries."""
+        window = min(self._receive_window() >> self._rcv_wscale, MAX_WINDOW_FIELD)
+        self._last_adv_window = window << self._rcv_wscale
+        self._ack_now = False
+        self._unacked_segments = 0
+        self._delack_deadline = None
+        if self._sack_touched:
+            self._sack_touched.clear()
+        return window
+
     def _emit(
         self, flags, seq, ack, dst, opts, payload, now, retransmit=None, keep_ack_state=False
     ) -> bytes:
@@ -1205,14 +1211,7 @@ class Connection:
         if keep_ack_state:  # a probe may be lost more easily: it does not replace an ACK
             window = min(self._receive_window() >> self._rcv_wscale, MAX_WINDOW_FIELD)
         elif not flags & RST:
-            wnd = self._receive_window()
-            window = min(wnd >> self._rcv_wscale, MAX_WINDOW_FIELD)
-            self._last_adv_window = window << self._rcv_wscale
-            self._ack_now = False
-            self._unacked_segments = 0
-            self._delack_deadline = None
-            if self._sack_touched:
-                self._sack_touched.clear()
+            window = self._acknowledging()
         dgram = wire.build(flags, self.local_id, dst, seq, ack, window, opts, payload)
         stats = self.stats
         stats.segments_sent += 1
