@@ -22,6 +22,7 @@ Where to find each mechanism:
 from __future__ import annotations
 
 import secrets
+import struct
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -35,11 +36,15 @@ from rtcp.core.pmtud import PathMtuDiscovery
 from rtcp.core.reassembly import Reassembler
 from rtcp.core.rtt import RttEstimator
 from rtcp.core.scoreboard import DUP_THRESH, Scoreboard
+from rtcp.core.sendbuffer import SendBuffer
 from rtcp.core.seqnum import unwrap, wrap
 from rtcp.core.wire import ACK, FIN, PROBE, RST, SYN
 
 MAX_WINDOW_FIELD = 0xFFFF
 TS_MASK = 0xFFFFFFFF
+_DST = struct.Struct("!I")  # a datagram's dst_id, for receive_datagrams' demultiplexing
+_DST_OFFSET = 8
+_TS_VAL = struct.Struct("!I")  # the timestamp option's TSval, at offset 30 of a data segment
 TS_TICKS_PER_S = 1_000_000  # timestamps count microseconds: loopback RTTs are well under 1 ms
 PAWS_IDLE_LIMIT_S = 1000.0  # RFC 7323 5.5, scaled to the microsecond clock's 35-minute half-wrap
 MAX_PERSIST_S = 60.0
@@ -161,8 +166,7 @@ class Connection:
         self.snd_wnd = 0
         self._snd_wl1 = -1  # offset of the segment that last updated snd_wnd
         self._snd_wl2 = -1  # ack of that segment
-        self._sndbuf = bytearray()  # bytes from offset _sndbuf_base onward
-        self._sndbuf_base = 1  # offset of _sndbuf[0]: the first unacknowledged data byte
+        self._sndbuf = SendBuffer(1)  # queued bytes from the first unacknowledged one on
         self._send_blocked = False
         self._fin_queued = False  # close() called: FIN follows the data
         self._fin_offset: int | None = None  # offset the FIN occupies once sent
@@ -243,7 +247,7 @@ class Connection:
         if room < len(data):
             self._send_blocked = True
             data = memoryview(data)[:room]
-        self._sndbuf += data
+        self._sndbuf.append(data)
         return len(data)
 
     @property
@@ -252,7 +256,7 @@ class Connection:
 
     @property
     def unsent_bytes(self) -> int:
-        return self._sndbuf_base + len(self._sndbuf) - max(self.snd_nxt, 1)
+        return self._sndbuf.end - max(self.snd_nxt, 1)
 
     def close(self) -> None:
         """Half-close: send FIN after everything already queued; reading stays possible."""
@@ -279,6 +283,8 @@ class Connection:
             return b""
         if max_bytes < 0 or max_bytes >= self._rcv_buffered:
             data = buf[0] if len(buf) == 1 else b"".join(buf)
+            if type(data) is not bytes:
+                data = bytes(data)  # a payload lent by receive_datagrams
             buf.clear()
         else:
             # Whole chunks while they fit, then split one: one copy of the bytes, at most.
@@ -305,9 +311,10 @@ class Connection:
         ):
             self._ack_now = True
 
-    def read_chunks(self) -> list[bytes]:
-        """Take every in-order received byte as the chunks they arrived in, without joining
-        them (a copy the caller may not need: a file writer and a hash take them one by one)."""
+    def read_chunks(self) -> list:
+        """Take every in-order received byte as the chunks they arrived in (bytes, or
+        memoryviews of bytes lent by receive_datagrams), without joining them: a copy the
+        caller may not need."""
         if not self._rcvbuf:
             return []
         chunks = list(self._rcvbuf)
@@ -391,6 +398,120 @@ class Connection:
             self._on_syn_sent(seg, now)
         else:
             self._on_synchronized(seg, now)
+
+    def receive_datagrams(self, datagrams, now: float) -> int:
+        """Process datagrams that arrived together (one GRO read, one simulator tick), in
+        order: the same as receive_datagram on each, with a fast path for a run of in-order
+        data segments (the bulk of a transfer) that decodes only what it checks. Stops before
+        the first datagram addressed to another connection, for a demultiplexer to hand
+        elsewhere, and returns how many it took. A datagram in `bytes` (or a memoryview of
+        bytes) lends its payload to read() by reference: no copy."""
+        count = len(datagrams)
+        lid = self.local_id
+        peek_dst = _DST.unpack_from
+        i = 0
+        while i < count:
+            if self.state is S.ESTABLISHED and self._hook is None:
+                i = self._receive_run(datagrams, i, now)
+                if i >= count:
+                    break
+            data = datagrams[i]
+            if len(data) >= wire.HEADER_BYTES and peek_dst(data, _DST_OFFSET)[0] != lid:
+                return i
+            self.receive_datagram(data, now)
+            i += 1
+        return count
+
+    def _receive_run(self, datagrams, i: int, now: float) -> int:
+        """receive_datagrams' fast path: take datagrams from index i while each is the next
+        in-order data segment and nothing else (the conditions of _receive_in_order, checked
+        on the raw header); returns the index of the first one it did not take."""
+        if (
+            self.snd_nxt != self.snd_una
+            or self._reasm.buffered_bytes
+            or self._peer_fin_offset is not None
+            or self.snd_wnd & ((1 << self._snd_wscale) - 1)
+        ):
+            return i
+        count = len(datagrams)
+        lid, pid, irs = self.local_id, self.peer_id, self.irs
+        window_field = self.snd_wnd >> self._snd_wscale
+        expect_ack = (self.iss + self.snd_una) & TS_MASK
+        ts_ok = self.ts_ok
+        ts_recent = self._ts_recent
+        room = self.config.receive_buffer_bytes - self._rcv_buffered
+        offset = start_offset = self.rcv_nxt
+        unpack = wire.HEADER.unpack_from
+        ts_unpack = _TS_VAL.unpack_from
+        crc32 = zlib.crc32
+        chunks = self._rcvbuf
+        min_len = wire.HEADER_BYTES + (10 if ts_ok else 0)
+        hdr, cko, tso = wire.HEADER_BYTES, wire.CHECKSUM_OFFSET, wire.HEADER_BYTES + 2
+        first, wire_bytes, newest = i, 0, offset
+        while i < count:
+            data = datagrams[i]
+            n = len(data)
+            if n <= min_len:
+                break
+            version, flags, window, src, dst, seq, ack, optlen, _r, checksum = unpack(data)
+            if (
+                flags != ACK
+                or seq != (irs + offset) & TS_MASK
+                or dst != lid
+                or src != pid
+                or ack != expect_ack
+                or window != window_field
+                or version != wire.VERSION
+            ):
+                break
+            if ts_ok:
+                if optlen != 10 or data[hdr] != wire.OPT_TIMESTAMPS or data[hdr + 1] != 10:
+                    break
+                ts_val = ts_unpack(data, tso)[0]
+                if ((ts_val - ts_recent) & TS_MASK) >= 0x80000000:
+                    break  # PAWS: the general path decides
+            elif optlen:
+                break
+            view = data if type(data) is memoryview else memoryview(data)
+            if crc32(view[hdr:], crc32(view[:cko])) != checksum:
+                break  # the general path counts it
+            plen = n - hdr - optlen
+            if plen > room:
+                break
+            payload = view[hdr + optlen:]
+            chunks.append(payload if type(view.obj) is bytes else bytes(payload))
+            if ts_ok:
+                ts_recent = ts_val
+            room -= plen
+            newest = offset
+            offset += plen
+            wire_bytes += n
+            i += 1
+        taken = i - first
+        if not taken:
+            return i
+        delivered = offset - start_offset
+        if not self._rcv_buffered:
+            self._events.append(events.DataReceived())
+        self._rcv_buffered += delivered
+        stats = self.stats
+        stats.data_bytes_received += delivered
+        stats.segments_received += taken
+        stats.bytes_received += wire_bytes
+        if ts_ok:
+            self._ts_recent = ts_recent
+            self._ts_recent_at = now
+        self._last_heard = now
+        self._snd_wl1 = newest  # RFC 9293 3.10.7.4: SND.WL1/WL2 follow the newest
+        self._snd_wl2 = self.snd_una
+        self.rcv_nxt = offset
+        self._reasm.next_offset = offset
+        self._unacked_segments += taken
+        if self._unacked_segments >= 2:
+            self._ack_now = True  # RFC 9293 3.8.6.3: ACK at least every second full segment
+        elif self._delack_deadline is None:
+            self._arm_timer("delayed_ack", now, self.config.delayed_ack_s)
+        return i
 
     def _receive_in_order(self, seg: wire.Segment, now: float) -> bool:
         """The receiver's fast path: the next in-order data segment, nothing else in it (no new
@@ -617,7 +738,6 @@ class Connection:
                 return False
             self._syn_pending = False
             self.snd_una = max(self.snd_una, 1)
-            self._sndbuf_base = 1
             self.snd_wnd = seg.window << self._snd_wscale
             self._snd_wl1, self._snd_wl2 = seg_off, ack
             if self.ts_ok and seg.ts_ecr:
@@ -721,14 +841,13 @@ class Connection:
         flight_before = sb.pipe
         newest, retransmitted_at = sb.on_cumulative_ack(ack, now)
         # Free acknowledged bytes from the send buffer.
-        data_end = self._sndbuf_base + len(self._sndbuf)
-        drop = min(ack, data_end) - self._sndbuf_base
-        if drop > 0:
-            del self._sndbuf[:drop]
-            self._sndbuf_base += drop
-            if self._send_blocked and self.send_buffer_space >= len(self._sndbuf) // 2:
-                self._send_blocked = False
-                self._events.append(events.SendSpaceAvailable())
+        if (
+            self._sndbuf.release(ack)
+            and self._send_blocked
+            and self.send_buffer_space >= len(self._sndbuf) // 2
+        ):
+            self._send_blocked = False
+            self._events.append(events.SendSpaceAvailable())
         self.snd_una = ack
         self._dupacks = 0
         self._consecutive_rtos = 0
@@ -979,7 +1098,7 @@ class Connection:
         self._fast_retransmit_due = False
         self._partial_ack_due = False
         # New data (NextSeg rule 2), bounded by cwnd and the peer's window (RFC 5681, 9293).
-        data_end = self._sndbuf_base + len(self._sndbuf)
+        data_end = self._sndbuf.end
         wnd_end = self.snd_una + self.snd_wnd
         nxt = self.snd_nxt
         if self._hook is None and nxt < data_end:
@@ -1043,27 +1162,25 @@ class Connection:
         iss = self.iss
         ackw = (self.irs + self.rcv_nxt) & TS_MASK
         opts_crc_len = optlen
-        base = self._sndbuf_base
+        view = self._sndbuf.view
         add = sb.add
         append = out.append
         sent = 0
-        with memoryview(self._sndbuf) as view:
-            while nxt + mss <= data_end and nxt + mss <= wnd_end and sb.pipe < cwnd:
-                if rate:
-                    if self._pace_next > now + PACING_SLACK_S:
-                        self._pacing_blocked = True
-                        break
-                    self._pace_next += mss / rate
-                end = nxt + mss
-                add(nxt, end, now)
-                prefix = pack(version, ACK, window, lid, pid, (iss + nxt) & TS_MASK, ackw,
-                              opts_crc_len, 0)
-                payload = view[nxt - base:end - base]
-                append(join((prefix, cks(crc32(payload, crc32(opts, crc32(prefix)))), opts,
-                             payload)))
-                payload.release()
-                nxt = end
-                sent += 1
+        while nxt + mss <= data_end and nxt + mss <= wnd_end and sb.pipe < cwnd:
+            if rate:
+                if self._pace_next > now + PACING_SLACK_S:
+                    self._pacing_blocked = True
+                    break
+                self._pace_next += mss / rate
+            end = nxt + mss
+            add(nxt, end, now)
+            prefix = pack(version, ACK, window, lid, pid, (iss + nxt) & TS_MASK, ackw,
+                          opts_crc_len, 0)
+            payload = view(nxt, end)
+            append(join((prefix, cks(crc32(payload, crc32(opts, crc32(prefix)))), opts,
+                         payload)))
+            nxt = end
+            sent += 1
         if sent:
             stats = self.stats
             stats.segments_sent += sent
@@ -1103,7 +1220,7 @@ class Connection:
     def _send_tail_loss_probe(self, out: list[bytes], now: float) -> None:
         """RFC 8985 7.3: send one new segment if there is one, else resend the last one."""
         self._tlp_pending = False
-        data_end = self._sndbuf_base + len(self._sndbuf)
+        data_end = self._sndbuf.end
         nxt = self.snd_nxt
         room = min(self.snd_una + self.snd_wnd - nxt, data_end - nxt, self.mss)
         sb = self.scoreboard
@@ -1128,7 +1245,7 @@ class Connection:
             return
         if not self._fin_queued or self._fin_offset is not None:
             return
-        data_end = self._sndbuf_base + len(self._sndbuf)
+        data_end = self._sndbuf.end
         if self.snd_nxt < data_end:
             return
         self._fin_offset = self.snd_nxt
@@ -1145,15 +1262,10 @@ class Connection:
         )
 
     def _emit_data(self, start: int, end: int, now: float, retransmit: str | None) -> bytes:
-        base = self._sndbuf_base
-        with memoryview(self._sndbuf) as view:
-            payload = view[start - base:end - base]
-            dgram = self._emit(
-                ACK, wrap(start, self.iss), wrap(self.rcv_nxt, self.irs), self.peer_id,
-                self._data_options(now), payload, now, retransmit,
-            )
-            payload.release()
-        return dgram
+        return self._emit(
+            ACK, wrap(start, self.iss), wrap(self.rcv_nxt, self.irs), self.peer_id,
+            self._data_options(now), self._sndbuf.view(start, end), now, retransmit,
+        )
 
     def _emit_ack(self, now: float, seq_off: int | None = None) -> bytes:
         opts = self._data_options(now)

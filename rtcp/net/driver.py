@@ -370,9 +370,10 @@ class Driver:
         self._more_to_read = True
 
     def _read_all_gro(self, now: float) -> None:
-        """_read_all on a GRO socket: one read may hold many datagrams of one sender. They are
-        routed as memoryviews into the one receive buffer: the core copies what it keeps
-        (wire.decode copies the payload) and nothing here holds one past the next read."""
+        """_read_all on a GRO socket: one read may hold many datagrams of one sender. Each read
+        is copied once into bytes, and its datagrams go to the core as memoryviews of that
+        (Connection.receive_datagrams: a run of in-order data segments is taken in one call,
+        their payloads lent to the reader by reference, not copied again)."""
         recvmsg_into = self.sock.recvmsg_into
         buffers, view, ancbuf = [self._buf], self._view, udp.GRO_ANCBUF
         stats = self.stats
@@ -395,13 +396,28 @@ class Driver:
                 left -= 1
                 route(view[:n], addr, now)
                 continue
-            count = 0
-            for pos in range(0, n, size):
-                count += 1
-                route(view[pos : min(n, pos + size)], addr, now)
-            stats.datagrams_received += count
-            left -= count
+            whole = memoryview(bytes(view[:n]))
+            batch = [whole[pos : pos + size] for pos in range(0, n, size)]
+            stats.datagrams_received += len(batch)
+            left -= len(batch)
+            self._route_batch(batch, addr, now)
         self._more_to_read = True
+
+    def _route_batch(self, batch: list, addr: tuple, now: float) -> None:
+        """Route datagrams read together: a run addressed to one live connection goes to it in
+        one call; anything else (a SYN, an unknown id) one by one through _route."""
+        while batch:
+            first = batch[0]
+            ids = wire.peek_ids(first)
+            taken = 0
+            if ids is not None and ids[2]:
+                h = self._by_id.get(ids[2])
+                if h is not None and not h.removed and not h.conn.is_closed:
+                    taken = h.conn.receive_datagrams(batch, now)
+            if not taken:
+                self._route(first, addr, now)
+                taken = 1
+            batch = batch[taken:]
 
     def _route(self, data: bytes, addr: tuple, now: float) -> None:
         ids = wire.peek_ids(data)

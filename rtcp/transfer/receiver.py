@@ -78,6 +78,9 @@ def _peer_text(addr: tuple) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+# Received chunks smaller than this on average are joined before they are parsed.
+_JOIN_BELOW_BYTES = 16384
+
 
 class ReceiveApp(App):
     """One incoming transfer."""
@@ -202,8 +205,14 @@ class ReceiveApp(App):
     def _read(self, now: float) -> None:
         conn = self.handle.conn
         # The chunks as they arrived: the parser slices them (memoryviews) for the file and the
-        # hash, so no byte is copied on the way from the connection to the disk.
-        for data in conn.read_chunks():
+        # hash, so no byte is copied on the way from the connection to the disk. Small ones
+        # (1400-byte datagrams) are joined first: one copy is cheaper than a parser step, a
+        # write and a hash update for each.
+        total = conn.readable
+        chunks = conn.read_chunks()
+        if len(chunks) > 1 and total < _JOIN_BELOW_BYTES * len(chunks):
+            chunks = [b"".join(chunks)]
+        for data in chunks:
             if self._discarding:
                 continue
             self._handle(self.parser.feed(data), now)

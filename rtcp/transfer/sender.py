@@ -126,8 +126,7 @@ class SendApp(App):
         self.peer_text = peer_text
         self.timeout_s = timeout_s
         self.clock = clock
-        self._buf = bytearray(read_chunk_bytes)
-        self._view = memoryview(self._buf)
+        self.read_chunk_bytes = read_chunk_bytes
         self._out: memoryview | None = None  # bytes given to conn.send() next
         self._header_queued = False
         self._trailer_queued = False
@@ -270,15 +269,15 @@ class SendApp(App):
             return True
         remaining = self.fs.size - self.file_bytes_read
         if remaining > 0:
-            want = min(remaining, len(self._buf))
             try:
-                n = self.file.readinto(self._view[:want])
+                # fresh bytes each time: the connection keeps them by reference, no copy
+                chunk = self.file.read(min(remaining, self.read_chunk_bytes))
             except OSError as exc:
                 self.fail(
                     LocalIOError(f"cannot read {self.fs.name}: {exc.strerror or exc}"), linger=True
                 )
                 return False
-            if not n:
+            if not chunk:
                 self.fail(
                     LocalIOError(
                         f"{self.fs.name} shrank while being sent "
@@ -287,10 +286,9 @@ class SendApp(App):
                     linger=True,
                 )
                 return False
-            chunk = self._view[:n]
             self.fs.update(chunk)
-            self.file_bytes_read += n
-            self._out = chunk
+            self.file_bytes_read += len(chunk)
+            self._out = memoryview(chunk)
             return True
         if self.fs.digest is None:
             self._out = memoryview(self.fs.trailer())

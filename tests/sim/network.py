@@ -121,10 +121,19 @@ class SimNetwork:
             if deadline is not None and deadline <= self.now:
                 ep.conn.handle_timer(self.now)
         queue = self._queue
+        due: dict[str, list[bytes]] = {"client": [], "server": []}
         while queue and queue[0][0] <= self.now:
             _, _, dest, data = heapq.heappop(queue)
-            target = self.client if dest == "client" else self.server
-            target.conn.receive_datagram(data, self.now)
+            due[dest].append(data)
+        # Everything due at one moment arrives together, like one GRO read of a real socket.
+        for ep in (self.client, self.server):
+            batch = due[ep.name]
+            while batch:
+                taken = ep.conn.receive_datagrams(batch, self.now)
+                if taken < len(batch):  # addressed elsewhere (a SYN's dst_id 0): one by one
+                    ep.conn.receive_datagram(batch[taken], self.now)
+                    taken += 1
+                batch = batch[taken:]
         for ep in (self.client, self.server):
             ep.step()
             self._transmit(ep)
