@@ -88,10 +88,17 @@ FULL_BW_GROWTH = 1.25  # STARTUP: BtlBw must grow this much per round...
 FULL_BW_ROUNDS = 3  # ...or the pipe is full after this many rounds
 MIN_PIPE_CWND_SEGMENTS = 4
 QUANTUM_SEGMENTS = 3  # allowance for delayed / stretched ACKs and send bursts
-# ACK aggregation allowance (Linux BBR's extra_acked, simplified to a constant time): a
-# user-space receiver ACKs once per batch of datagrams it reads, so ACKs come in bursts up to
-# a wakeup apart and a window of BDP alone (RTprop on loopback is ~100 us) starves the pipe.
+# ACK aggregation: a user-space receiver ACKs once per batch of datagrams it reads, so ACKs
+# come in bursts up to a wakeup apart and a window of BDP alone (RTprop on loopback is ~100 us)
+# starves the pipe. Two allowances: a constant floor of ACK_AGGREGATION_S of BtlBw in every
+# window, and Linux BBR's measured estimate (bbr_update_ack_aggregation, "extra_acked"): the
+# most data an ACK epoch delivered beyond what BtlBw explains, max over two windows of
+# EXTRA_ACKED_WIN_ROUNDS round trips, added once the pipe is full, at most BtlBw *
+# EXTRA_ACKED_MAX_S.
 ACK_AGGREGATION_S = 0.002
+EXTRA_ACKED_WIN_ROUNDS = 5
+EXTRA_ACKED_MAX_S = 0.1
+ACK_EPOCH_RESET_BYTES = 1 << 20  # an epoch this old (in bytes acked) starts over
 NO_SRTT_S = 0.001  # the draft's initial pacing rate divides by SRTT, or 1 ms without one
 
 
@@ -154,12 +161,17 @@ class Bbr(CongestionController):
 
     name = "bbr"
     __slots__ = (
+        "_ack_epoch_acked",
+        "_ack_epoch_start",
         "_app_limited_until",
         "_btlbw",
         "_conservation_end",
         "_cycle_index",
         "_cycle_stamp",
         "_delivered",
+        "_extra_acked",
+        "_extra_acked_prev",
+        "_extra_acked_rounds",
         "_full_bw",
         "_full_bw_count",
         "_initial_window_segments",
@@ -218,6 +230,12 @@ class Bbr(CongestionController):
         self._probe_rtt_round_done = False
         self._app_limited_until = -1  # samples with prior_delivered <= this count as app-limited
         self._pacing_rate = 0.0  # bytes/s; 0 until the first bandwidth sample
+        # ACK aggregation (Linux's extra_acked): the max of this window and of the one before.
+        self._extra_acked = 0
+        self._extra_acked_prev = 0
+        self._extra_acked_rounds = 0
+        self._ack_epoch_start: float | None = None
+        self._ack_epoch_acked = 0
         # cwnd modulation by loss.
         self._prior_cwnd = 0  # cwnd to restore after recovery, PROBE_RTT or a timeout
         self._packet_conservation = False
@@ -263,8 +281,9 @@ class Bbr(CongestionController):
 
     @property
     def target_cwnd(self) -> int:
-        """The window the model aims at with the current cwnd gain (draft BBRInflight)."""
-        return self._inflight(self.cwnd_gain)
+        """The window the model aims at: BBRInflight with the current cwnd gain, plus the ACK
+        aggregation allowance."""
+        return self._inflight(self.cwnd_gain) + self._aggregation_cwnd()
 
     def _inflight(self, gain: float) -> int:
         """gain * BDP plus the quantum allowance; the initial window before a model exists."""
@@ -288,6 +307,7 @@ class Bbr(CongestionController):
         self._delivered = sample.total_delivered
         self._update_round(sample)
         self._update_btlbw(sample)
+        self._update_ack_aggregation(sample, now)
         self._check_cycle_phase(sample, now)
         self._check_full_pipe(sample)
         self._check_drain(sample, now)
@@ -313,6 +333,44 @@ class Bbr(CongestionController):
             return  # no valid rate in this sample (too short an interval)
         if rate >= self._btlbw.value or not self._is_app_limited(rs):
             self._btlbw.update(BTLBW_FILTER_ROUNDS, self.round_count, rate)
+
+    def _update_ack_aggregation(self, rs: RateSample, now: float) -> None:
+        """How far ACKs run ahead of BtlBw: a user-space receiver ACKs once per batch it reads,
+        a proxy forwards in bursts, so data is delivered in clumps; a window of BDP alone would
+        stall between them (Linux bbr_update_ack_aggregation)."""
+        acked = rs.newly_delivered
+        if acked <= 0:
+            return
+        if self._round_start:
+            self._extra_acked_rounds += 1
+            if self._extra_acked_rounds >= EXTRA_ACKED_WIN_ROUNDS:
+                self._extra_acked_rounds = 0
+                self._extra_acked_prev = self._extra_acked
+                self._extra_acked = 0
+        start = self._ack_epoch_start
+        expected = 0.0 if start is None else self._btlbw.value * (now - start)
+        if (
+            start is None
+            or self._ack_epoch_acked <= expected
+            or self._ack_epoch_acked + acked >= ACK_EPOCH_RESET_BYTES
+        ):
+            self._ack_epoch_start = now  # ACKs at or below the expected rate: a new epoch
+            self._ack_epoch_acked = 0
+            expected = 0.0
+        self._ack_epoch_acked += acked
+        extra = min(int(self._ack_epoch_acked - expected), self.cwnd)
+        self._extra_acked = max(self._extra_acked, extra)
+
+    @property
+    def extra_acked(self) -> int:
+        """The ACK aggregation estimate, bytes (Linux bbr_extra_acked)."""
+        return max(self._extra_acked, self._extra_acked_prev)
+
+    def _aggregation_cwnd(self) -> int:
+        """What cwnd adds for ACK aggregation: nothing in STARTUP, whose gain covers it."""
+        if not self.filled_pipe:
+            return 0
+        return int(min(self.extra_acked, self._btlbw.value * EXTRA_ACKED_MAX_S))
 
     def _check_full_pipe(self, rs: RateSample) -> None:
         if self.filled_pipe or not self._round_start or self._is_app_limited(rs):
@@ -434,7 +492,7 @@ class Bbr(CongestionController):
         if self._packet_conservation:
             cwnd = max(cwnd, rs.bytes_in_flight + acked)
         else:
-            target = self._inflight(self.cwnd_gain)
+            target = self.target_cwnd
             if self.filled_pipe:
                 cwnd = min(cwnd + acked, target)
             elif cwnd < target or self._delivered < self.initial_window:

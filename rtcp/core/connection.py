@@ -1149,6 +1149,24 @@ class Connection:
         cwnd = self.cc.cwnd - self._dupack_credit
         if min(wnd_end, data_end) - nxt < mss or sb.pipe >= cwnd:
             return nxt
+        # How many full segments data, window and cwnd allow (the loop it replaces checked
+        # pipe < cwnd before each one, pipe growing by mss), then pacing, one by one.
+        sent = min((data_end - nxt) // mss, (wnd_end - nxt) // mss,
+                   int(-(-(cwnd - sb.pipe) // mss)))
+        if rate:
+            step = mss / rate
+            limit = now + PACING_SLACK_S
+            pace_next = self._pace_next
+            allowed = 0
+            while allowed < sent and pace_next <= limit:
+                pace_next += step
+                allowed += 1
+            if allowed < sent:
+                self._pacing_blocked = True
+                sent = allowed
+            self._pace_next = pace_next
+        if sent <= 0:
+            return nxt
         opts = self._data_options(now)
         optlen = len(opts)
         window = self._acknowledging()
@@ -1162,25 +1180,16 @@ class Connection:
         iss = self.iss
         ackw = (self.irs + self.rcv_nxt) & TS_MASK
         opts_crc_len = optlen
+        sb.add_run(nxt, sent, mss, now)
         view = self._sndbuf.view
-        add = sb.add
         append = out.append
-        sent = 0
-        while nxt + mss <= data_end and nxt + mss <= wnd_end and sb.pipe < cwnd:
-            if rate:
-                if self._pace_next > now + PACING_SLACK_S:
-                    self._pacing_blocked = True
-                    break
-                self._pace_next += mss / rate
-            end = nxt + mss
-            add(nxt, end, now)
-            prefix = pack(version, ACK, window, lid, pid, (iss + nxt) & TS_MASK, ackw,
+        for seq in range(nxt, nxt + sent * mss, mss):
+            prefix = pack(version, ACK, window, lid, pid, (iss + seq) & TS_MASK, ackw,
                           opts_crc_len, 0)
-            payload = view(nxt, end)
+            payload = view(seq, seq + mss)
             append(join((prefix, cks(crc32(payload, crc32(opts, crc32(prefix)))), opts,
                          payload)))
-            nxt = end
-            sent += 1
+        nxt += sent * mss
         if sent:
             stats = self.stats
             stats.segments_sent += sent

@@ -25,21 +25,9 @@ _COMPACT_MIN_RECORDS = 1024
 class SentSegment:
     """One data segment that was sent and is not yet cumulatively acknowledged."""
 
-    __slots__ = (
-        "acked",
-        "app_limited",
-        "delivered",
-        "delivered_time",
-        "end",
-        "first_sent_time",
-        "lost",
-        "retransmits",
-        "sacked",
-        "sent_at",
-        "start",
-    )
+    __slots__ = ("acked", "end", "lost", "retransmits", "sacked", "sent_at", "stamp", "start")
 
-    def __init__(self, start: int, end: int, sent_at: float):
+    def __init__(self, start: int, end: int, sent_at: float, stamp: tuple | None = None):
         self.start = start  # absolute offset of the first byte
         self.end = end  # absolute offset one past the last byte
         self.sent_at = sent_at  # time of the latest (re)transmission
@@ -47,11 +35,9 @@ class SentSegment:
         self.sacked = False
         self.lost = False  # declared lost and not yet retransmitted
         self.acked = False  # removed by a cumulative ACK
-        # Delivery-rate stamps, set at each transmission (Scoreboard._stamp).
-        self.delivered = 0
-        self.delivered_time = sent_at
-        self.first_sent_time = sent_at
-        self.app_limited = False
+        # Delivery-rate stamps of the latest transmission (Scoreboard._stamp): (delivered,
+        # delivered_time, first_sent_time, app_limited), one tuple shared by a batch.
+        self.stamp = stamp if stamp is not None else (0, sent_at, sent_at, False)
 
 
 def _start(rec: SentSegment) -> int:
@@ -113,19 +99,25 @@ class Scoreboard:
         return None
 
     def add(self, start: int, end: int, now: float) -> SentSegment:
-        rec = SentSegment(start, end, now)
-        self._stamp(rec, now)
+        rec = SentSegment(start, end, now, self._stamp(now))
         self._recs.append(rec)
         self.outstanding_bytes += end - start
         return rec
 
-    def _stamp(self, rec: SentSegment, now: float) -> None:
+    def add_run(self, start: int, count: int, size: int, now: float) -> None:
+        """add() for `count` segments of `size` bytes from `start`, sent at one moment: they
+        share one stamp, as they would one by one (nothing is delivered in between)."""
+        stamp = self._stamp(now)
+        append = self._recs.append
+        for seg_start in range(start, start + count * size, size):
+            append(SentSegment(seg_start, seg_start + size, now, stamp))
+        self.outstanding_bytes += count * size
+
+    def _stamp(self, now: float) -> tuple:
         if self.pipe <= 0:  # nothing in flight: the sample interval starts now
             self.first_sent_time = self.delivered_time = now
-        rec.delivered = self.delivered
-        rec.delivered_time = self.delivered_time
-        rec.first_sent_time = self.first_sent_time
-        rec.app_limited = self.app_limited_until != 0
+        return (self.delivered, self.delivered_time, self.first_sent_time,
+                self.app_limited_until != 0)
 
     def _deliver(self, rec: SentSegment, size: int, now: float, in_order: bool = True) -> None:
         """`rec` reached the receiver (cumulative ACK or SACK): update the rate sample."""
@@ -137,12 +129,13 @@ class Scoreboard:
             self.newest_delivered_sent_at = rec.sent_at
         if self.app_limited_until and self.delivered > self.app_limited_until:
             self.app_limited_until = 0
-        if rec.delivered >= self._rs_prior_delivered:  # the most recently sent one wins
-            self._rs_prior_delivered = rec.delivered
-            self._rs_prior_time = rec.delivered_time
-            self._rs_app_limited = rec.app_limited
-            self._rs_send_elapsed = rec.sent_at - rec.first_sent_time
-            self._rs_ack_elapsed = now - rec.delivered_time
+        delivered, delivered_time, first_sent_time, app_limited = rec.stamp
+        if delivered >= self._rs_prior_delivered:  # the most recently sent one wins
+            self._rs_prior_delivered = delivered
+            self._rs_prior_time = delivered_time
+            self._rs_app_limited = app_limited
+            self._rs_send_elapsed = rec.sent_at - first_sent_time
+            self._rs_ack_elapsed = now - delivered_time
             # RTT only from in-order deliveries: a segment SACKed out of order may have
             # overtaken the others (a reordering path), and its short RTT would drag a
             # rate-based controller's RTprop, and so its window, far below the real one.
@@ -166,8 +159,25 @@ class Scoreboard:
         head = self._head
         newest = None
         retransmitted_at = None
-        while head < len(recs):
+        count = len(recs)
+        plain = None  # the newest of a run of plain records (sent once, not SACKed, not lost)
+        plain_bytes = 0
+        while head < count:
             rec = recs[head]
+            if rec.end <= ack and not (rec.sacked or rec.lost or rec.retransmits):
+                # The common case, folded: one _deliver for the run gives the same result,
+                # since each record of it is sent later than the one before (so it wins).
+                plain = rec
+                plain_bytes += rec.end - rec.start
+                rec.acked = True
+                head += 1
+                continue
+            if plain is not None:
+                newest = plain
+                self.outstanding_bytes -= plain_bytes
+                self._deliver(plain, plain_bytes, now)
+                plain = None
+                plain_bytes = 0
             if rec.end <= ack:
                 if not rec.sacked:
                     self._deliver(rec, rec.end - rec.start, now)
@@ -189,6 +199,10 @@ class Scoreboard:
                         self.lost_bytes -= delta
                     rec.start = ack
                 break
+        if plain is not None:
+            newest = plain
+            self.outstanding_bytes -= plain_bytes
+            self._deliver(plain, plain_bytes, now)
         self._head = head
         if self._scan < head:
             self._scan = head
@@ -306,7 +320,7 @@ class Scoreboard:
             return
         pieces = []
         for start in range(rec.start, rec.end, size):
-            piece = SentSegment(start, min(start + size, rec.end), rec.sent_at)
+            piece = SentSegment(start, min(start + size, rec.end), rec.sent_at, rec.stamp)
             piece.retransmits = rec.retransmits
             piece.lost = rec.lost
             piece.sacked = rec.sacked
@@ -332,7 +346,7 @@ class Scoreboard:
             self._lost_queue.popleft()
         rec.retransmits += 1
         rec.sent_at = now
-        self._stamp(rec, now)
+        rec.stamp = self._stamp(now)
         self._retransmitted.append((rec, now))
 
     def detect_lost_retransmissions(self, reorder_window_s: float) -> int:

@@ -170,13 +170,12 @@ def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = N
             if j < limit and 0 < len(datagrams[j]) < size:
                 j += 1  # a shorter datagram ends a run
         if j - i > 1:
-            run = datagrams[i:j]
-            data = b"".join(run)
+            run = datagrams[i:j]  # one buffer each: the kernel gathers them, no join here
             try:
                 if addr is None:
-                    sock.sendmsg([data], _size_cmsg(size))
+                    nbytes = sock.sendmsg(run, _size_cmsg(size))
                 else:
-                    sock.sendmsg([data], _size_cmsg(size), 0, addr)
+                    nbytes = sock.sendmsg(run, _size_cmsg(size), 0, addr)
             except (BlockingIOError, InterruptedError):
                 return SendResult(i, sent, sent_bytes, errors, error_bytes)
             except OSError as exc:
@@ -196,7 +195,7 @@ def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = N
                 gso.sends += 1
                 gso.segments += j - i
                 sent += j - i
-                sent_bytes += len(data)
+                sent_bytes += nbytes
                 i = j
                 continue
         try:

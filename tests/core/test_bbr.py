@@ -61,8 +61,9 @@ class Packet:
 class Link:
     """One sender (the controller under test) over one bottleneck; see the module docstring."""
 
-    def __init__(self, cc, *, bw=BW, rtt=RTT, loss=0.0, seed=1, start=100.0):
+    def __init__(self, cc, *, bw=BW, rtt=RTT, loss=0.0, seed=1, start=100.0, ack_batch_s=0.0):
         self.cc = cc
+        self.ack_batch_s = ack_batch_s  # > 0: ACKs arrive together at multiples of this
         self.bw = bw
         self.rtt = rtt
         self.loss = loss
@@ -101,7 +102,10 @@ class Link:
             return
         depart = max(now, self.queue_free_at) + MSS / self.bw
         self.queue_free_at = depart
-        heapq.heappush(self.acks, (depart + self.rtt, p.seq, p))
+        arrival = depart + self.rtt
+        if self.ack_batch_s:
+            arrival = math.ceil(arrival / self.ack_batch_s) * self.ack_batch_s
+        heapq.heappush(self.acks, (arrival, p.seq, p))
 
     def _on_ack(self, p: Packet) -> None:
         cc, now = self.cc, self.now
@@ -313,7 +317,10 @@ def test_pacing_rate_is_gain_times_btlbw_and_cwnd_two_bdp():
     link.hook = hook
     link.run(1.0)
     assert checked
-    expected = 2 * cc.btlbw * cc.rtprop_s + cc.btlbw * ACK_AGGREGATION_S + QUANTUM_SEGMENTS * MSS
+    expected = (
+        2 * cc.btlbw * cc.rtprop_s + cc.btlbw * ACK_AGGREGATION_S + QUANTUM_SEGMENTS * MSS
+        + cc.extra_acked
+    )
     assert cc.target_cwnd == pytest.approx(expected, abs=1)
     assert cc.cwnd == cc.target_cwnd  # reached and held
     assert cc.cwnd == pytest.approx(2 * BDP + cc.btlbw * ACK_AGGREGATION_S + 3 * MSS, rel=0.03)
@@ -621,7 +628,9 @@ def test_mss_change_moves_the_floors():
     cc.mss = 9000  # path MTU discovery raised the segment size
     cc.on_congestion_event(link.now, 0)
     assert cc.cwnd == MIN_PIPE_CWND_SEGMENTS * 9000
-    assert cc.target_cwnd == int(2 * cc.bdp + cc.btlbw * ACK_AGGREGATION_S) + QUANTUM_SEGMENTS * 9000
+    assert cc.target_cwnd == (
+        int(2 * cc.bdp + cc.btlbw * ACK_AGGREGATION_S) + QUANTUM_SEGMENTS * 9000 + cc.extra_acked
+    )
 
 
 def test_per_ack_state_is_bounded():
@@ -630,3 +639,27 @@ def test_per_ack_state_is_bounded():
     link.run(2.0)
     assert len(cc._btlbw._s) == 3
     assert not any(isinstance(getattr(cc, a, None), (list, dict, deque)) for a in Bbr.__slots__)
+
+
+def test_ack_aggregation_is_measured_and_widens_cwnd():
+    # Linux's extra_acked: a receiver that ACKs in bursts delivers data in clumps; cwnd grows
+    # by the clump BtlBw does not explain, or the sender would stall between bursts.
+    smooth, _ = converged()
+    assert smooth.extra_acked <= 2 * MSS
+    batch = 0.010
+    cc, link = converged(ack_batch_s=batch)
+    link.run(2.0)
+    assert cc.extra_acked >= 0.5 * BW * batch
+    assert cc.extra_acked <= 2 * BW * batch
+    assert cc.target_cwnd == (
+        int(2 * cc.bdp + cc.btlbw * ACK_AGGREGATION_S) + QUANTUM_SEGMENTS * MSS + cc.extra_acked
+    )
+    assert cc.btlbw == pytest.approx(BW, rel=0.1)  # the clumps do not inflate the model
+
+
+def test_ack_aggregation_is_not_added_in_startup():
+    cc = Bbr(MSS, rng=random.Random(1))
+    link = Link(cc, ack_batch_s=0.010)
+    link.run(0.15)
+    assert not cc.filled_pipe and cc.extra_acked > 0
+    assert cc.target_cwnd == cc._inflight(cc.cwnd_gain)
