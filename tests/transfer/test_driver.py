@@ -10,7 +10,7 @@ import socket
 from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.errors import ExitCode
-from rtcp.net.driver import App, Driver
+from rtcp.net.driver import App, Driver, Handle
 from rtcp.transfer import protocol as proto
 from rtcp.transfer.receiver import FileServer
 from rtcp.transfer.sender import SendApp
@@ -192,3 +192,46 @@ def test_segment_for_unknown_connection_gets_a_reset():
     finally:
         peer.close()
         server.close()
+
+
+class _RecordingConn:
+    """A core stand-in that records how the driver hands it datagrams."""
+
+    is_closed = False
+
+    def __init__(self, local_id: int):
+        self.local_id = local_id
+        self.calls: list[tuple[str, list[bytes]]] = []
+
+    def receive_datagrams(self, batch, now):
+        taken = 0
+        for d in batch:
+            if wire.peek_ids(d)[2] != self.local_id:
+                break
+            taken += 1
+        self.calls.append(("batch", [bytes(d) for d in batch[:taken]]))
+        return taken
+
+    def receive_datagram(self, data, now):
+        self.calls.append(("one", [bytes(data)]))
+
+
+def test_a_gro_batch_is_routed_in_runs_per_connection():
+    driver = Driver(("127.0.0.1", 0))
+    try:
+        conns = {cid: _RecordingConn(cid) for cid in (0x11, 0x22)}
+        for cid, conn in conns.items():
+            driver._by_id[cid] = Handle(conn, ("127.0.0.1", 9), App(), driver, 0.0)
+
+        def dgram(dst: int, n: int) -> bytes:
+            return wire.build(wire.ACK, 0x99, dst, n, 0, 100, b"", bytes([n]) * 20)
+
+        a1, a2, b1, a3 = dgram(0x11, 1), dgram(0x11, 2), dgram(0x22, 3), dgram(0x11, 4)
+        unknown, short = dgram(0x33, 5), b"\x01\x10"
+        batch = [memoryview(d) for d in (a1, a2, b1, unknown, short, a3)]
+        driver._route_batch(batch, ("127.0.0.1", 9), driver.clock())
+        assert conns[0x11].calls == [("batch", [a1, a2]), ("batch", [a3])]
+        assert conns[0x22].calls == [("batch", [b1])]
+        assert driver.stats.unroutable == 2  # the unknown id and the runt
+    finally:
+        driver.close()
