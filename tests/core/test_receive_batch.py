@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtcp.core import wire
+
 from .conn_helpers import T0, drain, pair, run_pair
 
 OPTIONS = {"timestamps": True, "sack": True, "window_scaling": True,
