@@ -323,6 +323,13 @@ class Connection:
         self._maybe_announce_window()
         return chunks
 
+    def send_ack_now(self) -> None:
+        """Acknowledge what has arrived in the next datagrams_to_send, without the delayed-ACK
+        wait: for an application about to block (an fsync), so that the peer does not take
+        the silence for a lost tail and retransmit it."""
+        if self.state in _SYNCHRONIZED and self._unacked_segments:
+            self._ack_now = True
+
     @property
     def readable(self) -> int:
         return self._rcv_buffered

@@ -106,6 +106,11 @@ class Handle:
     def closed(self) -> bool:
         return self.closed_at is not None
 
+    def flush(self, now: float) -> None:
+        """Send what the connection has queued now, before the app does something slow."""
+        if self.driver is not None:
+            self.driver._flush(self, now)
+
 
 @dataclass
 class DriverStats:

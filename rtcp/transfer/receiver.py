@@ -232,6 +232,10 @@ class ReceiveApp(App):
                 except Refusal as exc:
                     self._refuse(exc.verdict, now)
             elif isinstance(item, proto.TrailerReceived):
+                # ACK the end of the stream before the fsync, which can take longer than the
+                # sender waits before it probes for a lost tail (a needless retransmission)
+                self.handle.conn.send_ack_now()
+                self.handle.flush(now)
                 commit = self.incoming.finish(item.digest)
                 self._sha256 = commit.sha256
                 self._path = str(commit.path) if commit.path is not None else None

@@ -49,6 +49,17 @@ def test_data_delivered_and_ack_delayed():
     assert conn.get_timer() is None
 
 
+def test_send_ack_now_skips_the_delayed_ack_wait():
+    # An application about to block (the receiver's fsync) acknowledges what it has first.
+    conn = established()
+    conn.send_ack_now()
+    recv_nothing(conn, T1)  # nothing to acknowledge: no ACK
+    send(conn, T1, ACK, rseq(1), lseq(1), payload=b"x" * 100)
+    conn.send_ack_now()
+    assert recv(conn, T1) == [out(ACK, lseq(1), rseq(101), window=BUF - 100)]
+    assert conn.get_timer() is None  # the delayed-ACK timer went with it
+
+
 def test_every_second_full_segment_is_acked_at_once():
     # RFC 5681 4.2 / RFC 9293 3.8.6.3: an ACK for at least every second full-sized segment.
     conn = established()
