@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from rtcp.transfer.protocol import TEMP_PREFIX, BadName, Status, Verdict, valida
 
 _WRITE_BUFFER = 1 << 20
 # Flush to disk every this many bytes while receiving, so that the final fsync (which the
-# sender waits for, under its no-progress timeout) never has gigabytes of dirty pages to write.
-SYNC_EVERY_BYTES = 64 << 20
+# sender waits for: it is part of every transfer's time) has little left to write. The flush
+# runs in a helper thread (fdatasync releases the GIL): on the event loop's thread it stalled
+# reading for tens of milliseconds, long enough to overflow the socket buffer.
+SYNC_EVERY_BYTES = 16 << 20
 _TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]+-")
 _NAME_MAX = 255
 # Hard links are the race-free "rename unless it exists"; these say a filesystem lacks them.
@@ -175,6 +178,8 @@ class IncomingFile:
         self._closed = False
         self.committed = False
         self._synced = 0
+        self._syncer: threading.Thread | None = None  # an fdatasync in flight
+        self._sync_error: OSError | None = None
         for _attempt in range(8):
             self.temp = out.path / _temp_name(name)
             try:
@@ -217,16 +222,38 @@ class IncomingFile:
             ) from None
         self._hash.update(data)
         self.bytes_written += len(data)
-        if self.bytes_written - self._synced >= SYNC_EVERY_BYTES:
+        if self.bytes_written - self._synced >= SYNC_EVERY_BYTES and not self._sync_running():
             try:
+                self._check_sync()
                 self._file.flush()
-                os.fdatasync(self._file.fileno())
             except OSError as exc:
                 self.abort()
                 raise Refusal(
                     Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}"
                 ) from None
             self._synced = self.bytes_written
+            self._syncer = threading.Thread(
+                target=self._sync, args=(self._file.fileno(),), name="rtcp-fdatasync",
+                daemon=True,
+            )
+            self._syncer.start()
+
+    def _sync(self, fd: int) -> None:
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            self._sync_error = exc
+
+    def _sync_running(self) -> bool:
+        return self._syncer is not None and self._syncer.is_alive()
+
+    def _check_sync(self) -> None:
+        """Wait for the background flush; raise what it failed with (ENOSPC, EIO)."""
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
+        if self._sync_error is not None:
+            raise self._sync_error
 
     def finish(self, expected_digest: bytes) -> CommitResult:
         """Compare the SHA-256, then fsync and move into place. Never leaves the temporary."""
@@ -250,6 +277,7 @@ class IncomingFile:
                 hexd,
             )
         try:
+            self._check_sync()
             self._file.flush()
             os.fsync(self._file.fileno())
             umask = os.umask(0)
@@ -294,6 +322,9 @@ class IncomingFile:
         """Drop the transfer: close and remove the temporary (idempotent; no-op once committed)."""
         if self.committed:
             return
+        if self._syncer is not None:
+            self._syncer.join()  # its fd must stay open until it is done
+            self._syncer = None
         if not self._closed:
             self._closed = True
             try:
