@@ -39,6 +39,7 @@ from typing import Self
 from rtcp.core import events as ev
 from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
+from rtcp.core.connection import Connection
 from rtcp.net import udp
 
 _RECV_BUFFER_BYTES = udp.RECV_BUFFER_BYTES
@@ -56,12 +57,6 @@ _MAX_GRO_DATAGRAMS_PER_WAKEUP = 128
 _LINGER_S = 2.0
 # Queued datagrams (EAGAIN) handed to one send_batch call when the socket is writable again.
 _MAX_PENDING_BATCH = 1024
-
-
-def _connection_class():
-    from rtcp.core.connection import Connection  # imported late: the core may land later
-
-    return Connection
 
 
 class App:
@@ -199,7 +194,7 @@ class Driver:
     def connect(self, peer: tuple, config: ConnectionConfig, app: App) -> Handle:
         """Open a client connection to peer (a resolved socket address) driven by app."""
         now = self.clock()
-        conn = _connection_class()(config, is_client=True, now=now)
+        conn = Connection(config, is_client=True, now=now)
         handle = self._add(conn, peer, app, now)
         conn.connect(now)
         self._flush(handle, now)
@@ -450,7 +445,7 @@ class Driver:
             return
         config_factory, app_factory = self._listen
         config = config_factory()
-        conn = _connection_class()(config, is_client=False, now=now)
+        conn = Connection(config, is_client=False, now=now)
         conn.receive_datagram(data, now)
         if _state_name(conn) in ("LISTEN", "CLOSED"):
             # the SYN did not pass the core's checks (checksum, ...): nothing to keep

@@ -30,6 +30,7 @@ from rtcp.errors import (
 )
 from rtcp.net.driver import App, Driver, Handle, resolve
 from rtcp.transfer import protocol as proto
+from rtcp.transfer.readahead import ReadAhead, SourceError
 
 READ_CHUNK_BYTES = 256 * 1024
 DEFAULT_TIMEOUT_S = 15.0
@@ -126,7 +127,10 @@ class SendApp(App):
         self.peer_text = peer_text
         self.timeout_s = timeout_s
         self.clock = clock
-        self.read_chunk_bytes = read_chunk_bytes
+        # read and hashed in a helper thread, from now on: the handshake overlaps it
+        self._reader = ReadAhead(
+            fileobj, sender.size, sender.update, chunk_bytes=read_chunk_bytes, name=sender.name
+        )
         self._out: memoryview | None = None  # bytes given to conn.send() next
         self._header_queued = False
         self._trailer_queued = False
@@ -173,10 +177,15 @@ class SendApp(App):
         the receiver drops the transfer at once rather than after its idle timeout."""
         if self.error is None and not self.succeeded:
             self.error = error
+        self.close()
         if abort:
             self.handle.conn.abort()
             self.linger = self.linger or linger
         self.done = True
+
+    def close(self) -> None:
+        """Stop the read-ahead helper (idempotent); send_file calls it at the end."""
+        self._reader.close()
 
     def linger_seconds(self) -> float:
         srtt = stat_value(self.handle.conn.stats, "srtt_s", default=None) or 0.05
@@ -207,6 +216,7 @@ class SendApp(App):
                 self.handle.conn.close()
                 self.closing_since = now
         elif isinstance(event, ev.ConnectionClosed):
+            self.close()
             self.close_reason = event.reason
             if not self.succeeded and self.error is None:
                 self.error = closed_error(event.reason, event.error, self.peer_text, self.timeout_s)
@@ -267,26 +277,15 @@ class SendApp(App):
             self._out = memoryview(header)
             self._header_queued = True
             return True
-        remaining = self.fs.size - self.file_bytes_read
-        if remaining > 0:
+        if self.file_bytes_read < self.fs.size:
             try:
-                # fresh bytes each time: the connection keeps them by reference, no copy
-                chunk = self.file.read(min(remaining, self.read_chunk_bytes))
-            except OSError as exc:
-                self.fail(
-                    LocalIOError(f"cannot read {self.fs.name}: {exc.strerror or exc}"), linger=True
-                )
+                chunk = self._reader.take()  # fresh bytes: the connection keeps them, no copy
+            except SourceError as exc:
+                self.fail(LocalIOError(str(exc)), linger=True)
                 return False
-            if not chunk:
-                self.fail(
-                    LocalIOError(
-                        f"{self.fs.name} shrank while being sent "
-                        f"({self.file_bytes_read} of {self.fs.size} bytes)"
-                    ),
-                    linger=True,
-                )
+            if chunk is None:  # pragma: no cover - the reader stops at fs.size or raises
+                self.fail(LocalIOError(f"{self.fs.name} ended early"), linger=True)
                 return False
-            self.fs.update(chunk)
             self.file_bytes_read += len(chunk)
             self._out = memoryview(chunk)
             return True
@@ -419,6 +418,8 @@ def send_file(
                     driver.service()
                     driver.linger(app.linger_seconds())
                 raise
+            finally:
+                app.close()
             # flush what the last iteration queued (an RST, the last ACK)
             driver.service()
             if app.linger:
