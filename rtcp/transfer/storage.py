@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -26,10 +27,11 @@ from rtcp.transfer.protocol import TEMP_PREFIX, BadName, Status, Verdict, valida
 
 _WRITE_BUFFER = 1 << 20
 # Flush to disk every this many bytes while receiving, so that the final fsync (which the
-# sender waits for: it is part of every transfer's time) has little left to write. The flush
-# runs in a helper thread (fdatasync releases the GIL): on the event loop's thread it stalled
-# reading for tens of milliseconds, long enough to overflow the socket buffer.
+# sender waits for: it is part of every transfer's time) has little left to write.
 SYNC_EVERY_BYTES = 16 << 20
+# Received data waits for the writer thread in a queue of at most this many chunks (a GRO
+# read's worth each: up to ~16 MiB); a full queue holds the event loop back.
+WRITE_QUEUE_CHUNKS = 128
 _TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]+-")
 _NAME_MAX = 255
 # Hard links are the race-free "rename unless it exists"; these say a filesystem lacks them.
@@ -166,7 +168,13 @@ class CommitResult:
 
 
 class IncomingFile:
-    """One file being received: write(), then finish(digest) or abort()."""
+    """One file being received: write(), then finish(digest) or abort().
+
+    The bytes go to disk and into SHA-256 in a helper thread, in order: the file write, the
+    hash and the periodic fdatasync all release the GIL, so they run beside the event loop
+    (on its thread an fdatasync stalled reading for tens of milliseconds, long enough to
+    overflow the socket buffer). A failure there is reported by the next write() or by
+    finish()."""
 
     def __init__(self, out: OutputDir, name: str, size: int):
         self.out = out
@@ -177,9 +185,9 @@ class IncomingFile:
         self._hash = hashlib.sha256()
         self._closed = False
         self.committed = False
-        self._synced = 0
-        self._syncer: threading.Thread | None = None  # an fdatasync in flight
-        self._sync_error: OSError | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_CHUNKS)
+        self._writer: threading.Thread | None = None
+        self._write_error: OSError | None = None
         for _attempt in range(8):
             self.temp = out.path / _temp_name(name)
             try:
@@ -203,60 +211,65 @@ class IncomingFile:
         else:
             raise Refusal(Status.IO_ERROR, "cannot create a unique temporary file")
         self._file = open(fd, "wb", buffering=_WRITE_BUFFER, closefd=True)  # noqa: SIM115
+        self._writer = threading.Thread(target=self._write_loop, name="rtcp-writer", daemon=True)
+        self._writer.start()
 
     @property
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
 
     def write(self, data: bytes | memoryview) -> None:
-        """Append bytes; raises Refusal(IO_ERROR) (the temporary is then removed)."""
+        """Queue bytes for the file; raises Refusal (the temporary is then removed) for more
+        bytes than announced, or when an earlier write failed."""
         if self.bytes_written + len(data) > self.size:
             self.abort()
             raise Refusal(Status.PROTOCOL_ERROR, "more bytes than announced")
-        try:
-            self._file.write(data)
-        except OSError as exc:
+        if self._write_error is not None:
+            exc = self._write_error
             self.abort()
-            raise Refusal(
-                Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}"
-            ) from None
-        self._hash.update(data)
+            raise Refusal(Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}")
+        if not (type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)):
+            data = bytes(data)  # the caller may reuse a mutable buffer: the thread gets a copy
+        self._queue.put(data)
         self.bytes_written += len(data)
-        if self.bytes_written - self._synced >= SYNC_EVERY_BYTES and not self._sync_running():
+
+    def _write_loop(self) -> None:
+        """The writer thread: write, hash and flush what write() queued; None ends it."""
+        update, get = self._hash.update, self._queue.get
+        unsynced = 0
+        while (data := get()) is not None:
+            if self._write_error is not None:
+                continue  # failed: drain what is queued, write nothing more
+            file = self._file
             try:
-                self._check_sync()
-                self._file.flush()
-            except OSError as exc:
-                self.abort()
-                raise Refusal(
-                    Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}"
-                ) from None
-            self._synced = self.bytes_written
-            self._syncer = threading.Thread(
-                target=self._sync, args=(self._file.fileno(),), name="rtcp-fdatasync",
-                daemon=True,
-            )
-            self._syncer.start()
+                file.write(data)
+                update(data)
+                unsynced += len(data)
+                if unsynced >= SYNC_EVERY_BYTES:
+                    file.flush()
+                    os.fdatasync(file.fileno())
+                    unsynced = 0
+            except Exception as exc:  # noqa: BLE001 - reported by write() or finish()
+                self._write_error = exc if isinstance(exc, OSError) else OSError(str(exc))
 
-    def _sync(self, fd: int) -> None:
-        try:
-            os.fdatasync(fd)
-        except OSError as exc:
-            self._sync_error = exc
-
-    def _sync_running(self) -> bool:
-        return self._syncer is not None and self._syncer.is_alive()
-
-    def _check_sync(self) -> None:
-        """Wait for the background flush; raise what it failed with (ENOSPC, EIO)."""
-        if self._syncer is not None:
-            self._syncer.join()
-            self._syncer = None
-        if self._sync_error is not None:
-            raise self._sync_error
+    def _stop_writer(self) -> None:
+        """Wait until everything queued is written (or failed) and the thread is gone."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
 
     def finish(self, expected_digest: bytes) -> CommitResult:
         """Compare the SHA-256, then fsync and move into place. Never leaves the temporary."""
+        self._stop_writer()
+        if self._write_error is not None:
+            exc = self._write_error
+            self.abort()
+            return CommitResult(
+                Verdict(Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}"),
+                None,
+                self._hash.hexdigest(),
+            )
         digest = self._hash.digest()
         hexd = digest.hex()
         if self.bytes_written != self.size:
@@ -277,7 +290,6 @@ class IncomingFile:
                 hexd,
             )
         try:
-            self._check_sync()
             self._file.flush()
             os.fsync(self._file.fileno())
             umask = os.umask(0)
@@ -322,9 +334,9 @@ class IncomingFile:
         """Drop the transfer: close and remove the temporary (idempotent; no-op once committed)."""
         if self.committed:
             return
-        if self._syncer is not None:
-            self._syncer.join()  # its fd must stay open until it is done
-            self._syncer = None
+        if self._writer is not None:
+            self._write_error = self._write_error or OSError("aborted")  # drain, write no more
+            self._stop_writer()  # the file must stay open until the thread is done with it
         if not self._closed:
             self._closed = True
             try:

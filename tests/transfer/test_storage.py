@@ -167,10 +167,13 @@ def test_write_error_becomes_io_error_and_removes_the_temporary(tmp_path, monkey
         def close(self):
             pass
 
-    f._file.close()
+    real = f._file
     f._file = Full()
+    f.write(b"x" * 100)  # queued: the writer thread meets the error
+    f._stop_writer()  # (white box) wait for it
+    real.close()
     with pytest.raises(Refusal) as info:
-        f.write(b"x" * 100)
+        f.write(b"x" * 100)  # the next write reports it
     assert info.value.status == Status.IO_ERROR
     assert "No space left" in info.value.message
     assert temps(tmp_path) == []
@@ -299,13 +302,12 @@ def test_data_is_synced_as_it_arrives(tmp_path, monkeypatch):
     f = OutputDir(tmp_path).open("s", 5000)
     for _ in range(10):
         f.write(b"x" * 500)
-    f._check_sync()
-    assert 1 <= len(synced) <= 5  # one at a time: a threshold passed during a flush is skipped
     assert f.finish(sha(b"x" * 5000)).verdict.ok
+    assert len(synced) == 5
 
 
 def test_the_flush_runs_beside_the_writes(tmp_path, monkeypatch):
-    """fdatasync in a helper thread: writing goes on while it runs (no event-loop stall)."""
+    """Writes, hash and fdatasync in a helper thread: write() returns while it is blocked."""
     started, release = threading.Event(), threading.Event()
 
     def slow_fdatasync(fd):
@@ -331,10 +333,10 @@ def test_a_failed_background_flush_fails_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "SYNC_EVERY_BYTES", 1000)
     monkeypatch.setattr(storage.os, "fdatasync", full)
     f = OutputDir(tmp_path).open("s", 3000)
-    f.write(b"x" * 1000)  # starts a flush, which fails in its thread
-    f._syncer.join()
+    f.write(b"x" * 1000)  # its flush fails in the writer thread
+    f._stop_writer()  # (white box) wait for the thread to get there
     with pytest.raises(Refusal) as info:
-        f.write(b"x" * 1000)  # past the next threshold: the error surfaces
+        f.write(b"x" * 1000)  # the next write reports it
     assert info.value.verdict.status is Status.IO_ERROR
     assert "No space left" in info.value.verdict.message
     assert list(tmp_path.iterdir()) == []  # the temporary is gone
