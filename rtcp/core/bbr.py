@@ -160,6 +160,7 @@ class Bbr(CongestionController):
     """
 
     name = "bbr"
+    uses_rng = True  # the first ProbeBW phase is random (draft 4.3.4.1)
     __slots__ = (
         "_ack_epoch_acked",
         "_ack_epoch_start",

@@ -37,4 +37,6 @@ class ConnectionConfig:
     nagle: bool = False  # RFC 896; off, like TCP_NODELAY, because the file app writes in bulk
     initial_seq: int | None = None  # fixed ISN for tests (the wrap test); None = random (secrets)
     local_id: int | None = None  # fixed connection id for tests; None = random (secrets)
+    random_seed: int | None = None  # seeds the controller's random choices (BBR's first
+    # ProbeBW phase) so that a simulation is reproducible from its seed; None = from the OS
     event_hook: Callable[[str, dict], None] | None = None  # tracing; None costs nothing

@@ -350,12 +350,15 @@ def register(cls: type[CongestionController]) -> type[CongestionController]:
     return cls
 
 
-def make_controller(name: str, mss: int, **kw) -> CongestionController:
-    """Build the controller registered under `name` (case-insensitive)."""
+def make_controller(name: str, mss: int, *, rng=None, **kw) -> CongestionController:
+    """Build the controller registered under `name` (case-insensitive). rng (a random.Random)
+    goes to a controller that makes random choices (its class sets uses_rng)."""
     cls = CONTROLLERS.get(name.lower())
     if cls is None:
         known = ", ".join(sorted(CONTROLLERS))
         raise ValueError(f"unknown congestion controller {name!r}; choose one of: {known}")
+    if getattr(cls, "uses_rng", False):
+        kw["rng"] = rng
     return cls(mss, **kw)
 
 

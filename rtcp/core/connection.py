@@ -21,6 +21,7 @@ Where to find each mechanism:
 
 from __future__ import annotations
 
+import random
 import secrets
 import struct
 import zlib
@@ -182,8 +183,10 @@ class Connection:
         self.pmtud = PathMtuDiscovery()  # replaced once the handshake has told us the peer's MSS
         self._pmtu_ack_pending: int | None = None
         self._consecutive_rtos = 0
+        self._cc_rng = random.Random(cfg.random_seed) if cfg.random_seed is not None else None
         self.cc = make_controller(
-            cfg.congestion_control, self.mss, initial_window_segments=cfg.initial_window_segments
+            cfg.congestion_control, self.mss, initial_window_segments=cfg.initial_window_segments,
+            rng=self._cc_rng,
         )
         self._dupacks = 0
         self._reorder_window_scale = 1  # RACK's reo_wnd in units of min_RTT/4, grown by Eifel
@@ -589,7 +592,7 @@ class Connection:
             self.mss = self._base_mss = max(64, min(self.mss, seg.mss))
             self.cc = make_controller(
                 cfg.congestion_control, self.mss,
-                initial_window_segments=cfg.initial_window_segments,
+                initial_window_segments=cfg.initial_window_segments, rng=self._cc_rng,
             )
         if cfg.window_scaling and seg.wscale is not None:
             self._snd_wscale = seg.wscale
@@ -1549,7 +1552,7 @@ class Connection:
         stats = self.stats
         stats.srtt_s = rtt.srtt_s
         stats.rttvar_s = rtt.rttvar_s
-        stats.min_rtt_s = rtt.min_rtt_s
+        stats.min_rtt_s = self.scoreboard.min_rtt_s = rtt.min_rtt_s
         stats.rto_s = rtt.rto_s
         if self._hook is not None:
             self._trace(

@@ -73,6 +73,7 @@ class Scoreboard:
         # Lost-retransmission detection (RACK's idea, RFC 8985 6.2): the send time of the most
         # recently sent segment known delivered, and retransmissions in the order they left.
         self.newest_delivered_sent_at = 0.0
+        self.min_rtt_s = float("inf")  # the connection's min RTT: RFC 8985 6.2 step 2's test
         self._retransmitted: deque[tuple[SentSegment, float]] = deque()
 
     def __len__(self) -> int:
@@ -124,8 +125,13 @@ class Scoreboard:
         self.delivered += size
         self.delivered_time = now
         # RFC 8985 6.2 step 2: a retransmitted segment's delivery may be the original's, so
-        # its (re)transmission time proves nothing about what was sent before it.
-        if not rec.retransmits and rec.sent_at > self.newest_delivered_sent_at:
+        # its (re)transmission time proves nothing about what was sent before it, unless it
+        # was delivered at least min_RTT after the retransmission (then the retransmission
+        # arrived). Without this, SACKs of retransmissions (tail loss probes) never advance
+        # RACK, and segments lost behind them wait for DupThresh SACKs or the RTO.
+        if rec.sent_at > self.newest_delivered_sent_at and (
+            not rec.retransmits or now - rec.sent_at >= self.min_rtt_s
+        ):
             self.newest_delivered_sent_at = rec.sent_at
         if self.app_limited_until and self.delivered > self.app_limited_until:
             self.app_limited_until = 0

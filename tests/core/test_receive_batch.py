@@ -61,7 +61,7 @@ def mangle(dgrams: list[bytes], ops) -> list[bytes]:
             out.insert(j, out[i])
         elif op == "swap":
             out[i], out[j] = out[j], out[i]
-        elif op == "corrupt":
+        elif op == "corrupt" and out[i]:
             d = bytearray(out[i])
             d[j % len(d)] ^= 0x40
             out[i] = bytes(d)

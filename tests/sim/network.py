@@ -176,6 +176,8 @@ def _seeded(config: ConnectionConfig, rng: random.Random) -> ConnectionConfig:
         config,
         local_id=config.local_id if config.local_id is not None else local_id,
         initial_seq=config.initial_seq if config.initial_seq is not None else initial_seq,
+        # BBR's random phase too (from the id: no extra draw, every scenario stays the same)
+        random_seed=config.random_seed if config.random_seed is not None else local_id,
     )
 
 
