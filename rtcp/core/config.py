@@ -29,6 +29,7 @@ class ConnectionConfig:
     user_timeout_s: float = 30.0  # abort when the peer is silent this long while we wait on it
     time_wait_s: float = 1.0  # 2*MSL; short because rtcp's ids make old duplicates harmless
     delayed_ack_s: float = 0.04  # RFC 9293 3.8.6.3 allows up to 0.5 s; Linux uses 40 ms
+    quickack_segments: int = 16  # the first data segments are ACKed at once (Linux's 16)
     congestion_control: str = "bbr"  # loss-tolerant default; "reno" and "cubic" are the AIMD ones
     initial_window_segments: int = 10  # RFC 6928
     sack: bool = True  # offer SACK-permitted (RFC 2018)

@@ -208,6 +208,7 @@ class Connection:
         self._peer_fin_offset: int | None = None
         self._ack_now = False
         self._unacked_segments = 0
+        self._quickacks = cfg.quickack_segments  # segments to ACK at once (quick-ACK mode)
         self._last_adv_window = 0
         self._immediate: list[bytes] = []  # duplicate ACKs built while receiving
         self._sack_touched: list[int] = []  # SACK ranges changed since the last ACK (starts)
@@ -516,12 +517,21 @@ class Connection:
         self._snd_wl2 = self.snd_una
         self.rcv_nxt = offset
         self._reasm.next_offset = offset
-        self._unacked_segments += taken
-        if self._unacked_segments >= 2:
-            self._ack_now = True  # RFC 9293 3.8.6.3: ACK at least every second full segment
+        self._segments_to_ack(taken, now)
+        return i
+
+    def _segments_to_ack(self, count: int, now: float) -> None:
+        """`count` in-order data segments arrived. ACK at least every second one (RFC 9293
+        3.8.6.3) and, in quick-ACK mode (the connection's first config.quickack_segments, as
+        Linux does), every one: a sender in slow start, or one whose window holds a single
+        segment after path MTU discovery raised its size, would otherwise wait out the
+        delayed-ACK timer. Else arm that timer."""
+        self._unacked_segments += count
+        if self._unacked_segments >= 2 or self._quickacks > 0:
+            self._quickacks = max(0, self._quickacks - count)
+            self._ack_now = True
         elif self._delack_deadline is None:
             self._arm_timer("delayed_ack", now, self.config.delayed_ack_s)
-        return i
 
     def _receive_in_order(self, seg: wire.Segment, now: float) -> bool:
         """The receiver's fast path: the next in-order data segment, nothing else in it (no new
@@ -554,11 +564,7 @@ class Connection:
         self._deliver(payload)
         self.rcv_nxt = offset + plen
         self._reasm.next_offset = offset + plen
-        self._unacked_segments += 1
-        if self._unacked_segments >= 2:
-            self._ack_now = True  # RFC 9293 3.8.6.3: ACK at least every second full segment
-        elif self._delack_deadline is None:
-            self._arm_timer("delayed_ack", now, self.config.delayed_ack_s)
+        self._segments_to_ack(1, now)
         return True
 
     def _on_listen(self, seg: wire.Segment, now: float) -> None:
@@ -982,11 +988,7 @@ class Connection:
             elif result.filled_gap or self._reasm.has_gap():
                 self._ack_now = True
             else:
-                self._unacked_segments += 1
-                if self._unacked_segments >= 2:
-                    self._ack_now = True
-                elif self._delack_deadline is None:
-                    self._arm_timer("delayed_ack", now, self.config.delayed_ack_s)
+                self._segments_to_ack(1, now)
         if self._peer_fin_offset is not None and self.rcv_nxt == self._peer_fin_offset:
             self.rcv_nxt += 1
             self._ack_now = True

@@ -6,9 +6,13 @@ the peer acknowledges (PMTU-ACK option) proves the size; a probe lost MAX_PROBES
 nothing and narrows the search. Probes carry no data, so their loss never costs a retransmission
 and is never taken for congestion (RFC 8899 4.1, 4.4).
 
-The search probes upwards through the datagram sizes of common links (Ethernet, jumbo frames,
-loopback) so that each success costs one round trip, and once a size fails MAX_PROBES times it
-binary-searches the gap between the largest confirmed size and the failed one.
+The search first sends one optimistic probe of the largest size allowed (the peer's limit:
+on loopback, 65,507 bytes): when the path carries it, the search is over in one round trip
+instead of six. If that probe is not acknowledged within OPTIMISTIC_PROBE_TIMER_S (a single
+loss proves nothing, so the size is not ruled out), the search probes upwards through the
+datagram sizes of common links (Ethernet, jumbo frames, loopback), each success costing one
+round trip, and once a size fails MAX_PROBES times it binary-searches the gap between the
+largest confirmed size and the failed one. RFC 8899 5.3 leaves the search algorithm open.
 Black-hole detection (RFC 8899 4.3): when full-sized data keeps timing out after the size was
 raised, the connection calls black_hole() and the size falls back to BASE_PLPMTU.
 """
@@ -23,6 +27,7 @@ SEARCH_GRANULARITY_BYTES = 256  # stop the binary search when the gap is this sm
 # UDP payloads of common links: Ethernet 1500, 4 KiB pages, jumbo 9000, 16/32 KiB, IPv4's limit.
 COMMON_DATAGRAM_BYTES = (1472, 4068, 8972, 16356, 32740, 65507)
 MIN_PROBE_TIMER_S = 0.05
+OPTIMISTIC_PROBE_TIMER_S = 0.05  # a late ACK of it still counts (any acked size > PLPMTU does)
 RAISE_TIMER_S = 600.0  # RFC 8899 5.1.1 PMTU_RAISE_TIMER: search again after this long
 
 
@@ -43,6 +48,7 @@ class PathMtuDiscovery:
         self.state = PmtuState.BASE if max_bytes > base_bytes else PmtuState.DISABLED
         self._high = max_bytes  # largest size not known to fail, upper end of the search
         self._failed = False  # a size failed: binary search from now on
+        self._optimistic = True  # the next candidate is the largest size, probed once
         self.probe_size: int | None = None  # size of the probe in flight
         self.probe_count = 0  # transmissions of the current probe size
         self.probe_deadline: float | None = None
@@ -69,7 +75,9 @@ class PathMtuDiscovery:
             self.probe_size = None
             return
         size = (self.plpmtu + self._high + 1) // 2
-        if not self._failed:
+        if self._optimistic:
+            size = self._high
+        elif not self._failed:
             size = next((c for c in COMMON_DATAGRAM_BYTES if c > self.plpmtu), self._high)
             size = min(size, self._high)
         self.probe_size = size
@@ -86,6 +94,7 @@ class PathMtuDiscovery:
             self._raise_at = None
             self._high = self.max_bytes
             self._failed = False
+            self._optimistic = True
             self.state = PmtuState.SEARCHING
             self._next_candidate()
         if self.state is not PmtuState.SEARCHING or self.probe_size is None:
@@ -97,13 +106,15 @@ class PathMtuDiscovery:
     def on_probe_sent(self, now: float, rto_s: float) -> None:
         self.probe_count += 1
         self.probes_sent += 1
-        self.probe_deadline = now + max(rto_s, MIN_PROBE_TIMER_S)
+        timer = OPTIMISTIC_PROBE_TIMER_S if self._optimistic else max(rto_s, MIN_PROBE_TIMER_S)
+        self.probe_deadline = now + timer
 
     def on_probe_acked(self, size: int, now: float) -> bool:
         """The peer received a probe of `size` bytes. True when plpmtu grew."""
         if size <= self.plpmtu or size > self.max_bytes:
             return False
         self.probes_acked += 1
+        self._optimistic = False
         self.plpmtu = size
         if self.probe_size is not None and size >= self.probe_size:
             self.probe_size = None
@@ -117,6 +128,10 @@ class PathMtuDiscovery:
         if self.probe_deadline is None or now < self.probe_deadline:
             return
         self.probe_deadline = None
+        if self._optimistic:  # not acknowledged: climb the ladder instead (size not ruled out)
+            self._optimistic = False
+            self._next_candidate()
+            return
         if self.probe_count >= MAX_PROBES and self.probe_size is not None:
             self._high = self.probe_size - 1  # this size does not cross the path
             self._failed = True

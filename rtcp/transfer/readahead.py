@@ -5,8 +5,10 @@ the helper runs beside the event loop instead of in it. Profiled, the loop's thr
 hashed the whole 4 MiB send buffer before the first datagram left (about 4 ms on every
 transfer), and then spent about 0.9 ms of every megabyte on it that the protocol could use.
 
-The order of chunks is fixed and take() waits for the next one, so a transfer queues the same
-bytes in the same order as reading them in the loop would: only when they are ready changes.
+The order of chunks is fixed, so a transfer queues the same bytes in the same order as
+reading them in the loop would: only when they are ready changes. The sender takes a chunk
+without waiting while its connection still has data to send (`ready()`), and the helper calls
+`on_chunk` (the driver's wakeup) after each one, so the loop hears of it.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ class ReadAhead:
         chunk_bytes: int,
         depth: int = 4,
         name: str = "file",
+        on_chunk: Callable[[], None] | None = None,
     ):
         self._file = fileobj
         self._size = size
         self._update = update
         self._chunk_bytes = chunk_bytes
         self._name = name
+        self.on_chunk = on_chunk  # called in the helper thread after each chunk is queued
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._finished = False
@@ -62,11 +66,15 @@ class ReadAhead:
                 done += len(chunk)
                 if not self._put(chunk):
                     return
+                if self.on_chunk is not None:
+                    self.on_chunk()
         except OSError as exc:
             item = SourceError(f"cannot read {self._name}: {exc.strerror or exc}")
         except BaseException as exc:  # noqa: BLE001 - reported to the loop's thread, not lost
             item = SourceError(f"cannot read {self._name}: {exc!r}")
         self._put(item)
+        if self.on_chunk is not None:
+            self.on_chunk()
 
     def _put(self, item: object) -> bool:
         """Queue item, waiting for room; False when close() was called meanwhile."""
@@ -77,6 +85,10 @@ class ReadAhead:
             except queue.Full:
                 continue
         return False
+
+    def ready(self) -> bool:
+        """take() would not wait."""
+        return self._finished or not self._queue.empty()
 
     def take(self) -> bytes | None:
         """The next chunk, waiting for it if need be; None at the end of the file. Raises

@@ -183,6 +183,11 @@ class SendApp(App):
             self.linger = self.linger or linger
         self.done = True
 
+    def connection_made(self, handle: Handle) -> None:
+        super().connection_made(handle)
+        if handle.driver is not None:
+            self._reader.on_chunk = handle.driver.wakeup  # a chunk is ready: poll again
+
     def close(self) -> None:
         """Stop the read-ahead helper (idempotent); send_file calls it at the end."""
         self._reader.close()
@@ -253,7 +258,7 @@ class SendApp(App):
         if space > self._last_space >= 0:
             self._progress(now)
         while space > 0 and not self._trailer_queued:
-            if self._out is None and not self._next_chunk():
+            if self._out is None and not self._next_chunk(wait=not conn.unsent_bytes):
                 break
             out = self._out
             n = conn.send(out)
@@ -269,8 +274,9 @@ class SendApp(App):
     def _trailer_pending_sent(self) -> bool:
         return self._header_queued and self.fs.digest is not None and self._out is None
 
-    def _next_chunk(self) -> bool:
-        """Load the next piece of the stream into self._out; False when nothing is left."""
+    def _next_chunk(self, *, wait: bool = True) -> bool:
+        """Load the next piece of the stream into self._out; False when nothing is left, or
+        (not wait) when the next chunk of the file is not read yet."""
         if not self._header_queued:
             header = self.fs.header()
             self.header_len = len(header)
@@ -278,6 +284,8 @@ class SendApp(App):
             self._header_queued = True
             return True
         if self.file_bytes_read < self.fs.size:
+            if not wait and not self._reader.ready():
+                return False  # the connection has data to send meanwhile; a wakeup follows
             try:
                 chunk = self._reader.take()  # fresh bytes: the connection keeps them, no copy
             except SourceError as exc:

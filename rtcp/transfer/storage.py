@@ -28,7 +28,7 @@ from rtcp.transfer.protocol import TEMP_PREFIX, BadName, Status, Verdict, valida
 _WRITE_BUFFER = 1 << 20
 # Flush to disk every this many bytes while receiving, so that the final fsync (which the
 # sender waits for: it is part of every transfer's time) has little left to write.
-SYNC_EVERY_BYTES = 16 << 20
+SYNC_EVERY_BYTES = 4 << 20  # the final fsync then costs at most ~3 ms here
 # Received data waits for the writer thread in a queue of at most this many chunks (a GRO
 # read's worth each: up to ~16 MiB); a full queue holds the event loop back.
 WRITE_QUEUE_CHUNKS = 128

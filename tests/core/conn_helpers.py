@@ -75,6 +75,7 @@ def config(**kw) -> ConnectionConfig:
         "sack": False, "timestamps": False, "window_scaling": False,
         # exact-segment tests count on window-limited sending, not BBR's pacing
         "congestion_control": "reno",
+        "quickack_segments": 0,  # and on plain delayed ACKs
     }
     if "pmtud" in _CONFIG_FIELDS:
         base["pmtud"] = False  # no path-MTU probes in exact-segment tests

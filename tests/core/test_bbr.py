@@ -370,15 +370,18 @@ def test_btlbw_follows_a_slower_link_within_the_filter_window():
 
 
 def test_startup_is_not_fooled_by_the_initial_pacing_rate():
-    # Before any sample the pacing rate is the draft's init; once BtlBw is known, STARTUP never
-    # paces slower than before, and afterwards pacing follows gain * BtlBw exactly.
+    # The draft: C.pacing_rate starts at BBRInitPacingRate and STARTUP only ever raises it,
+    # so the small samples of the first round trips cannot slow the start down; once the
+    # pipe is full, pacing follows gain * BtlBw exactly.
     cc = Bbr(MSS)
     before = cc.pacing_rate(None)
-    sample(cc, 1.0, rate=BW / 100)
-    assert cc.pacing_rate(None) == pytest.approx(HIGH_GAIN * BW / 100)  # first real rate
-    assert cc.pacing_rate(None) < before
-    sample(cc, 1.01, rate=BW / 200)  # smaller, in STARTUP: the rate does not go down
-    assert cc.pacing_rate(None) == pytest.approx(HIGH_GAIN * BW / 100)
+    assert before == pytest.approx(HIGH_GAIN * 10 * MSS / 0.001)
+    sample(cc, 1.0, rate=before / 100)
+    assert cc.pacing_rate(None) == pytest.approx(before)  # a small first sample: not lower
+    sample(cc, 1.01, rate=before)  # larger than the init rate: raised
+    assert cc.pacing_rate(None) == pytest.approx(HIGH_GAIN * before)
+    sample(cc, 1.02, rate=before / 200)  # smaller, in STARTUP: the rate does not go down
+    assert cc.pacing_rate(None) == pytest.approx(HIGH_GAIN * before)
 
 
 # -- PROBE_RTT ----------------------------------------------------------------------------------
