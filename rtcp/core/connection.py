@@ -1193,14 +1193,13 @@ class Connection:
         ackw = (self.irs + self.rcv_nxt) & TS_MASK
         opts_crc_len = optlen
         sb.add_run(nxt, sent, mss, now)
-        view = self._sndbuf.view
         append = out.append
-        for seq in range(nxt, nxt + sent * mss, mss):
-            prefix = pack(version, ACK, window, lid, pid, (iss + seq) & TS_MASK, ackw,
-                          opts_crc_len, 0)
-            payload = view(seq, seq + mss)
+        seq = iss + nxt
+        for payload in self._sndbuf.segments(nxt, sent, mss):
+            prefix = pack(version, ACK, window, lid, pid, seq & TS_MASK, ackw, opts_crc_len, 0)
             append(join((prefix, cks(crc32(payload, crc32(opts, crc32(prefix)))), opts,
                          payload)))
+            seq += mss
         nxt += sent * mss
         if sent:
             stats = self.stats

@@ -71,6 +71,28 @@ class SendBuffer:
                 return b"".join(parts)
             parts.append(chunk)
 
+    def segments(self, start: int, count: int, size: int) -> list:
+        """view() of `count` consecutive segments of `size` bytes from `start`: the batch
+        send's loop, with one chunk lookup for the run instead of one per segment."""
+        starts, chunks = self._starts, self._chunks
+        i = bisect_right(starts, start, self._head) - 1
+        chunk = chunks[i]
+        base = starts[i]
+        limit = base + len(chunk)
+        out = []
+        append = out.append
+        for seg in range(start, start + count * size, size):
+            end = seg + size
+            if end <= limit:
+                append(chunk[seg - base:end - base])
+                continue
+            append(self.view(seg, end))  # straddles chunks (or starts in the next one)
+            i = bisect_right(starts, end - 1, self._head) - 1
+            chunk = chunks[i]
+            base = starts[i]
+            limit = base + len(chunk)
+        return out
+
     def release(self, upto: int) -> int:
         """Forget bytes before offset upto (acknowledged); returns how many were freed."""
         upto = min(upto, self.end)

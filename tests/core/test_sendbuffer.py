@@ -71,3 +71,19 @@ def test_matches_a_flat_buffer(parts, data):
         buf.release(upto)
         released = upto
         assert len(buf) == base + len(flat) - released
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=50), min_size=1, max_size=30), st.data())
+def test_segments_are_consecutive_views(parts, data):
+    buf = SendBuffer(7)
+    for p in parts:
+        buf.append(p)
+    flat = b"".join(parts)
+    size = data.draw(st.integers(1, 40))
+    start = data.draw(st.integers(7, 7 + len(flat) - 1))
+    count = data.draw(st.integers(0, (7 + len(flat) - start) // size))
+    segs = buf.segments(start, count, size)
+    assert [bytes(s) for s in segs] == [
+        flat[start - 7 + k * size:start - 7 + (k + 1) * size] for k in range(count)
+    ]
