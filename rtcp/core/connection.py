@@ -45,7 +45,8 @@ MAX_WINDOW_FIELD = 0xFFFF
 TS_MASK = 0xFFFFFFFF
 _DST = struct.Struct("!I")  # a datagram's dst_id, for receive_datagrams' demultiplexing
 _DST_OFFSET = 8
-_TS_VAL = struct.Struct("!I")  # the timestamp option's TSval, at offset 30 of a data segment
+# A data segment's header followed by its timestamps option's kind, length and TSval.
+_HEADER_TS = struct.Struct(wire.HEADER.format + "BBI")
 TS_TICKS_PER_S = 1_000_000  # timestamps count microseconds: loopback RTTs are well under 1 ms
 PAWS_IDLE_LIMIT_S = 1000.0  # RFC 7323 5.5, scaled to the microsecond clock's 35-minute half-wrap
 MAX_PERSIST_S = 60.0
@@ -453,18 +454,29 @@ class Connection:
         room = self.config.receive_buffer_bytes - self._rcv_buffered
         offset = start_offset = self.rcv_nxt
         unpack = wire.HEADER.unpack_from
-        ts_unpack = _TS_VAL.unpack_from
+        unpack_ts = _HEADER_TS.unpack_from
+        opt_ts = wire.OPT_TIMESTAMPS
         crc32 = zlib.crc32
         chunks = self._rcvbuf
         min_len = wire.HEADER_BYTES + (10 if ts_ok else 0)
-        hdr, cko, tso = wire.HEADER_BYTES, wire.CHECKSUM_OFFSET, wire.HEADER_BYTES + 2
+        hdr, cko = wire.HEADER_BYTES, wire.CHECKSUM_OFFSET
         first, wire_bytes, newest = i, 0, offset
         while i < count:
             data = datagrams[i]
             n = len(data)
             if n <= min_len:
                 break
-            version, flags, window, src, dst, seq, ack, optlen, _r, checksum = unpack(data)
+            if ts_ok:  # the header and the timestamps option in one unpack
+                (version, flags, window, src, dst, seq, ack, optlen, _r, checksum, kind, klen,
+                 ts_val) = unpack_ts(data)
+                if optlen != 10 or kind != opt_ts or klen != 10:
+                    break
+                if ((ts_val - ts_recent) & TS_MASK) >= 0x80000000:
+                    break  # PAWS: the general path decides
+            else:
+                version, flags, window, src, dst, seq, ack, optlen, _r, checksum = unpack(data)
+                if optlen:
+                    break
             if (
                 flags != ACK
                 or seq != (irs + offset) & TS_MASK
@@ -474,14 +486,6 @@ class Connection:
                 or window != window_field
                 or version != wire.VERSION
             ):
-                break
-            if ts_ok:
-                if optlen != 10 or data[hdr] != wire.OPT_TIMESTAMPS or data[hdr + 1] != 10:
-                    break
-                ts_val = ts_unpack(data, tso)[0]
-                if ((ts_val - ts_recent) & TS_MASK) >= 0x80000000:
-                    break  # PAWS: the general path decides
-            elif optlen:
                 break
             view = data if type(data) is memoryview else memoryview(data)
             if crc32(view[hdr:], crc32(view[:cko])) != checksum:

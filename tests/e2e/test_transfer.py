@@ -175,7 +175,9 @@ def test_no_receiver_times_out(tmp_path):
 @needs_proxy
 def test_impaired_path(receiver, proxy, tmp_path):
     _recv, port, out = receiver()
-    _proxy, pport = proxy(port, *IMPAIRED)
+    # at 1400-byte datagrams: hundreds of ACKs come back through the impairments (64 KB
+    # datagrams would need only a few dozen, which 2% corruption and duplication can miss)
+    _proxy, pport = proxy(port, *IMPAIRED, "--mtu", "1400")
     src = make_file(tmp_path / "impaired.bin", 1_000_000, seed=7)
     res = send(src, pport, "--json", timeout=40)
     assert res.returncode == 0, res.stderr
