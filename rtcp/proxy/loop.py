@@ -83,7 +83,7 @@ class _Client:
         self.addr = addr
         self.sock = sock
         self.last_seen_s = now
-        self.gro = gro  # reads with recvmsg_into: one read may hold a batch
+        self.gro = gro  # GRO on its upstream socket: one read may hold a batch
         self.gso = gso if gso is not None else udp.Gso(enabled=False)
 
 
@@ -244,52 +244,9 @@ class Proxy:
             pass
 
     def _read_clients(self) -> None:
-        """Client -> upstream ("up"): every ready datagram on the listening socket."""
-        if self._gro:
-            self._read_clients_gro()
-            return
-        recvfrom_into = self._listen.recvfrom_into
-        buf = self._buf
-        view = self._view
-        clients = self._clients
-        impairer = self.up
-        fast = impairer.passthrough
-        now = time.monotonic()
-        sent = sent_bytes = failed = failed_bytes = 0
-        for _ in range(RECV_BATCH_PER_WAKEUP):
-            try:
-                n, addr = recvfrom_into(buf)
-            except BlockingIOError:
-                break
-            except OSError:
-                self.recv_errors += 1
-                continue
-            client = clients.get(addr)
-            if client is None:
-                client = self._add_client(addr, now)
-                if client is None:
-                    continue
-            client.last_seen_s = now
-            if fast:
-                try:
-                    client.sock.send(view[:n])
-                    sent += 1
-                    sent_bytes += n
-                except OSError:
-                    failed += 1
-                    failed_bytes += n
-            else:
-                self._impair(impairer, bytes(view[:n]), client.sock, None)
-        if sent or failed:
-            stats = impairer.stats
-            stats.datagrams_in += sent + failed
-            stats.bytes_in += sent_bytes + failed_bytes
-            stats.datagrams_out += sent
-            stats.bytes_out += sent_bytes
-            stats.send_errors += failed
-
-    def _read_clients_gro(self) -> None:
-        """_read_clients for a GRO socket: one read is one datagram or a batch of them."""
+        """Client -> upstream ("up"): every ready datagram on the listening socket. With GRO
+        one read may be a batch of datagrams of one sender; without it (an old kernel,
+        RTCP_NO_GSO=1) every read is one datagram and the same loop serves."""
         recvmsg_into = self._listen.recvmsg_into
         buffers, view, ancbuf = [self._buf], self._view, udp.GRO_ANCBUF
         gro_size = udp.gro_size
@@ -408,52 +365,8 @@ class Proxy:
         stats.send_errors += failed
 
     def _read_upstream(self, client: _Client) -> None:
-        """Upstream -> client ("down"): every ready datagram on one client's upstream socket."""
-        if client.gro:
-            self._read_upstream_gro(client)
-            return
-        recv_into = client.sock.recv_into
-        sendto = self._listen.sendto
-        addr = client.addr
-        view = self._view
-        impairer = self.down
-        fast = impairer.passthrough
-        sent = sent_bytes = failed = failed_bytes = 0
-        received = False
-        for _ in range(RECV_BATCH_PER_WAKEUP):
-            try:
-                n = recv_into(view)
-            except BlockingIOError:
-                break
-            except ConnectionRefusedError:
-                self.up.stats.refused += 1  # an earlier up datagram met a closed port
-                continue
-            except OSError:
-                self.recv_errors += 1
-                break
-            received = True
-            if fast:
-                try:
-                    sendto(view[:n], addr)
-                    sent += 1
-                    sent_bytes += n
-                except OSError:
-                    failed += 1
-                    failed_bytes += n
-            else:
-                self._impair(impairer, bytes(view[:n]), self._listen, addr)
-        if received:
-            client.last_seen_s = time.monotonic()
-        if sent or failed:
-            stats = impairer.stats
-            stats.datagrams_in += sent + failed
-            stats.bytes_in += sent_bytes + failed_bytes
-            stats.datagrams_out += sent
-            stats.bytes_out += sent_bytes
-            stats.send_errors += failed
-
-    def _read_upstream_gro(self, client: _Client) -> None:
-        """_read_upstream for a GRO socket: one read is one datagram or a batch of them."""
+        """Upstream -> client ("down"): every ready datagram on one client's upstream socket,
+        read like _read_clients reads (a batch per read with GRO, one datagram without)."""
         recvmsg_into = client.sock.recvmsg_into
         buffers, view, ancbuf = [self._buf], self._view, udp.GRO_ANCBUF
         listen = self._listen
