@@ -326,12 +326,18 @@ def test_the_flush_runs_beside_the_writes(tmp_path, monkeypatch):
     assert result.verdict.ok and (tmp_path / "s").read_bytes() == b"x" * 5000
 
 
-def test_a_failed_background_flush_fails_the_file(tmp_path, monkeypatch):
-    def full(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
+def _failing_flush(monkeypatch, errno_, message):
+    """Every fdatasync fails with errno_; files flush every 1000 bytes."""
+
+    def fail(fd):
+        raise OSError(errno_, message)
 
     monkeypatch.setattr(storage, "SYNC_EVERY_BYTES", 1000)
-    monkeypatch.setattr(storage.os, "fdatasync", full)
+    monkeypatch.setattr(storage.os, "fdatasync", fail)
+
+
+def test_a_failed_background_flush_fails_the_file(tmp_path, monkeypatch):
+    _failing_flush(monkeypatch, errno.ENOSPC, "No space left on device")
     f = OutputDir(tmp_path).open("s", 3000)
     f.write(b"x" * 1000)  # its flush fails in the writer thread
     f._stop_writer()  # (white box) wait for the thread to get there
@@ -343,11 +349,7 @@ def test_a_failed_background_flush_fails_the_file(tmp_path, monkeypatch):
 
 
 def test_a_failed_background_flush_is_the_verdict(tmp_path, monkeypatch):
-    def broken(fd):
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(storage, "SYNC_EVERY_BYTES", 1000)
-    monkeypatch.setattr(storage.os, "fdatasync", broken)
+    _failing_flush(monkeypatch, errno.EIO, "Input/output error")
     f = OutputDir(tmp_path).open("s", 1500)
     f.write(b"x" * 1500)
     result = f.finish(sha(b"x" * 1500))
