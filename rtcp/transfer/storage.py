@@ -29,9 +29,10 @@ _WRITE_BUFFER = 1 << 20
 # Flush to disk every this many bytes while receiving, so that the final fsync (which the
 # sender waits for: it is part of every transfer's time) has little left to write.
 SYNC_EVERY_BYTES = 4 << 20  # the final fsync then costs at most ~3 ms here
-# Received data waits for the writer thread in a queue of at most this many chunks (a GRO
-# read's worth each: up to ~16 MiB); a full queue holds the event loop back.
-WRITE_QUEUE_CHUNKS = 128
+# Received data waits for the writer thread in a queue of at most this many chunks (one
+# datagram's payload, or a joined GRO read of small ones: at most ~11 MB per file); a full
+# queue holds the event loop back until the disk catches up.
+WRITE_QUEUE_CHUNKS = 64
 _TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]+-")
 _NAME_MAX = 255
 # Hard links are the race-free "rename unless it exists"; these say a filesystem lacks them.
