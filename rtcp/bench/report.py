@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = "rtcp-bench/1"
-REGRESSION_THRESHOLD = 0.10  # a row that loses more than 10% of its goodput is flagged
+REGRESSION_THRESHOLD = 0.10  # a row that loses more than 10% of its ratio to the relay is flagged
 PROXY_TARGET_RATIO = 0.8  # the proxy must forward at least 0.8x the bare relay
 HISTORY_LIMIT = 200
 MB = 1e6
@@ -110,8 +110,10 @@ def previous_history(previous: dict[str, Any] | None) -> list[dict[str, Any]]:
 def compare(doc: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Each row against the newest earlier run of the same sizes; > 10% slower is flagged.
 
-    Only rtcp's rows and the proxy's are flagged: the ceilings measure the machine, and how
-    much they moved is the yardstick for the others (printed under the table).
+    Only rtcp's rows and the proxy's are flagged, and on their ratio to the relay measured in
+    the same run (goodput where a run has no relay): on a shared machine the ceilings move by
+    several percent between runs, and only a ratio taken side by side says what rtcp did. The
+    ceilings' own goodput change is shown and never flagged; it is the yardstick.
     """
     key = (doc["config"]["size_bytes"], doc["config"].get("impaired_size_bytes"))
     baseline = next(
@@ -138,6 +140,9 @@ def compare(doc: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any
         ):
             entry[key] = new_value / old_value - 1.0 if new_value and old_value else None
         change = entry["goodput_change"]
+        if row.get("kind") != "ceiling" and entry["ratio_change"] is not None:
+            change = entry["ratio_change"]
+        entry["change"] = change
         # a ceiling that moved tells how the machine changed, not rtcp: never flagged
         entry["regression"] = (
             row.get("kind") != "ceiling" and change is not None and change < -REGRESSION_THRESHOLD
@@ -212,9 +217,10 @@ def _triple(values: dict[str, Any] | None, scale: float, fmt: str, width: int) -
 
 
 def _change(entry: dict[str, Any] | None) -> str:
-    if not entry or entry.get("goodput_change") is None:
+    change = (entry or {}).get("change", (entry or {}).get("goodput_change"))
+    if change is None:
         return ""
-    text = f"{entry['goodput_change'] * 100:+.1f}%"
+    text = f"{change * 100:+.1f}%"
     return text + (" REGRESSION" if entry.get("regression") else "")
 
 
@@ -324,7 +330,8 @@ def format_table(doc: dict[str, Any]) -> str:
             )
         base = comparison["baseline"]
         lines.append(
-            f"vs prev: goodput change against {base.get('timestamp')} "
+            "vs prev: change of x relay (rtcp rows; goodput for the ceilings) against"
+            f" {base.get('timestamp')} "
             f"(commit {(base.get('git_commit') or 'unknown')[:10]}); "
             + (
                 f"REGRESSIONS (> {comparison['threshold']:.0%} slower): "

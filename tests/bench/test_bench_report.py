@@ -10,6 +10,7 @@ from rtcp.bench.defaults import QUICK_ROWS
 
 def _doc(goodputs: dict[str, float | None], size: int = 1000, ok: bool = True) -> dict:
     rows = []
+    relay = goodputs.get("relay-1400") or 100e6  # ratios as the runner takes them: same run
     for name, value in goodputs.items():
         rows.append(
             {
@@ -20,7 +21,7 @@ def _doc(goodputs: dict[str, float | None], size: int = 1000, ok: bool = True) -
                 "runs_requested": 1,
                 "errors": [] if value else ["rtcp send failed: timeout"],
                 "goodput_bytes_per_s": value,
-                "ratio_to_relay": value / 100e6 if value else None,
+                "ratio_to_relay": value / relay if value else None,
                 "cpu_s_per_mb": {"sender": 0.01, "receiver": 0.02, "proxy": None},
                 "peak_rss_bytes": {"sender": 40e6, "receiver": 39e6, "proxy": None},
                 "params": {},
@@ -98,6 +99,18 @@ def test_comparison_flags_a_regression_beyond_ten_percent() -> None:
     assert new["comparison"]["regressions"] == ["rtcp-a"]
     assert len(new["history"]) == 2
     assert "REGRESSION" in report.format_table(new)
+
+
+def test_a_slower_machine_is_not_a_regression() -> None:
+    # The relay and rtcp 15% slower together: rtcp's ratio to the relay did not move.
+    old = report.finish_document(_doc({"relay-1400": 100e6, "rtcp-a": 10e6}), None)
+    new = report.finish_document(_doc({"relay-1400": 85e6, "rtcp-a": 8.5e6}), old)
+    entry = new["comparison"]["rows"]["rtcp-a"]
+    assert entry["goodput_change"] == pytest.approx(-0.15)
+    assert entry["ratio_change"] == pytest.approx(0.0)
+    assert entry["regression"] is False
+    assert new["comparison"]["regressions"] == []
+    assert "+0.0%" in report.format_table(new)
 
 
 def test_a_slower_ceiling_is_not_a_regression() -> None:
