@@ -48,7 +48,11 @@ class RateSample:
 
 INFINITE_SSTHRESH_BYTES = 1 << 62  # RFC 5681 3.1: initial ssthresh "arbitrarily high"
 DEFAULT_INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928: IW10
-ABC_LIMIT_SEGMENTS = 2  # RFC 3465 section 2.2: L = 2*SMSS per ACK in slow start
+# RFC 3465 appropriate byte counting in slow start, without its L = 2*SMSS cap per ACK (as
+# Linux, whose slow start adds every packet acked): rtcp's receiver ACKs once per batch of
+# datagrams it reads, a stretch ACK by design, and with the cap slow start grew by two
+# segments per round trip instead of doubling.
+ABC_LIMIT_SEGMENTS: int | None = None
 MIN_SSTHRESH_SEGMENTS = 2  # RFC 5681 3.1 eq. (4): ssthresh >= 2*SMSS
 LOSS_WINDOW_SEGMENTS = 1  # RFC 5681 3.1: cwnd after a timeout (LW = 1 SMSS)
 
@@ -125,9 +129,10 @@ class CongestionController:
         if 2 * (bytes_in_flight + acked_bytes) < self.cwnd:
             return  # not cwnd-limited
         if self.cwnd < self.ssthresh:
-            # RFC 5681 3.1 eq. (2) with RFC 3465 appropriate byte counting (L = 2*SMSS)
-            limit = ABC_LIMIT_SEGMENTS * self.mss
-            grow = min(limit, acked_bytes)
+            # RFC 5681 3.1 eq. (2) with RFC 3465 appropriate byte counting (no L: above)
+            grow = acked_bytes
+            if ABC_LIMIT_SEGMENTS is not None:
+                grow = min(ABC_LIMIT_SEGMENTS * self.mss, grow)
             room = self.ssthresh - self.cwnd
             if grow <= room:
                 self.cwnd += grow

@@ -92,18 +92,28 @@ def test_slow_start_doubles_per_rtt(cls):
 
 @pytest.mark.parametrize("cls", [Reno, Cubic])
 def test_slow_start_with_delayed_acks_still_doubles(cls):
-    # RFC 3465: ABC with L = 2*SMSS lets an ACK of two segments grow cwnd by two.
+    # RFC 3465: appropriate byte counting lets an ACK of two segments grow cwnd by two.
     cc = cls(MSS)
     one_rtt(cc, 0.0, ack_bytes=2 * MSS)
     assert cc.cwnd == 20 * MSS
 
 
-def test_slow_start_stretch_ack_limited():
+def test_slow_start_counts_every_byte_of_a_stretch_ack():
+    # rtcp's receiver ACKs once per batch it reads: an ACK of 8 segments grows cwnd by 8
+    # (Linux's rule; RFC 3465's L = 2*SMSS would cap it at 2 and slow start would crawl).
     cc = Reno(MSS)
     cc.on_ack(8 * MSS, 0.1, RTT, 10 * MSS)
-    assert cc.cwnd == 12 * MSS  # at most L = 2*SMSS per ACK
-    cc.on_ack(500, 0.1, RTT, 10 * MSS)
-    assert cc.cwnd == 12 * MSS + 500  # small ACKs grow by what they acked
+    assert cc.cwnd == 18 * MSS
+    cc.on_ack(500, 0.1, RTT, 18 * MSS)
+    assert cc.cwnd == 18 * MSS + 500  # small ACKs grow by what they acked
+
+
+@pytest.mark.parametrize("cls", [Reno, Cubic])
+def test_slow_start_doubles_per_round_trip_with_one_ack_per_flight(cls):
+    cc = cls(MSS)
+    for _ in range(3):
+        cc.on_ack(cc.cwnd, 0.1, RTT, cc.cwnd)  # one stretch ACK for the whole flight
+    assert cc.cwnd == 80 * MSS
 
 
 def test_slow_start_stops_at_ssthresh():
