@@ -777,6 +777,7 @@ class Connection:
         if seg.pmtu_ack is not None and self.pmtud.on_probe_acked(seg.pmtu_ack, now):
             self._set_mss(self.pmtud.plpmtu - self._data_overhead())
             self.stats.pmtu_probes_acked += 1
+            self._initial_window_for_new_mss()
         window = seg.window << self._snd_wscale
         sb = self.scoreboard
         newly_sacked = 0
@@ -1583,6 +1584,22 @@ class Connection:
         self.pmtud = PathMtuDiscovery(base, ceiling if cfg.pmtud else base)
         self.pmtud.start(now)
         self.stats.datagram_bytes = base
+
+    def _initial_window_for_new_mss(self) -> None:
+        """Path MTU discovery raised the segment size before anything was lost: give cwnd the
+        initial window it would have had with this size from the start (IW10 counts segments,
+        RFC 6928 and Linux). On loopback the size goes from 1,362 to 65,469 bytes in the first
+        round trip, and a window of 10 small segments would take five more doublings to catch
+        up, about 5 ms of every transfer."""
+        cc = self.cc
+        iw = self.config.initial_window_segments * self.mss
+        if (
+            cc.cwnd < iw
+            and not self.stats.retransmissions
+            and not cc.in_recovery
+            and cc.phase in ("startup", "slow_start")
+        ):
+            cc.cwnd = iw
 
     def _set_mss(self, mss: int) -> None:
         self.mss = mss
