@@ -351,6 +351,17 @@ class Connection:
 
     def receive_datagram(self, data, now: float) -> None:
         """Process one datagram. Never raises for anything the network can send."""
+        if (
+            self.state is S.ESTABLISHED
+            and self._hook is None
+            and self._receive_run((data,), 0, now)
+        ):
+            return  # the next in-order data segment: the fast path took it
+        self._receive_general(data, now)
+
+    def _receive_general(self, data, now: float) -> None:
+        """Every datagram the fast path does not take: decode it whole, then the RFC 9293
+        checks and the state it arrives in."""
         stats = self.stats
         try:
             seg = wire.decode(data)
@@ -378,13 +389,6 @@ class Connection:
         if self._hook is not None:
             self._trace_segment("segment_received", seg, len(data))
         state = self.state
-        if (
-            seg.flags == ACK
-            and state is S.ESTABLISHED
-            and seg.seq == (self.irs + self.rcv_nxt) & TS_MASK
-            and self._receive_in_order(seg, now)
-        ):
-            return
         if seg.flags & PROBE:
             # A path-MTU probe: confirm its size in our next ACK; it carries nothing else.
             if state in _SYNCHRONIZED and not seg.flags & (SYN | FIN | RST):
@@ -430,14 +434,15 @@ class Connection:
             data = datagrams[i]
             if len(data) >= wire.HEADER_BYTES and peek_dst(data, _DST_OFFSET)[0] != lid:
                 return i
-            self.receive_datagram(data, now)
+            self._receive_general(data, now)
             i += 1
         return count
 
     def _receive_run(self, datagrams, i: int, now: float) -> int:
-        """receive_datagrams' fast path: take datagrams from index i while each is the next
-        in-order data segment and nothing else (the conditions of _receive_in_order, checked
-        on the raw header); returns the index of the first one it did not take."""
+        """The receive fast path: take datagrams from index i while each is the next in-order
+        data segment and nothing else (no new ACK, the same window, no SACK, no gap to fill, no
+        FIN waiting), checked on the raw header fields without a full decode; does what the
+        general path would do for them. Returns the index of the first one it did not take."""
         if (
             self.snd_nxt != self.snd_una
             or self._reasm.buffered_bytes
@@ -536,40 +541,6 @@ class Connection:
             self._ack_now = True
         elif self._delack_deadline is None:
             self._arm_timer("delayed_ack", now, self.config.delayed_ack_s)
-
-    def _receive_in_order(self, seg: wire.Segment, now: float) -> bool:
-        """The receiver's fast path: the next in-order data segment, nothing else in it (no new
-        ACK, same window, no SACK, no gap to fill). Does exactly what the general path
-        (_on_synchronized) would do for it, with fewer steps; False when it does not apply."""
-        payload = seg.payload
-        plen = len(payload)
-        if (
-            not plen
-            or plen > self.config.receive_buffer_bytes - self._rcv_buffered
-            or self.snd_nxt != self.snd_una
-            or seg.ack != (self.iss + self.snd_una) & TS_MASK
-            or (seg.window << self._snd_wscale) != self.snd_wnd
-            or seg.sack_blocks
-            or seg.pmtu_ack is not None
-            or self._reasm.buffered_bytes
-            or self._peer_fin_offset is not None  # a FIN waits behind this data
-        ):
-            return False
-        if self.ts_ok:
-            ts_val = seg.ts_val
-            if ts_val is None or ((ts_val - self._ts_recent) & TS_MASK) >= 0x80000000:
-                return False  # PAWS or a missing timestamp: the general path decides
-            self._ts_recent = ts_val
-            self._ts_recent_at = now
-        self._last_heard = now
-        offset = self.rcv_nxt
-        self._snd_wl1 = offset  # RFC 9293 3.10.7.4: SND.WL1/WL2 follow the newest segment
-        self._snd_wl2 = self.snd_una
-        self._deliver(payload)
-        self.rcv_nxt = offset + plen
-        self._reasm.next_offset = offset + plen
-        self._segments_to_ack(1, now)
-        return True
 
     def _on_listen(self, seg: wire.Segment, now: float) -> None:
         """RFC 9293 3.10.7.2: only a SYN opens; a stray ACK earns a RST."""
