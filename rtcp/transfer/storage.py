@@ -33,6 +33,9 @@ SYNC_EVERY_BYTES = 4 << 20  # the final fsync then costs at most ~3 ms here
 # datagram's payload, or a joined GRO read of small ones: at most ~11 MB per file); a full
 # queue holds the event loop back until the disk catches up.
 WRITE_QUEUE_CHUNKS = 64
+# Smaller pieces (one 1400-byte datagram each, when the network delivers them one at a time)
+# are gathered up to this size first: a hand-off to the writer thread costs more than a copy.
+HANDOFF_BYTES = 32 * 1024
 _TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]+-")
 _NAME_MAX = 255
 # Hard links are the race-free "rename unless it exists"; these say a filesystem lacks them.
@@ -187,6 +190,8 @@ class IncomingFile:
         self._closed = False
         self.committed = False
         self._queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_CHUNKS)
+        self._gathered: list = []  # small pieces not handed off yet
+        self._gathered_bytes = 0
         self._writer: threading.Thread | None = None
         self._write_error: OSError | None = None
         for _attempt in range(8):
@@ -231,8 +236,22 @@ class IncomingFile:
             raise Refusal(Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}")
         if not (type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)):
             data = bytes(data)  # the caller may reuse a mutable buffer: the thread gets a copy
-        self._queue.put(data)
         self.bytes_written += len(data)
+        if self._gathered or len(data) < HANDOFF_BYTES:
+            self._gathered.append(data)
+            self._gathered_bytes += len(data)
+            if self._gathered_bytes >= HANDOFF_BYTES:
+                self._hand_off()
+            return
+        self._queue.put(data)
+
+    def _hand_off(self) -> None:
+        """Queue the gathered small pieces as one chunk."""
+        gathered = self._gathered
+        if gathered:
+            self._queue.put(gathered[0] if len(gathered) == 1 else b"".join(gathered))
+            self._gathered = []
+            self._gathered_bytes = 0
 
     def _write_loop(self) -> None:
         """The writer thread: write, hash and flush what write() queued; None ends it."""
@@ -256,6 +275,7 @@ class IncomingFile:
     def _stop_writer(self) -> None:
         """Wait until everything queued is written (or failed) and the thread is gone."""
         if self._writer is not None:
+            self._hand_off()
             self._queue.put(None)
             self._writer.join()
             self._writer = None

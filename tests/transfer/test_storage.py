@@ -298,6 +298,7 @@ def test_data_is_synced_as_it_arrives(tmp_path, monkeypatch):
     """The final fsync must stay short: dirty data is flushed every SYNC_EVERY_BYTES."""
     synced = []
     monkeypatch.setattr(storage, "SYNC_EVERY_BYTES", 1000)
+    monkeypatch.setattr(storage, "HANDOFF_BYTES", 0)  # every write to the thread at once
     monkeypatch.setattr(storage.os, "fdatasync", lambda fd: synced.append(fd))
     f = OutputDir(tmp_path).open("s", 5000)
     for _ in range(10):
@@ -315,6 +316,7 @@ def test_the_flush_runs_beside_the_writes(tmp_path, monkeypatch):
         assert release.wait(10)
 
     monkeypatch.setattr(storage, "SYNC_EVERY_BYTES", 1000)
+    monkeypatch.setattr(storage, "HANDOFF_BYTES", 0)  # every write to the thread at once
     monkeypatch.setattr(storage.os, "fdatasync", slow_fdatasync)
     f = OutputDir(tmp_path).open("s", 5000)
     f.write(b"x" * 1000)
@@ -333,6 +335,7 @@ def _failing_flush(monkeypatch, errno_, message):
         raise OSError(errno_, message)
 
     monkeypatch.setattr(storage, "SYNC_EVERY_BYTES", 1000)
+    monkeypatch.setattr(storage, "HANDOFF_BYTES", 0)  # every write to the thread at once
     monkeypatch.setattr(storage.os, "fdatasync", fail)
 
 
@@ -355,3 +358,19 @@ def test_a_failed_background_flush_is_the_verdict(tmp_path, monkeypatch):
     result = f.finish(sha(b"x" * 1500))
     assert result.verdict.status is Status.IO_ERROR and not result.verdict.ok
     assert list(tmp_path.iterdir()) == []
+
+
+def test_small_pieces_reach_the_writer_thread_gathered(tmp_path, monkeypatch):
+    """One 1400-byte datagram per wakeup must not cost one thread hand-off each."""
+    puts = []
+    f = OutputDir(tmp_path).open("g", 10_000)
+    real_put = f._queue.put
+    monkeypatch.setattr(f._queue, "put", lambda item: (puts.append(item), real_put(item)))
+    monkeypatch.setattr(storage, "HANDOFF_BYTES", 4000)
+    data = bytes(range(250)) * 40
+    for p in range(0, len(data), 1000):
+        f.write(memoryview(data)[p:p + 1000])
+    assert [len(x) for x in puts] == [4000, 4000]  # two hand-offs so far, 2000 bytes held
+    assert f.finish(sha(data)).verdict.ok
+    assert [len(x) for x in puts if x is not None] == [4000, 4000, 2000]
+    assert (tmp_path / "g").read_bytes() == data
