@@ -171,6 +171,10 @@ class Connection:
         self._sndbuf = SendBuffer(1)  # queued bytes from the first unacknowledged one on
         self._send_blocked = False
         self._fin_queued = False  # close() called: FIN follows the data
+        # Like Linux's TCP_CORK: the application says more data follows, so a segment shorter
+        # than the MSS waits for it (the sender's file chunks do not end on segment edges).
+        # Cleared by the application when its stream is complete; close() overrides it.
+        self.cork = False
         self._fin_offset: int | None = None  # offset the FIN occupies once sent
         self._syn_pending = False  # a SYN or SYN-ACK is to be (re)sent
         self._rst_pending: tuple[int, int, int, int] | None = None  # seq, ack, flags, dst_id
@@ -1101,6 +1105,8 @@ class Connection:
                 break  # sender SWS avoidance (RFC 9293 3.8.6.2.1): wait for a full segment
             if self.config.nagle and room < mss and len(sb):
                 break
+            if self.cork and room < mss and not self._fin_queued:
+                break  # more is coming (TCP_CORK): no runt at the end of what is queued
             if rate:
                 if self._pace_next > now + PACING_SLACK_S:
                     self._pacing_blocked = True

@@ -73,6 +73,7 @@ class PathMtuDiscovery:
         if self._high - self.plpmtu < SEARCH_GRANULARITY_BYTES:
             self.state = PmtuState.SEARCH_COMPLETE
             self.probe_size = None
+            self.probe_deadline = None  # an acknowledged last probe leaves no timer behind
             return
         size = (self.plpmtu + self._high + 1) // 2
         if self._optimistic:

@@ -258,7 +258,9 @@ class SendApp(App):
         if space > self._last_space >= 0:
             self._progress(now)
         while space > 0 and not self._trailer_queued:
-            if self._out is None and not self._next_chunk(wait=not conn.unsent_bytes):
+            # Wait for the next chunk only when less than a full segment is queued: otherwise
+            # the connection sends a runt (the end of a chunk) while the rest is being read.
+            if self._out is None and not self._next_chunk(wait=conn.unsent_bytes < conn.mss):
                 break
             out = self._out
             n = conn.send(out)
@@ -269,6 +271,7 @@ class SendApp(App):
             space = conn.send_buffer_space
         if self._out is None and self._trailer_pending_sent():
             self._trailer_queued = True
+        conn.cork = not self._trailer_queued  # a chunk's tail waits for the next chunk
         self._last_space = conn.send_buffer_space
 
     def _trailer_pending_sent(self) -> bool:

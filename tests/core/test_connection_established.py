@@ -228,6 +228,24 @@ def test_send_segments_by_mss_within_window():
     assert [(s.seq, len(s.payload)) for s in segs] == [(lseq(4001), 1000)]
 
 
+def test_cork_holds_a_short_tail_until_more_data_or_the_end():
+    # Like TCP_CORK: the application says more follows, so the queued data's short tail
+    # waits instead of leaving as a runt; more data makes it a full segment.
+    conn = established()
+    conn.cork = True
+    conn.send(b"a" * 1500)
+    assert [len(s.payload) for s in recv(conn, T1)] == [1000]  # 500 bytes held
+    conn.send(b"b" * 700)
+    assert [len(s.payload) for s in recv(conn, T1)] == [1000]  # 200 held
+    conn.cork = False  # the stream is complete
+    assert [len(s.payload) for s in recv(conn, T1)] == [200]
+    conn.cork = True
+    conn.send(b"c" * 10)
+    conn.close()  # a FIN waits for nothing: the tail goes with it
+    segs = recv(conn, T1)
+    assert [len(s.payload) for s in segs] == [10, 0] and segs[-1].flags & FIN
+
+
 def test_small_window_with_nothing_in_flight_is_used():
     conn = established()
     send(conn, T1, ACK, rseq(1), lseq(1), window=300)

@@ -107,3 +107,11 @@ def test_black_hole_falls_back_and_searches_again_later():
     later = end + RAISE_TIMER_S / 10
     assert d.probe_due(later) == 65507  # the search starts over, optimistic again
     assert d.state is PmtuState.SEARCHING
+
+
+def test_a_completed_search_leaves_no_probe_timer():
+    d = PathMtuDiscovery(max_bytes=65507)
+    d.start(0.0)
+    d.on_probe_sent(0.0, RTO)
+    assert d.on_probe_acked(65507, RTT)
+    assert d.state is PmtuState.SEARCH_COMPLETE and d.timer() is None
