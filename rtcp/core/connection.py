@@ -956,13 +956,14 @@ class Connection:
                     self._immediate.append(self._emit_ack(now))
                 else:
                     # One ACK per batch carries only MAX_SACK_BLOCKS ranges (the most recently
-                    # touched first, RFC 2018 4): once that many distinct ranges changed since
-                    # the last ACK, send them now, or the sender never learns of the oldest.
+                    # touched first, RFC 2018 4): once half that many distinct ranges changed
+                    # since the last ACK, send them now, so that each range is reported by at
+                    # least two ACKs (ACKs are lost too) and the sender learns of them all.
                     start = self._reasm.sack_ranges(1)[0][0]
                     touched = self._sack_touched
                     if start not in touched:
                         touched.append(start)
-                        if len(touched) >= wire.MAX_SACK_BLOCKS:
+                        if len(touched) >= wire.MAX_SACK_BLOCKS // 2:
                             self._immediate.append(self._emit_ack(now))
                 self._trace("out_of_order", seq=seg_off - 1, len=len(payload))
             elif result.filled_gap or self._reasm.has_gap():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["InsertResult", "Reassembler"]
 
 # RFC 2018 section 3: at most 4 blocks fit in 40 option bytes (3 alongside timestamps).
-DEFAULT_MAX_SACK_BLOCKS = 4
+DEFAULT_MAX_SACK_BLOCKS = 16  # wire.MAX_SACK_BLOCKS
 
 
 @dataclass(slots=True)

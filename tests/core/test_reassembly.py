@@ -265,11 +265,12 @@ class TestSack:
 
     def test_max_blocks(self):
         r = Reassembler()
-        for s in range(10, 100, 10):
+        for s in range(10, 200, 10):
             r.insert(s, b"y" * 3, BIG)
-        blocks = r.sack_ranges()
-        assert blocks == [(90, 93), (80, 83), (70, 73), (60, 63)]
-        assert r.sack_ranges(max_blocks=2) == [(90, 93), (80, 83)]
+        blocks = r.sack_ranges()  # 19 ranges: the 16 most recently changed
+        assert blocks == [(s, s + 3) for s in range(190, 30, -10)]
+        assert r.sack_ranges(max_blocks=4) == [(190, 193), (180, 183), (170, 173), (160, 163)]
+        assert r.sack_ranges(max_blocks=2) == [(190, 193), (180, 183)]
         assert r.sack_ranges(max_blocks=0) == []
 
     def test_merged_block_reported_whole(self):

@@ -109,14 +109,16 @@ class TestRoundTrip:
         blocks = ((2**32 - 100, 50), (2**32 - 1, 0))
         assert decode(encode(seg(sack_blocks=blocks))).sack_blocks == blocks
 
-    def test_more_than_four_sack_blocks_are_cut_to_four(self):
-        blocks = tuple((i, i + 1) for i in range(0, 12, 2))
-        assert decode(encode(seg(sack_blocks=blocks))).sack_blocks == blocks[:4]
-        # a received option with more blocks than 4: the first 4 are kept, nothing fails
-        raw = bytes([wire.OPT_SACK, 2 + 8 * 5]) + b"".join(
-            struct.pack("!II", i, i + 1) for i in range(5)
+    def test_more_than_max_sack_blocks_are_cut_to_the_max(self):
+        n = wire.MAX_SACK_BLOCKS
+        assert n == 16
+        blocks = tuple((i, i + 1) for i in range(0, 2 * (n + 3), 2))
+        assert decode(encode(seg(sack_blocks=blocks))).sack_blocks == blocks[:n]
+        # a received option with more blocks than that: the first n are kept, nothing fails
+        raw = bytes([wire.OPT_SACK, 2 + 8 * (n + 1)]) + b"".join(
+            struct.pack("!II", i, i + 1) for i in range(n + 1)
         )
-        assert decode(with_options(raw)).sack_blocks == tuple((i, i + 1) for i in range(4))
+        assert decode(with_options(raw)).sack_blocks == tuple((i, i + 1) for i in range(n))
 
     def test_empty_sack_emits_nothing(self):
         assert wire.opt_sack([]) == b""
