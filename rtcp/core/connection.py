@@ -514,12 +514,8 @@ class Connection:
         taken = i - first
         if not taken:
             return i
-        delivered = offset - start_offset
-        if not self._rcv_buffered:
-            self._events.append(events.DataReceived())
-        self._rcv_buffered += delivered
+        self._delivered(offset - start_offset)
         stats = self.stats
-        stats.data_bytes_received += delivered
         stats.segments_received += taken
         stats.bytes_received += wire_bytes
         if ts_ok:
@@ -1516,11 +1512,16 @@ class Connection:
     def _deliver(self, data: bytes) -> None:
         """Queue in-order bytes for read(); DataReceived only when the buffer was empty, so an
         application that reads until b'' hears once per batch, not once per segment."""
-        if not self._rcv_buffered:
-            self._events.append(events.DataReceived())
         self._rcvbuf.append(data)
-        self._rcv_buffered += len(data)
-        self.stats.data_bytes_received += len(data)
+        self._delivered(len(data))
+
+    def _delivered(self, nbytes: int) -> None:
+        """Account for nbytes just appended to the receive buffer (by _deliver or the fast
+        path): DataReceived only when the buffer was empty before them."""
+        if self._rcv_buffered == 0:
+            self._events.append(events.DataReceived())
+        self._rcv_buffered += nbytes
+        self.stats.data_bytes_received += nbytes
 
     def _ts(self, now: float) -> int:
         return int(now * TS_TICKS_PER_S) & TS_MASK

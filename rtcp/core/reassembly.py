@@ -15,10 +15,13 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 
+from rtcp.core.wire import MAX_SACK_BLOCKS
+
 __all__ = ["InsertResult", "Reassembler"]
 
-# RFC 2018 section 3: at most 4 blocks fit in 40 option bytes (3 alongside timestamps).
-DEFAULT_MAX_SACK_BLOCKS = 16  # wire.MAX_SACK_BLOCKS
+# What one segment carries (TCP fits 4 in its 40 option bytes, RFC 2018 3; rtcp's options
+# are not so limited: see wire.MAX_SACK_BLOCKS).
+DEFAULT_MAX_SACK_BLOCKS = MAX_SACK_BLOCKS
 
 
 @dataclass(slots=True)
