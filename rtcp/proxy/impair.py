@@ -135,8 +135,11 @@ class DirectionStats:
     corrupted: int = 0
     queue_peak_packets: int = 0
     queue_peak_bytes: int = 0
-    added_delay_sum_s: float = 0.0
-    added_delay_max_s: float = 0.0
+    # Integer nanoseconds: `release - now` of two large float clock readings carries a rounding
+    # error (0.000999999999976 for 1 ms at a clock of 1000 s); rounded to the nanosecond it is
+    # the delay that was decided, and a comparison with the configured delay means what it says.
+    added_delay_sum_ns: int = 0
+    added_delay_max_ns: int = 0
 
     @property
     def emitted(self) -> int:
@@ -171,8 +174,8 @@ class DirectionStats:
             "unsent_at_exit": self.unsent_at_exit,
             "queue_peak_packets": self.queue_peak_packets,
             "queue_peak_bytes": self.queue_peak_bytes,
-            "added_delay_mean_s": self.added_delay_sum_s / emitted if emitted else 0.0,
-            "added_delay_max_s": self.added_delay_max_s,
+            "added_delay_mean_s": self.added_delay_sum_ns / emitted / 1e9 if emitted else 0.0,
+            "added_delay_max_s": self.added_delay_max_ns / 1e9,
         }
 
 
@@ -247,9 +250,9 @@ class Impairer:
             released.append((release, copy))
             stats.datagrams_out += 1
             stats.bytes_out += size
-            added = release - now
-            stats.added_delay_sum_s += added
-            stats.added_delay_max_s = max(stats.added_delay_max_s, added)
+            added_ns = round((release - now) * 1e9)
+            stats.added_delay_sum_ns += added_ns
+            stats.added_delay_max_ns = max(stats.added_delay_max_ns, added_ns)
         return released
 
     def _lose(self) -> bool:

@@ -553,7 +553,7 @@ def test_proxy_impairs_each_datagram_of_a_batch() -> None:
         30,
         30_000,
     )
-    assert up.added_delay_max_s >= 0.001
+    assert up.added_delay_max_ns >= 1_000_000  # never early
 
 
 @needs_gso
