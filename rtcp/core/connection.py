@@ -233,6 +233,7 @@ class Connection:
         self._rto_deadline: float | None = None
         self._persist_deadline: float | None = None
         self._persist_backoff = 0
+        self._probe_unanswered_since = -1.0  # first window probe sent since the peer was heard
         self._delack_deadline: float | None = None
         self._time_wait_deadline: float | None = None
         self._last_heard = now
@@ -1005,6 +1006,8 @@ class Connection:
             if self._probe_pending:
                 self._probe_pending = False
                 self.stats.window_probes += 1
+                if self._probe_unanswered_since <= self._last_heard:
+                    self._probe_unanswered_since = now
                 out.append(self._emit_ack(now, seq_off=self.snd_una - 1))
         if self._ack_now or self._unacked_segments >= 2:
             out.append(self._emit_ack(now))
@@ -1122,8 +1125,10 @@ class Connection:
         if nxt >= data_end and sb.pipe < cwnd:
             # Nothing more to send with room in cwnd: samples until now are app-limited.
             sb.app_limited_until = max(sb.delivered + sb.pipe, 1)
-        # Zero window with data waiting and nothing in flight: arm the persist timer.
-        if nxt < data_end and not len(sb) and wnd_end <= nxt:
+        # Zero window with data (or the FIN) waiting and nothing in flight: arm the persist
+        # timer; the probes' answers bring the window update that lets them go.
+        waiting = nxt < data_end or (self._fin_queued and self._fin_offset is None)
+        if waiting and not len(sb) and wnd_end <= nxt:
             if self._persist_deadline is None:
                 self._arm_timer("persist", now, self._persist_interval())
         elif self._persist_deadline is not None and wnd_end > nxt:
@@ -1245,8 +1250,8 @@ class Connection:
         if not self._fin_queued or self._fin_offset is not None:
             return
         data_end = self._sndbuf.end
-        if self.snd_nxt < data_end:
-            return
+        if self.snd_nxt < data_end or self.snd_nxt >= self.snd_una + self.snd_wnd:
+            return  # the FIN occupies a sequence number: it waits for the peer's window too
         self._fin_offset = self.snd_nxt
         self.snd_nxt += 1
         out.append(self._emit_fin(now))
@@ -1358,12 +1363,13 @@ class Connection:
         state = self.state
         if state is S.CLOSED or state is S.LISTEN or state is S.TIME_WAIT:
             return None
-        waiting = (
-            state in (S.SYN_SENT, S.SYN_RECEIVED, S.FIN_WAIT_2)
-            or self.snd_nxt > self.snd_una
-            or self._persist_deadline is not None
-        )
-        return self._last_heard + self.config.user_timeout_s if waiting else None
+        if state in (S.SYN_SENT, S.SYN_RECEIVED, S.FIN_WAIT_2) or self.snd_nxt > self.snd_una:
+            return self._last_heard + self.config.user_timeout_s
+        if self._persist_deadline is not None and self._probe_unanswered_since > self._last_heard:
+            # RFC 1122 4.2.2.17: a zero window is kept open as long as the receiver answers
+            # the probes; only an unanswered probe counts toward the user timeout.
+            return self._probe_unanswered_since + self.config.user_timeout_s
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline has passed."""

@@ -1,0 +1,62 @@
+"""RFC fine print (issue 13), each behaviour over the simulator's virtual clock: two real
+connections, an impaired in-memory path, the time of each event measured in virtual seconds."""
+
+from __future__ import annotations
+
+import random
+
+from tests.sim.checks import assert_intact, config
+from tests.sim.network import START_TIME_S, SimNetwork
+
+BUFFER_BYTES = 8192
+
+
+def _stream_ended_at(net: SimNetwork):
+    """Run until the server's application sees the end of the stream; returns the time."""
+    net.run(until=lambda: net.server.stream_ended, max_time_s=300)
+    return net.now
+
+
+def test_a_zero_window_that_answers_its_probes_is_never_aborted():
+    # RFC 1122 4.2.2.17: the persist interval grows to 60 s, past the 30 s user timeout; the
+    # receiver answers every probe, so the connection stays open however long it stalls.
+    net = SimNetwork(seed=1, server_config=config(receive_buffer_bytes=BUFFER_BYTES))
+    data = random.Random(1).randbytes(64_000)
+    net.server.read_enabled = False
+    net.start(data)
+    net.run(until=lambda: net.now - START_TIME_S > 200, max_time_s=300)
+    assert net.client.closed is None and net.server.closed is None
+    assert net.client.conn.stats.window_probes >= 5
+    net.server.read_enabled = True
+    net.run(max_time_s=300)
+    assert_intact(net, data, b"")
+
+
+def test_a_silent_zero_window_peer_still_times_out():
+    # The other half of the rule: probes that nobody answers count toward the user timeout.
+    net = SimNetwork(seed=2, server_config=config(receive_buffer_bytes=BUFFER_BYTES))
+    net.server.read_enabled = False
+    net.start(random.Random(2).randbytes(64_000))
+    net.run(until=lambda: net.client.conn.stats.window_probes >= 1, max_time_s=60)
+    net.drop_filter = lambda sender, dgram: sender == "server"
+    net.run(until=lambda: net.client.closed is not None, max_time_s=300)
+    assert net.client.closed.reason == "timeout"
+
+
+def test_the_fin_waits_for_the_window_and_goes_as_soon_as_it_opens():
+    # CS144's "FIN must fit the window": the data fills the receiver's buffer exactly, so
+    # the FIN that follows has no room until the application reads. Sent into the closed
+    # window, it was dropped and only the backed-off RTO resent it, seconds after the reader
+    # came back; waiting for the window (probing it meanwhile), it goes with the update.
+    net = SimNetwork(seed=3, server_config=config(receive_buffer_bytes=BUFFER_BYTES))
+    data = random.Random(3).randbytes(BUFFER_BYTES)
+    net.server.read_enabled = False
+    net.start(data)
+    net.run(until=lambda: net.now - START_TIME_S > 20, max_time_s=60)
+    assert not net.server.stream_ended
+    resumed = net.now
+    net.server.read_enabled = True
+    assert _stream_ended_at(net) - resumed < 0.1  # the update's round trip (2 ms), not an RTO
+    assert net.client.conn.stats.timeouts == 0
+    net.run(max_time_s=60)
+    assert_intact(net, data, b"")
