@@ -1204,22 +1204,29 @@ class Connection:
         Unlike RFC 8985 (and like QUIC's PTO, RFC 9002 6.2) the probe also runs during
         recovery: when a retransmission and everything after it are lost, nothing comes back
         to trigger RACK, and with a small window that is common; one probe that is SACKed
-        repairs it in two round trips instead of a 200 ms RTO and a collapsed window."""
+        repairs it in two round trips instead of a 200 ms RTO and a collapsed window.
+
+        A PTO beyond the RTO is cut to it (RFC 8985 7.2, as Linux): the probe goes first and
+        re-arms the RTO, so a tail loss on a long path is not always a timeout. A FIN alone
+        in flight is probed too (resent)."""
         sb = self.scoreboard
         srtt = self.rtt.srtt_s
-        if not self.sack_ok or self._tlp_in_flight >= TLP_MAX_PROBES or not len(sb) or (
+        in_flight = len(sb) + self._fin_in_flight()
+        if not self.sack_ok or self._tlp_in_flight >= TLP_MAX_PROBES or not in_flight or (
             srtt is None
         ):
             self._tlp_deadline = None
             return
-        pto = 2 * srtt + (self.config.delayed_ack_s if len(sb) == 1 else 0.0)
+        pto = 2 * srtt + (self.config.delayed_ack_s if in_flight == 1 else 0.0)
         pto *= 1 << self._tlp_in_flight  # a second probe waits twice as long
         deadline = now + max(pto, TLP_MIN_PTO_S)
         rto = self._rto_deadline
-        if rto is None or deadline < rto:
-            self._arm_timer("tail_loss_probe", now, deadline - now)
-        else:
-            self._tlp_deadline = None
+        if rto is not None and rto < deadline:
+            deadline = rto
+        self._arm_timer("tail_loss_probe", now, deadline - now)
+
+    def _fin_in_flight(self) -> bool:
+        return self._fin_offset is not None and self.snd_una <= self._fin_offset
 
     def _send_tail_loss_probe(self, out: list[bytes], now: float) -> None:
         """RFC 8985 7.3: send one new segment if there is one, else resend the last one."""
@@ -1235,6 +1242,11 @@ class Connection:
             self.snd_nxt = nxt + room
             return
         rec = sb.last_unsacked()
+        if rec is None and self._fin_in_flight():
+            self.stats.retransmissions += 1
+            self.stats.retransmits_tlp += 1
+            self._fin_resend = True  # _send_fin sends it
+            return
         if rec is None or rec.end - rec.start > self.mss:
             return
         self.stats.retransmissions += 1
@@ -1257,6 +1269,8 @@ class Connection:
         out.append(self._emit_fin(now))
         if self._rto_deadline is None:
             self._arm_timer("retransmission", now, self.rtt.rto_s)
+        if self._tlp_deadline is None:
+            self._arm_tlp(now)
 
     def _emit_fin(self, now: float) -> bytes:
         assert self._fin_offset is not None
@@ -1389,18 +1403,19 @@ class Connection:
             self._trace("timer_fired", timer="time_wait")
             self._set_state("2MSL timeout")
             return
-        if self._rto_deadline is not None and now >= self._rto_deadline:
-            self._trace("timer_fired", timer="retransmission")
-            self._tlp_deadline = None
-            self._on_rto(now)
+        # The probe before the RTO: a PTO cut to the RTO (_arm_tlp) fires at the same moment.
         if self._tlp_deadline is not None and now >= self._tlp_deadline:
             self._trace("timer_fired", timer="tail_loss_probe")
             self._tlp_deadline = None
-            if self.scoreboard.pipe > 0:
+            if self.scoreboard.pipe > 0 or self._fin_in_flight():
                 self._tlp_pending = True
                 self._tlp_in_flight += 1
                 self._arm_timer("retransmission", now, self.rtt.rto_s)  # RFC 8985 7.3: re-arm the RTO
                 self._arm_tlp(now)
+        if self._rto_deadline is not None and now >= self._rto_deadline:
+            self._trace("timer_fired", timer="retransmission")
+            self._tlp_deadline = None
+            self._on_rto(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._trace("timer_fired", timer="persist")
             self._probe_pending = True

@@ -60,3 +60,62 @@ def test_the_fin_waits_for_the_window_and_goes_as_soon_as_it_opens():
     assert net.client.conn.stats.timeouts == 0
     net.run(max_time_s=60)
     assert_intact(net, data, b"")
+
+
+def _drop_first(net: SimNetwork, sender: str, pick) -> list:
+    """Drop the first datagram from `sender` that pick(segment) selects; returns [its time]."""
+    from rtcp.core import wire
+
+    dropped: list = []
+
+    def drop(name, dgram):
+        if dropped or name != sender:
+            return False
+        seg = wire.decode(dgram)
+        if pick(seg):
+            dropped.append(net.now)
+            return True
+        return False
+
+    net.drop_filter = drop
+    return dropped
+
+
+def test_a_tail_loss_on_a_long_path_gets_a_probe_not_a_timeout():
+    # RTT 200 ms: once RTTVAR settles, 2 SRTT exceeds the RTO, and the probe was skipped;
+    # RFC 8985 7.2 cuts the probe timeout to the RTO instead, so the lost last segment is
+    # repaired by a probe (and SACK recovery), without a timeout and its collapsed window.
+    size = 40 * 1362
+    net = SimNetwork(seed=4, base_delay_s=0.1,
+                     client_config=config(congestion_control="reno"))
+    data = random.Random(4).randbytes(size)
+    end_seq = None
+
+    def last_data(seg):
+        nonlocal end_seq
+        if end_seq is None:
+            end_seq = (net.client.conn.iss + 1 + size) % 2**32
+        return seg.payload and (seg.seq + len(seg.payload)) % 2**32 == end_seq
+
+    _drop_first(net, "client", last_data)
+    net.start(data)
+    net.run(max_time_s=60)
+    assert_intact(net, data, b"")
+    stats = net.client.conn.stats
+    assert stats.retransmits_tlp >= 1
+    assert stats.timeouts == 0
+
+
+def test_a_lost_fin_gets_a_tail_loss_probe():
+    from rtcp.core.wire import FIN
+
+    net = SimNetwork(seed=5)
+    data = random.Random(5).randbytes(10_000)
+    dropped = _drop_first(net, "client", lambda seg: seg.flags & FIN)
+    net.start(data)
+    _stream_ended_at(net)
+    assert dropped
+    stats = net.client.conn.stats
+    assert stats.timeouts == 0 and stats.retransmits_tlp == 1
+    net.run(max_time_s=60)
+    assert_intact(net, data, b"")
