@@ -199,6 +199,7 @@ class Connection:
         self._recover = 0  # RFC 6582 "recover": snd_nxt when the last recovery or RTO began
         self._dupack_credit = 0  # NewReno without SACK: bytes that dup ACKs say have left
         self._tlp_deadline: float | None = None  # tail loss probe timer (RFC 8985 7)
+        self._rack_deadline: float | None = None  # RACK reordering timer (RFC 8985 6.3)
         self._tlp_pending = False  # the probe is due: send it with the next datagrams
         self._tlp_in_flight = 0  # probes sent since data was last delivered
         self._pace_next = 0.0  # earliest time the next paced segment may leave
@@ -783,6 +784,7 @@ class Connection:
             reorder_window = self._reorder_window()
             if newly_sacked:
                 sb.detect_losses(reorder_window)
+                self._rack_deadline = sb.reorder_deadline(reorder_window)
             if not self._in_recovery and self.snd_una >= self._recover:
                 if self._dupacks >= DUP_THRESH and not sb.lost_bytes:
                     sb.mark_first_lost()
@@ -1362,6 +1364,7 @@ class Connection:
             self._time_wait_deadline,
             self.pmtud.probe_deadline,
             self._tlp_deadline,
+            self._rack_deadline,
         ):
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
@@ -1403,6 +1406,9 @@ class Connection:
             self._trace("timer_fired", timer="time_wait")
             self._set_state("2MSL timeout")
             return
+        if self._rack_deadline is not None and now >= self._rack_deadline:
+            self._trace("timer_fired", timer="reorder")
+            self._on_reorder_timeout(now)
         # The probe before the RTO: a PTO cut to the RTO (_arm_tlp) fires at the same moment.
         if self._tlp_deadline is not None and now >= self._tlp_deadline:
             self._trace("timer_fired", timer="tail_loss_probe")
@@ -1428,6 +1434,23 @@ class Connection:
             self._trace("timer_fired", timer="delayed_ack")
             self._delack_deadline = None
             self._ack_now = True
+
+    def _on_reorder_timeout(self, now: float) -> None:
+        """RFC 8985 6.3: segments sent no later than a delivered one, and not delivered
+        within its RTT plus the reordering window, are lost: a burst's first segment too,
+        which the send-time comparison alone never marks."""
+        sb = self.scoreboard
+        reorder_window = self._reorder_window()
+        self._rack_deadline = None
+        if not len(sb):
+            return
+        if sb.detect_losses(reorder_window, now) and not self._in_recovery and (
+            self.snd_una >= self._recover
+        ):
+            self._enter_recovery(now)
+        deadline = sb.reorder_deadline(reorder_window)
+        if deadline is not None and deadline > now:
+            self._arm_timer("reorder", now, deadline - now)
 
     def _persist_interval(self) -> float:
         return min(self.rtt.rto_s * (1 << min(self._persist_backoff, 16)), MAX_PERSIST_S)
@@ -1482,6 +1505,7 @@ class Connection:
         "persist": "_persist_deadline",
         "time_wait": "_time_wait_deadline",
         "tail_loss_probe": "_tlp_deadline",
+        "reorder": "_rack_deadline",
     }
 
     def _arm_timer(self, timer: str, now: float, after_s: float) -> None:
@@ -1519,7 +1543,7 @@ class Connection:
 
     def _clear_timers(self) -> None:
         self._rto_deadline = self._persist_deadline = self._delack_deadline = None
-        self._tlp_deadline = None
+        self._tlp_deadline = self._rack_deadline = None
         self._time_wait_deadline = None
 
     def _report_closed(self, reason: str, error: str | None) -> None:

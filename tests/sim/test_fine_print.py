@@ -119,3 +119,36 @@ def test_a_lost_fin_gets_a_tail_loss_probe():
     assert stats.timeouts == 0 and stats.retransmits_tlp == 1
     net.run(max_time_s=60)
     assert_intact(net, data, b"")
+
+
+def test_the_rack_reordering_timer_marks_the_first_of_a_burst():
+    # RFC 8985 6.3: two segments leave together and the first is lost. The second's SACK
+    # cannot mark it by send time (they are equal), and one duplicate ACK is not three: the
+    # reordering timer marks it one RTT plus reo_wnd (min_RTT / 4) after it left, 125 ms
+    # here, before the tail loss probe (2 SRTT, 200 ms) or the RTO (300 ms).
+    from rtcp.core import wire
+
+    net = SimNetwork(seed=6, base_delay_s=0.05)
+    net.keep_log = True
+    data = random.Random(6).randbytes(2 * 1362)
+    first_seq = []
+
+    def drop_first_data(name, dgram):
+        seg = wire.decode(dgram)
+        if name != "client" or not seg.payload:
+            return False
+        if not first_seq:
+            first_seq.append(seg.seq)
+            return True
+        return False
+
+    net.drop_filter = drop_first_data
+    net.start(data)
+    net.run(max_time_s=60)
+    assert_intact(net, data, b"")
+    sends = [t for t, name, d in net.log
+             if name == "client" and (seg := wire.decode(d)).payload and seg.seq == first_seq[0]]
+    assert len(sends) == 2
+    assert 0.1 < sends[1] - sends[0] < 0.15
+    stats = net.client.conn.stats
+    assert stats.retransmits_fast == 1 and stats.retransmits_tlp == 0 and stats.timeouts == 0
