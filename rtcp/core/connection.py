@@ -58,6 +58,9 @@ TLP_MAX_PROBES = 2  # probes before the RTO takes over
 TLP_MIN_PTO_S = 0.01  # RFC 8985 7.2 suggests 10 ms as the floor of the probe timeout
 MAX_DUP_THRESH = 256  # the most reordering (in segments) the SACK loss rule tolerates
 RACK_MIN_REORDER_WINDOW_S = 0.001  # RFC 8985 reo_wnd is min_RTT/4; at least this much
+# RFC 5961 7: challenge ACKs are rate-limited (Linux: a few per second and socket), so that
+# forged segments cannot turn a connection into an ACK reflector.
+CHALLENGE_ACKS_PER_S = 10
 
 
 class State(Enum):
@@ -132,6 +135,7 @@ class ConnectionStats:
     checksum_failures: int = 0
     malformed_datagrams: int = 0
     foreign_datagrams: int = 0  # well-formed but for another connection id
+    challenge_acks_limited: int = 0  # challenge ACKs not sent (RFC 5961 7 rate limit)
     window_probes: int = 0
     pmtu_probes_sent: int = 0
     pmtu_probes_acked: int = 0
@@ -168,6 +172,9 @@ class Connection:
         self.snd_wnd = 0
         self._snd_wl1 = -1  # offset of the segment that last updated snd_wnd
         self._snd_wl2 = -1  # ack of that segment
+        self._max_snd_wnd = 0  # the largest window the peer offered (RFC 5961 5.2 MAX.SND.WND)
+        self._challenge_acks_at = 0.0  # start of the second the challenge ACK count is for
+        self._challenge_acks = 0
         self._sndbuf = SendBuffer(1)  # queued bytes from the first unacknowledged one on
         self._send_blocked = False
         self._fin_queued = False  # close() called: FIN follows the data
@@ -562,7 +569,7 @@ class Connection:
         self.rcv_nxt = 1
         self._negotiate(seg)
         self._ts_update(seg, now)
-        self.snd_wnd = seg.window  # windows in SYNs are never scaled (RFC 7323 2.2)
+        self.snd_wnd = self._max_snd_wnd = seg.window  # never scaled in SYNs (RFC 7323 2.2)
         self._snd_wl1 = 0
         self._syn_pending = True
         self.snd_nxt = max(self.snd_nxt, 1)
@@ -701,14 +708,14 @@ class Connection:
                 else:
                     self._enter_closed("reset", "the peer reset the connection")
             else:
-                self._ack_now = True
+                self._challenge_ack(now)
             return
 
         if flags & SYN:
             if self.state is S.SYN_RECEIVED and seg_off == 0:
                 self._syn_pending = True
                 return
-            self._ack_now = True  # RFC 5961 4.2 challenge ACK
+            self._challenge_ack(now)  # RFC 5961 4.2
             return
 
         if not flags & ACK:
@@ -732,6 +739,7 @@ class Connection:
             self._syn_pending = False
             self.snd_una = max(self.snd_una, 1)
             self.snd_wnd = seg.window << self._snd_wscale
+            self._max_snd_wnd = max(self._max_snd_wnd, self.snd_wnd)
             self._snd_wl1, self._snd_wl2 = seg_off, ack
             if self.ts_ok and seg.ts_ecr:
                 self._rtt_sample_syn(seg, now)
@@ -745,6 +753,11 @@ class Connection:
             state = self.state
         if ack > self.snd_nxt:
             self._ack_now = True  # acks something never sent (RFC 9293): ACK and drop
+            return False
+        if ack < self.snd_una - self._max_snd_wnd:
+            # RFC 5961 5.2: older than any window the peer ever offered: a blind forgery
+            # (or a very old duplicate). Drop it, data too, with a challenge ACK.
+            self._challenge_ack(now)
             return False
 
         if seg.pmtu_ack is not None and self.pmtud.on_probe_acked(seg.pmtu_ack, now):
@@ -813,6 +826,7 @@ class Connection:
                 self._trace("window_update", window=window)
             self.snd_wnd = window
             self._snd_wl1, self._snd_wl2 = seg_off, ack
+            self._max_snd_wnd = max(self._max_snd_wnd, window)
             if window and self._persist_deadline is not None:
                 self._persist_deadline = None
                 self._persist_backoff = 0
@@ -1451,6 +1465,18 @@ class Connection:
         deadline = sb.reorder_deadline(reorder_window)
         if deadline is not None and deadline > now:
             self._arm_timer("reorder", now, deadline - now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """An ACK in answer to a suspicious segment (RFC 5961 3.2, 4.2, 5.2), at most
+        CHALLENGE_ACKS_PER_S a second (RFC 5961 7); the rest are counted, not sent."""
+        if now - self._challenge_acks_at >= 1.0:
+            self._challenge_acks_at = now
+            self._challenge_acks = 0
+        if self._challenge_acks < CHALLENGE_ACKS_PER_S:
+            self._challenge_acks += 1
+            self._ack_now = True
+        else:
+            self.stats.challenge_acks_limited += 1
 
     def _persist_interval(self) -> float:
         return min(self.rtt.rto_s * (1 << min(self._persist_backoff, 16)), MAX_PERSIST_S)
