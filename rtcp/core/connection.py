@@ -136,6 +136,7 @@ class ConnectionStats:
     malformed_datagrams: int = 0
     foreign_datagrams: int = 0  # well-formed but for another connection id
     challenge_acks_limited: int = 0  # challenge ACKs not sent (RFC 5961 7 rate limit)
+    segments_without_timestamps: int = 0  # dropped once timestamps were negotiated
     window_probes: int = 0
     pmtu_probes_sent: int = 0
     pmtu_probes_acked: int = 0
@@ -235,6 +236,7 @@ class Connection:
         self._rcv_wscale = _wscale_for(cfg.receive_buffer_bytes) if cfg.window_scaling else 0
         self._ts_recent = 0
         self._ts_recent_at = 0.0
+        self._last_ack_sent = 1  # RCV.NXT in the last ACK sent (RFC 7323 4.3 Last.ACK.sent)
         self._ts_now = 0
 
         # Timers: one absolute deadline each; get_timer() returns the earliest.
@@ -469,6 +471,7 @@ class Connection:
         expect_ack = (self.iss + self.snd_una) & TS_MASK
         ts_ok = self.ts_ok
         ts_recent = self._ts_recent
+        last_ack = self._last_ack_sent
         room = self.config.receive_buffer_bytes - self._rcv_buffered
         offset = start_offset = self.rcv_nxt
         unpack = wire.HEADER.unpack_from
@@ -513,7 +516,7 @@ class Connection:
                 break
             payload = view[hdr + optlen:]
             chunks.append(payload if type(view.obj) is bytes else bytes(payload))
-            if ts_ok:
+            if ts_ok and offset <= last_ack:
                 ts_recent = ts_val
             room -= plen
             newest = offset
@@ -665,17 +668,19 @@ class Connection:
         plen = len(seg.payload)
         seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
 
-        # PAWS (RFC 7323 5): an old timestamp means an old duplicate.
-        if (
-            self.ts_ok
-            and seg.ts_val is not None
-            and not flags & RST
-            and ((seg.ts_val - self._ts_recent) & TS_MASK) >= 0x80000000
-            and now - self._ts_recent_at < PAWS_IDLE_LIMIT_S
-        ):
-            self.stats.duplicate_segments += 1
-            self._ack_now = True
-            return
+        if self.ts_ok and not flags & RST:
+            if seg.ts_val is None:
+                # RFC 7323 3.2: once negotiated, a segment without timestamps is dropped.
+                self.stats.segments_without_timestamps += 1
+                return
+            # PAWS (RFC 7323 5): an old timestamp means an old duplicate.
+            if (
+                ((seg.ts_val - self._ts_recent) & TS_MASK) >= 0x80000000
+                and now - self._ts_recent_at < PAWS_IDLE_LIMIT_S
+            ):
+                self.stats.duplicate_segments += 1
+                self._ack_now = True
+                return
 
         if not self._acceptable(seg_off, seg_len):
             if flags & RST:
@@ -721,10 +726,14 @@ class Connection:
         if not flags & ACK:
             return
         self._last_heard = now
-        if self.ts_ok and seg.ts_val is not None and seg_off <= self.rcv_nxt:
-            self._ts_update(seg, now)
         if not self._process_ack(seg, seg_off, now):
             return
+        # RFC 7323 4.3, after the ACK check (as Linux since 2013): only an acceptable segment
+        # may move TS.Recent, or one forged ACK with a TSval far ahead would make PAWS drop
+        # every real segment after it; and only one at or below Last.ACK.sent, so a delayed
+        # ACK echoes the earliest segment it acknowledges.
+        if self.ts_ok and seg_off <= self._last_ack_sent:
+            self._ts_update(seg, now)
         if plen or flags & FIN:
             self._process_data(seg, seg_off, now)
 
@@ -1342,6 +1351,7 @@ class Connection:
         window field it carries."""
         window = min(self._receive_window() >> self._rcv_wscale, MAX_WINDOW_FIELD)
         self._last_adv_window = window << self._rcv_wscale
+        self._last_ack_sent = self.rcv_nxt
         self._ack_now = False
         self._unacked_segments = 0
         self._delack_deadline = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 from tests.core.conn_helpers import (
     ACK,
     REMOTE_WINDOW,
+    SYN,
     T0,
+    State,
     established,
     lseq,
     out,
@@ -13,9 +15,18 @@ from tests.core.conn_helpers import (
     recv_one,
     rseq,
     send,
+    syn_sent,
 )
 
 SENT_BYTES = 3 * REMOTE_WINDOW
+
+
+def _established_with_timestamps():
+    conn = syn_sent(timestamps=True)
+    send(conn, T0, SYN | ACK, rseq(0), lseq(1), mss=1000, ts_val=6000, ts_ecr=0)
+    assert conn.state is State.ESTABLISHED and conn.ts_ok
+    recv(conn, T0)
+    return conn
 
 
 def _after_sending(nbytes: int, **kw):
@@ -55,3 +66,36 @@ def test_challenge_acks_are_rate_limited():
     assert 1 <= answers <= 10
     assert conn.stats.challenge_acks_limited == 100 - answers
     assert conn.readable == 0
+
+
+def test_a_segment_without_timestamps_is_dropped_once_they_were_negotiated():
+    # RFC 7323 3.2: after both SYNs carried timestamps, every non-RST segment must too.
+    conn = _established_with_timestamps()
+    ts = {"ts_val": 6100, "ts_ecr": 0}
+    send(conn, T0 + 0.1, ACK, rseq(1), lseq(1), payload=b"no-ts")
+    assert conn.readable == 0
+    assert conn.stats.segments_without_timestamps == 1
+    send(conn, T0 + 0.2, ACK, rseq(1), lseq(1), payload=b"ts", **ts)
+    assert conn.read() == b"ts"
+
+
+def test_a_delayed_ack_echoes_the_earliest_unacknowledged_segments_tsval():
+    # RFC 7323 4.3: TS.Recent moves only for a segment at or below Last.ACK.sent, so one ACK
+    # for two segments echoes the first one's TSval (the peer's RTT then includes the delay).
+    conn = _established_with_timestamps()
+    send(conn, T0 + 0.1, ACK, rseq(1), lseq(1), payload=b"a" * 100, ts_val=7000, ts_ecr=0)
+    send(conn, T0 + 0.11, ACK, rseq(101), lseq(1), payload=b"b" * 100, ts_val=7010, ts_ecr=0)
+    ack = recv_one(conn, T0 + 0.11)
+    assert (ack.flags, ack.ack) == (ACK, rseq(201))
+    assert ack.ts_ecr == 7000
+
+
+def test_a_forged_ack_does_not_move_ts_recent():
+    conn = _established_with_timestamps()
+    send(conn, T0 + 0.1, ACK, rseq(1), lseq(1), payload=b"a", ts_val=7000, ts_ecr=0)
+    assert conn.read() == b"a"
+    recv(conn, T0 + 0.1)
+    # An ACK of data never sent, with a TSval 2^31 - 1 ahead: dropped, and TS.Recent stays.
+    send(conn, T0 + 0.2, ACK, rseq(2), lseq(50_000), ts_val=7000 + 2**31 - 1, ts_ecr=0)
+    send(conn, T0 + 0.3, ACK, rseq(2), lseq(1), payload=b"b", ts_val=7100, ts_ecr=0)
+    assert conn.read() == b"b"

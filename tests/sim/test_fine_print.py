@@ -152,3 +152,32 @@ def test_the_rack_reordering_timer_marks_the_first_of_a_burst():
     assert 0.1 < sends[1] - sends[0] < 0.15
     stats = net.client.conn.stats
     assert stats.retransmits_fast == 1 and stats.retransmits_tlp == 0 and stats.timeouts == 0
+
+
+def test_one_forged_ack_with_a_timestamp_far_ahead_changes_nothing():
+    # Issue 14: the right ids, an ACK number never sent, a TSval 2^31 - 1 ahead. Recorded as
+    # TS.Recent before the ACK check dropped the segment, it made PAWS discard every real
+    # segment after it, and the transfer stalled for good. RFC 7323 4.3: only an acceptable
+    # segment moves TS.Recent.
+    from rtcp.core import wire
+    from rtcp.core.seqnum import wrap
+
+    size = 2_000_000
+    data = random.Random(7).randbytes(size)
+    net = SimNetwork(seed=7)
+    net.start(data)
+    net.run(until=lambda: len(net.server.received) >= size // 2, max_time_s=60)
+    client = net.client.conn
+    recent = client._ts_recent
+    forged = wire.encode(wire.Segment(
+        wire.ACK, net.server.conn.local_id, client.local_id, wrap(client.rcv_nxt, client.irs),
+        wrap(client.snd_nxt + 1_000_000, client.iss), 1000,
+        ts_val=(recent + 2**31 - 1) % 2**32, ts_ecr=0,
+    ))
+    before = net.now
+    client.receive_datagram(forged, net.now)
+    assert client._ts_recent == recent
+    net.run(max_time_s=60)
+    assert_intact(net, data, b"")
+    assert net.now - before < 2.0
+    assert client.stats.timeouts == 0
