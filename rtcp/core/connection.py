@@ -54,6 +54,7 @@ PACING_BURST_S = 0.002  # a paced sender may catch up this much after an idle mo
 # A segment whose pacing time is this close goes now: the driver's sleep (epoll) has 1 ms
 # granularity, so waiting for a sub-millisecond deadline would cost a whole millisecond.
 PACING_SLACK_S = 0.001
+LOSSY_HANDSHAKE_TIMEOUTS = 2  # handshake timeouts after which the initial window is 1 segment
 TLP_MAX_PROBES = 2  # probes before the RTO takes over
 TLP_MIN_PTO_S = 0.01  # RFC 8985 7.2 suggests 10 ms as the floor of the probe timeout
 MAX_DUP_THRESH = 256  # the most reordering (in segments) the SACK loss rule tolerates
@@ -627,6 +628,7 @@ class Connection:
             # passive side does on the ACK of its SYN-ACK); a 16 s RTO after three lost SYNs
             # would otherwise let one more data loss run into the user timeout.
             self.rtt.reset_backoff()
+            self._after_lossy_handshake()
             self._set_state("recv SYN-ACK")
             self._ack_now = True
             self._start_pmtud(now)
@@ -648,6 +650,17 @@ class Connection:
             self._rtt_sample(now - self._syn_sent_at)
 
     _syn_sent_at: float | None = None
+
+    def _after_lossy_handshake(self) -> None:
+        """Our SYN (or SYN-ACK) timed out: without an RTT sample, data starts with a 3 s RTO
+        (RFC 6298 5.7); after two or more timeouts, with a window of one segment (RFC 6928 2,
+        RFC 5681 3.1): the path lost what little was sent."""
+        timeouts = self.stats.timeouts
+        if timeouts:
+            self.rtt.after_handshake_timeout()
+            self.stats.rto_s = self.rtt.rto_s
+        if timeouts >= LOSSY_HANDSHAKE_TIMEOUTS:
+            self.cc.cwnd = min(self.cc.cwnd, self.mss)
 
     def _acceptable(self, seg_off: int, seg_len: int) -> bool:
         """RFC 9293 3.10.7.4: the four cases of segment acceptability."""
@@ -753,6 +766,7 @@ class Connection:
             if self.ts_ok and seg.ts_ecr:
                 self._rtt_sample_syn(seg, now)
             self.rtt.reset_backoff()
+            self._after_lossy_handshake()
             self._set_state("recv ACK of SYN")
             self._start_pmtud(now)
             self._events.append(events.HandshakeComplete())

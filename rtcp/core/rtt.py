@@ -16,6 +16,7 @@ ALPHA = 1 / 8  # RFC 6298 section 2.3: SRTT gain
 BETA = 1 / 4  # RFC 6298 section 2.3: RTTVAR gain
 K = 4  # RFC 6298 section 2.2: variance multiplier
 MAX_BACKOFF_SHIFT = 62  # beyond this any RTO is at the cap; avoids huge integers
+SYN_TIMEOUT_RTO_S = 3.0  # RFC 6298 5.7: the RTO for data after a SYN timeout without a sample
 
 
 class RttEstimator:
@@ -100,6 +101,13 @@ class RttEstimator:
         """The retransmission timer expired: double the RTO (RFC 6298 section 5.5)."""
         self.backoff_count += 1
         self._update_rto()
+
+    def after_handshake_timeout(self) -> None:
+        """The handshake lost a SYN or SYN-ACK and gave no RTT sample: data starts with an
+        RTO of at least SYN_TIMEOUT_RTO_S, not initial_rto_s (RFC 6298 5.7)."""
+        if self.srtt_s is None and self.initial_rto_s < SYN_TIMEOUT_RTO_S:
+            self.initial_rto_s = SYN_TIMEOUT_RTO_S
+            self._update_rto()
 
     def reset_backoff(self) -> None:
         """New data was acknowledged: drop the backoff (RFC 6298 section 5.7, Karn)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.core.conn_helpers import (
     ACK,
+    MSS,
     REMOTE_WINDOW,
     SYN,
     T0,
@@ -99,3 +100,20 @@ def test_a_forged_ack_does_not_move_ts_recent():
     send(conn, T0 + 0.2, ACK, rseq(2), lseq(50_000), ts_val=7000 + 2**31 - 1, ts_ecr=0)
     send(conn, T0 + 0.3, ACK, rseq(2), lseq(1), payload=b"b", ts_val=7100, ts_ecr=0)
     assert conn.read() == b"b"
+
+
+def test_after_two_syn_timeouts_data_starts_with_a_3_s_rto_and_one_segment():
+    # RFC 6298 5.7: the SYN timed out and the handshake gave no RTT sample (Karn): the data's
+    # RTO is 3 s, not 1 s. RFC 6928 2: after two SYN retransmissions, the initial window is
+    # one segment, not ten: the path just lost what little was sent.
+    conn = syn_sent()
+    for t in (T0 + 1, T0 + 3):
+        conn.handle_timer(t)
+        assert [s.flags for s in recv(conn, t)] == [SYN]
+    send(conn, T0 + 3.5, SYN | ACK, rseq(0), lseq(1), mss=MSS, window=64_000)
+    assert conn.state is State.ESTABLISHED
+    assert conn.rtt.rto_s == 3.0
+    conn.send(bytes(10 * MSS))
+    segs = recv(conn, T0 + 3.5)
+    assert [len(s.payload) for s in segs] == [MSS]
+    assert conn.get_timer() == T0 + 6.5
