@@ -190,7 +190,8 @@ class Connection:
         self._probe_pending = False
         self.scoreboard = Scoreboard()
         self.rtt = RttEstimator(
-            initial_rto_s=cfg.initial_rto_s, min_rto_s=cfg.min_rto_s, max_rto_s=cfg.max_rto_s
+            initial_rto_s=cfg.initial_rto_s, min_rto_s=cfg.min_rto_s, max_rto_s=cfg.max_rto_s,
+            max_backoff_rto_s=cfg.max_backoff_rto_s,
         )
         self.mss = cfg.mss_bytes
         self._base_mss = cfg.mss_bytes
@@ -278,6 +279,11 @@ class Connection:
     @property
     def unsent_bytes(self) -> int:
         return self._sndbuf.end - max(self.snd_nxt, 1)
+
+    @property
+    def unacknowledged_bytes(self) -> int:
+        """Queued bytes the peer has not acknowledged yet, sent or not."""
+        return max(0, self._sndbuf.end - max(self.snd_una, 1))
 
     def close(self) -> None:
         """Half-close: send FIN after everything already queued; reading stays possible."""
@@ -711,6 +717,11 @@ class Connection:
                     self._process_ack(seg, seg_off, now)
                 else:
                     self._syn_pending = True
+                    # RFC 7323 4.3 (2): SEG.SEQ <= Last.ACK.sent and a TSval not older (PAWS
+                    # passed): the SYN-ACK then echoes the latest SYN, an RTT sample for the
+                    # peer (Karn), which otherwise starts its data with RFC 6298 5.7's 3 s RTO.
+                    if self.ts_ok:
+                        self._ts_update(seg, now)
             self._ack_now = True  # also answers zero-window probes
             self._last_heard = now
             return
@@ -1251,12 +1262,15 @@ class Connection:
         sb = self.scoreboard
         srtt = self.rtt.srtt_s
         in_flight = len(sb) + self._fin_in_flight()
-        if not self.sack_ok or self._tlp_in_flight >= TLP_MAX_PROBES or not in_flight or (
-            srtt is None
-        ):
+        if not self.sack_ok or self._tlp_in_flight >= TLP_MAX_PROBES or not in_flight:
             self._tlp_deadline = None
             return
-        pto = 2 * srtt + (self.config.delayed_ack_s if in_flight == 1 else 0.0)
+        if srtt is None:
+            # No RTT sample (a lossy handshake, Karn): the initial RTO, as Linux; the RTO
+            # itself is then RFC 6298 5.7's 3 s.
+            pto = self.config.initial_rto_s
+        else:
+            pto = 2 * srtt + (self.config.delayed_ack_s if in_flight == 1 else 0.0)
         pto *= 1 << self._tlp_in_flight  # a second probe waits twice as long
         deadline = now + max(pto, TLP_MIN_PTO_S)
         rto = self._rto_deadline

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.core.conn_helpers import (
     ACK,
     MSS,
@@ -117,3 +119,17 @@ def test_after_two_syn_timeouts_data_starts_with_a_3_s_rto_and_one_segment():
     segs = recv(conn, T0 + 3.5)
     assert [len(s.payload) for s in segs] == [MSS]
     assert conn.get_timer() == T0 + 6.5
+
+
+def test_rto_backoff_stops_at_one_second_by_default():
+    # The deliberate deviation from RFC 6298 5.5 (README, mechanism map): the SYN is resent
+    # every second, not after 1, 2, 4, 8 s, so that a 15 s deadline holds fifteen tries.
+    conn = syn_sent(max_backoff_rto_s=1.0)
+    times = []
+    t = T0
+    while len(times) < 5:
+        t = conn.get_timer()
+        conn.handle_timer(t)
+        if recv(conn, t):
+            times.append(t - T0)
+    assert times == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
