@@ -316,12 +316,18 @@ class Scoreboard:
         return False
 
     def mark_all_lost(self) -> None:
-        """After a retransmission timeout every unSACKed record is presumed lost (RFC 6675 5.1)."""
+        """After a retransmission timeout every record is presumed lost (RFC 6675 5.1), the
+        SACKed ones too: a receiver may have reneged on them, and RFC 2018 8 has the sender
+        forget SACK information at a timeout (else such a receiver stalls the connection)."""
         self._lost_queue.clear()
         for i in range(self._head, len(self._recs)):
             rec = self._recs[i]
-            if not rec.sacked:
-                self._mark_lost(rec)
+            if rec.sacked:
+                rec.sacked = False
+                self.sacked_bytes -= rec.end - rec.start
+                self.sacked_count -= 1
+            self._mark_lost(rec)
+        self.highest_sacked = 0
         self._scan = len(self._recs)
         self._sacked_below_scan = self.sacked_count
 

@@ -133,3 +133,35 @@ def test_rto_backoff_stops_at_one_second_by_default():
         if recv(conn, t):
             times.append(t - T0)
     assert times == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+def _established_with_sack():
+    conn = syn_sent(sack=True)
+    send(conn, T0, SYN | ACK, rseq(0), lseq(1), mss=MSS, sack_permitted=True)
+    assert conn.state is State.ESTABLISHED and conn.sack_ok
+    recv(conn, T0)
+    return conn
+
+
+def test_sack_marks_are_forgotten_at_a_timeout_so_a_reneging_receiver_does_not_stall():
+    # RFC 2018 8: the receiver SACKed the second and third segments, then dropped them
+    # (reneged). After the timeout the sender must resend them too, not wait for ever.
+    conn = _established_with_sack()
+    conn.send(bytes(3 * MSS))
+    first = recv(conn, T0 + 0.1)
+    assert [(s.seq, len(s.payload)) for s in first] == [(lseq(1 + i * MSS), MSS) for i in range(3)]
+    send(conn, T0 + 0.2, ACK, rseq(1), lseq(1), sack_blocks=((lseq(1 + MSS), lseq(1 + 3 * MSS)),))
+    resent = []
+    t = T0 + 0.2
+    while conn.snd_una < 1 + 3 * MSS and t < T0 + 20:
+        t = conn.get_timer()
+        conn.handle_timer(t)
+        for seg in recv(conn, t):
+            if seg.payload:
+                resent.append(seg.seq)
+                # the receiver kept none of the SACKed data: it ACKs only what is contiguous
+                end = (seg.seq - lseq(0)) % 2**32 + len(seg.payload)
+                if (seg.seq - lseq(0)) % 2**32 <= conn.snd_una:
+                    send(conn, t, ACK, rseq(1), lseq(end))
+    assert conn.snd_una == 1 + 3 * MSS
+    assert lseq(1 + MSS) in resent and lseq(1 + 2 * MSS) in resent
