@@ -817,11 +817,14 @@ class Connection:
         elif (
             ack == self.snd_una
             and self.snd_nxt > self.snd_una
-            and not seg.payload
-            and not seg.flags & FIN
-            and (window == self.snd_wnd or newly_sacked)
+            and (
+                newly_sacked
+                if self.sack_ok
+                else not seg.payload and not seg.flags & FIN and window == self.snd_wnd
+            )
         ):
-            # RFC 5681 2 duplicate ACK (RFC 6675 also counts ACKs that bring new SACK info).
+            # A duplicate ACK: with SACK, one that SACKs something new (RFC 6675 2), so that a
+            # network duplicate or the answer to a PMTU probe is not one; else RFC 5681 2's.
             self._dupacks += 1
             if self._in_recovery and not self.sack_ok:
                 self._dupack_credit += self.mss  # RFC 6582 3.2 step 4: cwnd inflation

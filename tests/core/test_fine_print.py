@@ -165,3 +165,16 @@ def test_sack_marks_are_forgotten_at_a_timeout_so_a_reneging_receiver_does_not_s
                     send(conn, t, ACK, rseq(1), lseq(end))
     assert conn.snd_una == 1 + 3 * MSS
     assert lseq(1 + MSS) in resent and lseq(1 + 2 * MSS) in resent
+
+
+def test_with_sack_an_ack_without_new_sack_information_is_no_duplicate_ack():
+    # RFC 6675 2: three copies of one ACK (a network that duplicates) are one duplicate ACK,
+    # not three: no fast retransmit.
+    conn = _established_with_sack()
+    conn.send(bytes(4 * MSS))
+    assert len(recv(conn, T0 + 0.1)) == 4
+    block = ((lseq(1 + 3 * MSS), lseq(1 + 4 * MSS)),)
+    for _ in range(3):
+        send(conn, T0 + 0.101, ACK, rseq(1), lseq(1), sack_blocks=block)
+    assert [s for s in recv(conn, T0 + 0.101) if s.payload] == []
+    assert conn.stats.fast_recoveries == 0
