@@ -914,6 +914,7 @@ class Connection:
                     # than the loss detectors allow. Widen them (as Linux raises its reordering
                     # degree, and RFC 8985 7.2 widens reo_wnd on DSACK), up to a cap.
                     self.stats.spurious_retransmissions += 1
+                    self.cc.on_spurious_rto(now)  # RFC 4015: undo a timeout's reduction
                     sb.dup_thresh = min(sb.dup_thresh * 2, MAX_DUP_THRESH)
                     self._reorder_window_scale = min(self._reorder_window_scale + 1, 4)
         if rtt_s is not None and 0 <= rtt_s < 60:

@@ -178,3 +178,24 @@ def test_with_sack_an_ack_without_new_sack_information_is_no_duplicate_ack():
         send(conn, T0 + 0.101, ACK, rseq(1), lseq(1), sack_blocks=block)
     assert [s for s in recv(conn, T0 + 0.101) if s.payload] == []
     assert conn.stats.fast_recoveries == 0
+
+
+def test_a_spurious_timeout_is_undone():
+    # RFC 4015: the ACK echoes the TSval of the original transmission, so the timeout was
+    # spurious (the ACKs were late, not lost): cwnd and ssthresh return to what they were.
+    from rtcp.core.connection import TS_TICKS_PER_S
+
+    conn = _established_with_timestamps()
+    before = (conn.cc.cwnd, conn.cc.ssthresh)
+    conn.send(bytes(4 * MSS))
+    sent_at = T0 + 0.1
+    assert len(recv(conn, sent_at)) == 4
+    t = conn.get_timer()
+    conn.handle_timer(t)
+    assert [s.seq for s in recv(conn, t) if s.payload] == [lseq(1)]
+    assert conn.cc.cwnd == MSS
+    echo = int(sent_at * TS_TICKS_PER_S) % 2**32
+    send(conn, t + 0.05, ACK, rseq(1), lseq(1 + 4 * MSS), ts_val=6100, ts_ecr=echo)
+    assert conn.stats.spurious_retransmissions == 1
+    assert conn.cc.ssthresh == before[1]
+    assert conn.cc.cwnd >= before[0]
