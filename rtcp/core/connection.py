@@ -298,8 +298,11 @@ class Connection:
             self._set_state("close")
 
     def abort(self) -> None:
-        """Send RST and forget the connection (RFC 9293 3.10.5 ABORT)."""
-        if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
+        """Send RST and forget the connection (RFC 9293 3.10.5 ABORT; none from TIME-WAIT,
+        whose peer has closed already)."""
+        if self.state is not S.TIME_WAIT and (
+            self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED
+        ):
             self._rst_pending = (wrap(self.snd_nxt, self.iss), 0, RST, self.peer_id)
         self._enter_closed("aborted", "connection aborted locally")
 
@@ -857,8 +860,11 @@ class Connection:
                 now,
             )
 
-        # RFC 9293 3.10.7.4: update the send window from the newest segment only.
-        if self._snd_wl1 < seg_off or (self._snd_wl1 == seg_off and self._snd_wl2 <= ack):
+        # RFC 9293 3.10.7.4: update the send window from the newest segment only, and only
+        # from one whose ACK is not below SND.UNA (an old duplicate's window is stale).
+        if ack >= acked_before and (
+            self._snd_wl1 < seg_off or (self._snd_wl1 == seg_off and self._snd_wl2 <= ack)
+        ):
             if window != self.snd_wnd:
                 self._trace("window_update", window=window)
             self.snd_wnd = window

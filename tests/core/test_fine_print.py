@@ -199,3 +199,22 @@ def test_a_spurious_timeout_is_undone():
     assert conn.stats.spurious_retransmissions == 1
     assert conn.cc.ssthresh == before[1]
     assert conn.cc.cwnd >= before[0]
+
+
+def test_abort_in_time_wait_sends_no_rst():
+    # RFC 9293 3.10.5: in TIME-WAIT, ABORT just deletes the connection.
+    from tests.core.conn_helpers import time_wait
+
+    conn = time_wait()
+    conn.abort()
+    assert recv(conn, T0 + 0.1) == []
+
+
+def test_an_ack_below_snd_una_does_not_update_the_window():
+    # RFC 9293 3.10.7.4: SND.UNA =< SEG.ACK is part of the window-update rule; a reordered
+    # old ACK with a newer sequence number must not reopen (or close) the window.
+    conn, t = _after_sending(SENT_BYTES)
+    una = SENT_BYTES + 1
+    send(conn, t + 0.1, ACK, rseq(1), lseq(una), window=REMOTE_WINDOW, payload=b"abcd")
+    send(conn, t + 0.2, ACK, rseq(5), lseq(una - 1000), window=0, payload=b"late")
+    assert conn.snd_wnd == REMOTE_WINDOW
