@@ -287,6 +287,9 @@ class Connection:
 
     def close(self) -> None:
         """Half-close: send FIN after everything already queued; reading stays possible."""
+        if self.state is S.SYN_SENT and len(self._sndbuf):
+            self._fin_queued = True  # RFC 9293 3.10.4: queued data goes once ESTABLISHED
+            return
         if self.state in (S.LISTEN, S.SYN_SENT):
             self._set_state("close")
             self._report_closed("closed", None)
@@ -639,6 +642,8 @@ class Connection:
             self.rtt.reset_backoff()
             self._after_lossy_handshake()
             self._set_state("recv SYN-ACK")
+            if self._fin_queued:
+                self._set_state("close")
             self._ack_now = True
             self._start_pmtud(now)
             self._events.append(events.HandshakeComplete())

@@ -218,3 +218,19 @@ def test_an_ack_below_snd_una_does_not_update_the_window():
     send(conn, t + 0.1, ACK, rseq(1), lseq(una), window=REMOTE_WINDOW, payload=b"abcd")
     send(conn, t + 0.2, ACK, rseq(5), lseq(una - 1000), window=0, payload=b"late")
     assert conn.snd_wnd == REMOTE_WINDOW
+
+
+def test_close_in_syn_sent_keeps_the_queued_data():
+    # RFC 9293 3.10.4: data queued before the handshake completes is sent after it, then FIN.
+    from tests.core.conn_helpers import FIN, drain
+
+    conn = syn_sent()
+    conn.send(b"queued")
+    conn.close()
+    assert conn.state is State.SYN_SENT
+    send(conn, T0 + 0.1, SYN | ACK, rseq(0), lseq(1), mss=MSS)
+    segs = recv(conn, T0 + 0.1)
+    assert [(s.flags, s.payload) for s in segs if s.payload or s.flags & FIN] == [
+        (ACK, b"queued"), (FIN | ACK, b"")]
+    assert conn.state is State.FIN_WAIT_1
+    assert not [e for e in drain(conn) if type(e).__name__ == "ConnectionClosed"]
