@@ -212,6 +212,7 @@ class Connection:
         self._rack_deadline: float | None = None  # RACK reordering timer (RFC 8985 6.3)
         self._tlp_pending = False  # the probe is due: send it with the next datagrams
         self._tlp_in_flight = 0  # probes sent since data was last delivered
+        self._last_send_at = now  # when new data last left (RFC 5681 4.1 idle restart)
         self._pace_next = 0.0  # earliest time the next paced segment may leave
         self._pacing_blocked = False  # data waits for _pace_next (a timer the driver honours)
 
@@ -1158,6 +1159,10 @@ class Connection:
         data_end = self._sndbuf.end
         wnd_end = self.snd_una + self.snd_wnd
         nxt = self.snd_nxt
+        if nxt < data_end and not len(sb) and now - self._last_send_at > self.rtt.rto_s:
+            self.cc.on_idle_restart(now)  # RFC 5681 4.1
+            cwnd = self.cc.cwnd
+        nxt_before = nxt
         if self._hook is None and nxt < data_end:
             nxt = self._send_new_data_fast(out, now, nxt, data_end, wnd_end, rate)
         while nxt < data_end:
@@ -1187,6 +1192,8 @@ class Connection:
                 self._arm_timer("retransmission", now, self.rtt.rto_s)
             if self._tlp_deadline is None:
                 self._arm_tlp(now)
+        if nxt != nxt_before:
+            self._last_send_at = now
         if nxt >= data_end and sb.pipe < cwnd:
             # Nothing more to send with room in cwnd: samples until now are app-limited.
             sb.app_limited_until = max(sb.delivered + sb.pipe, 1)

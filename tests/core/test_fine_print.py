@@ -234,3 +234,15 @@ def test_close_in_syn_sent_keeps_the_queued_data():
         (ACK, b"queued"), (FIN | ACK, b"")]
     assert conn.state is State.FIN_WAIT_1
     assert not [e for e in drain(conn) if type(e).__name__ == "ConnectionClosed"]
+
+
+@pytest.mark.parametrize("cc", ["reno", "cubic"])
+def test_after_an_idle_period_the_window_restarts(cc):
+    # RFC 5681 4.1: 10 s without sending (more than an RTO): cwnd restarts from
+    # min(IW, cwnd), not the 60 segments it had grown to.
+    conn, t = _after_sending(SENT_BYTES, congestion_control=cc)
+    conn.cc.cwnd = 60 * MSS
+    send(conn, t, ACK, rseq(1), lseq(SENT_BYTES + 1), window=65_000)
+    conn.send(bytes(60 * MSS))
+    burst = [s for s in recv(conn, t + 10) if s.payload]
+    assert len(burst) == 10
