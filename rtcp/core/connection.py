@@ -835,8 +835,12 @@ class Connection:
             # A duplicate ACK: with SACK, one that SACKs something new (RFC 6675 2), so that a
             # network duplicate or the answer to a PMTU probe is not one; else RFC 5681 2's.
             self._dupacks += 1
-            if self._in_recovery and not self.sack_ok:
-                self._dupack_credit += self.mss  # RFC 6582 3.2 step 4: cwnd inflation
+            if not self.sack_ok:
+                if self._in_recovery:
+                    self._dupack_credit += self.mss  # RFC 6582 3.2 step 4: cwnd inflation
+                elif self._dupacks < DUP_THRESH:
+                    # RFC 3042 limited transmit: one new segment for each of the first two
+                    self._dupack_credit = self._dupacks * self.mss
         # Loss detection and entry into recovery.
         lost_before = sb.lost_bytes
         if len(sb):
@@ -908,6 +912,8 @@ class Connection:
             self._events.append(events.SendSpaceAvailable())
         self.snd_una = ack
         self._dupacks = 0
+        if not self._in_recovery:
+            self._dupack_credit = 0  # limited transmit's credit ends with the dup ACKs
         self._consecutive_rtos = 0
         # RTT: Karn's rule (RFC 6298 3): no sequence-based sample when the ACK covers
         # retransmitted data (Linux's FLAG_RETRANS_DATA_ACKED). Then the timestamp echo
@@ -943,7 +949,8 @@ class Connection:
             elif not self.sack_ok:
                 # RFC 6582 3.2 step 5: a partial ACK; the next hole is lost too, and is
                 # retransmitted at once (not when cwnd allows: no more dup ACKs may come).
-                self._dupack_credit = 0
+                # Deflate by what it acked, add back one segment.
+                self._dupack_credit = max(0, self._dupack_credit - acked) + self.mss
                 if sb.mark_first_lost():
                     self._partial_ack_due = True
             else:
@@ -983,6 +990,8 @@ class Connection:
         self.stats.fast_recoveries += 1
         self._fast_retransmit_due = True
         self.cc.on_congestion_event(now, self.scoreboard.outstanding_bytes)
+        if not self.sack_ok:
+            self._dupack_credit = DUP_THRESH * self.mss  # RFC 6582 3.2 step 2: ssthresh + 3 MSS
         self._trace_cc(now)
 
     _fast_retransmit_due = False
@@ -1214,7 +1223,7 @@ class Connection:
         only the sequence number and the payload differ. Returns the new snd_nxt."""
         sb = self.scoreboard
         mss = self.mss
-        cwnd = self.cc.cwnd - self._dupack_credit
+        cwnd = self.cc.cwnd + self._dupack_credit  # the general loop: pipe - credit < cwnd
         if min(wnd_end, data_end) - nxt < mss or sb.pipe >= cwnd:
             return nxt
         # How many full segments data, window and cwnd allow (the loop it replaces checked

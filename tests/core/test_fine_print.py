@@ -246,3 +246,24 @@ def test_after_an_idle_period_the_window_restarts(cc):
     conn.send(bytes(60 * MSS))
     burst = [s for s in recv(conn, t + 10) if s.payload]
     assert len(burst) == 10
+
+
+def test_newreno_without_sack_sends_limited_transmit_and_inflates_at_entry():
+    # RFC 3042: each of the first two duplicate ACKs lets one new segment go; RFC 6582 3.2:
+    # recovery starts at ssthresh + 3 segments, and each further duplicate ACK adds one.
+    conn, t = _after_sending(SENT_BYTES)
+    una = SENT_BYTES + 1
+    send(conn, t, ACK, rseq(1), lseq(una), window=65_000)
+    conn.cc.cwnd = 10 * MSS
+    conn.send(bytes(40 * MSS))
+    assert len([s for s in recv(conn, t) if s.payload]) == 10
+    new_after = []
+    for i in range(8):
+        now = t + 0.01 * (i + 1)
+        send(conn, now, ACK, rseq(1), lseq(una), window=65_000)
+        sent = [s for s in recv(conn, now) if s.payload]
+        new_after.append(len([s for s in sent if s.seq != lseq(una)]))
+    assert new_after[:2] == [1, 1]  # limited transmit
+    # 12 in flight, ssthresh 6: cwnd is 6 + 3 + (n - 3) segments at the n-th duplicate ACK,
+    # so new segments go from the 7th on (RFC 5681 3.2 steps 4-5).
+    assert new_after[2:] == [0, 0, 0, 0, 1, 1]
