@@ -648,6 +648,10 @@ class Connection:
             self._ack_now = True
             self._start_pmtud(now)
             self._events.append(events.HandshakeComplete())
+            if seg.payload or flags & FIN:
+                # RFC 9293 3.10.7.3: data (and a FIN) on the SYN-ACK is queued for delivery;
+                # its first byte is offset 1, after the SYN.
+                self._process_data(seg, 1, now)
         else:
             self._set_state("recv SYN")
 

@@ -267,3 +267,12 @@ def test_newreno_without_sack_sends_limited_transmit_and_inflates_at_entry():
     # 12 in flight, ssthresh 6: cwnd is 6 + 3 + (n - 3) segments at the n-th duplicate ACK,
     # so new segments go from the 7th on (RFC 5681 3.2 steps 4-5).
     assert new_after[2:] == [0, 0, 0, 0, 1, 1]
+
+
+def test_data_on_a_syn_ack_is_delivered():
+    # RFC 9293 3.10.7.3: text on the SYN-ACK is processed after the handshake completes.
+    conn = syn_sent()
+    send(conn, T0 + 0.1, SYN | ACK, rseq(0), lseq(1), mss=MSS, payload=b"early")
+    assert conn.state is State.ESTABLISHED
+    assert conn.read() == b"early"
+    assert recv_one(conn, T0 + 0.1).ack == rseq(6)
