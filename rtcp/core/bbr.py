@@ -549,6 +549,9 @@ class Bbr(CongestionController):
         if self._state == PHASE_PROBE_RTT:
             self.cwnd = min(self.cwnd, MIN_PIPE_CWND_SEGMENTS * self.mss)
 
+    def on_idle_restart(self, now: float) -> None:
+        """Not RFC 5681's restart window: BBR paces at its model's rate (see the docstring)."""
+
     def on_rto(self, now: float, bytes_in_flight: int) -> None:
         """Timeout: cwnd = 1 segment for the retransmission; BtlBw and RTprop are kept, and
         cwnd is restored once a segment sent after the timeout is delivered."""

@@ -67,6 +67,7 @@ class CongestionController:
     name = "base"
     __slots__ = (
         "_ca_acked_bytes",
+        "_initial_window_segments",
         "_rto_pending",
         "_undo",
         "cwnd",
@@ -83,6 +84,7 @@ class CongestionController:
         if initial_window_segments < 1:
             raise ValueError("initial_window_segments must be at least 1")
         self.mss = mss
+        self._initial_window_segments = initial_window_segments
         self.cwnd = initial_window_segments * mss  # bytes
         self.ssthresh = INFINITE_SSTHRESH_BYTES  # bytes
         self.in_recovery = False
@@ -175,6 +177,11 @@ class CongestionController:
         self.cwnd = LOSS_WINDOW_SEGMENTS * self.mss
         self.in_recovery = False
         self._ca_acked_bytes = 0
+
+    def on_idle_restart(self, now: float) -> None:
+        """Nothing was sent for more than an RTO: the ACK clock is gone, so cwnd starts again
+        from the restart window, min(IW, cwnd) (RFC 5681 4.1), instead of a line-rate burst."""
+        self.cwnd = min(self.cwnd, self._initial_window_segments * self.mss)
 
     def on_spurious_rto(self, now: float) -> None:
         """The last timeout was spurious (RFC 4015 Eifel response): restore cwnd and ssthresh

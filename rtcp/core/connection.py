@@ -54,10 +54,14 @@ PACING_BURST_S = 0.002  # a paced sender may catch up this much after an idle mo
 # A segment whose pacing time is this close goes now: the driver's sleep (epoll) has 1 ms
 # granularity, so waiting for a sub-millisecond deadline would cost a whole millisecond.
 PACING_SLACK_S = 0.001
+LOSSY_HANDSHAKE_TIMEOUTS = 2  # handshake timeouts after which the initial window is 1 segment
 TLP_MAX_PROBES = 2  # probes before the RTO takes over
 TLP_MIN_PTO_S = 0.01  # RFC 8985 7.2 suggests 10 ms as the floor of the probe timeout
 MAX_DUP_THRESH = 256  # the most reordering (in segments) the SACK loss rule tolerates
 RACK_MIN_REORDER_WINDOW_S = 0.001  # RFC 8985 reo_wnd is min_RTT/4; at least this much
+# RFC 5961 7: challenge ACKs are rate-limited (Linux: a few per second and socket), so that
+# forged segments cannot turn a connection into an ACK reflector.
+CHALLENGE_ACKS_PER_S = 10
 
 
 class State(Enum):
@@ -132,6 +136,8 @@ class ConnectionStats:
     checksum_failures: int = 0
     malformed_datagrams: int = 0
     foreign_datagrams: int = 0  # well-formed but for another connection id
+    challenge_acks_limited: int = 0  # challenge ACKs not sent (RFC 5961 7 rate limit)
+    segments_without_timestamps: int = 0  # dropped once timestamps were negotiated
     window_probes: int = 0
     pmtu_probes_sent: int = 0
     pmtu_probes_acked: int = 0
@@ -168,6 +174,9 @@ class Connection:
         self.snd_wnd = 0
         self._snd_wl1 = -1  # offset of the segment that last updated snd_wnd
         self._snd_wl2 = -1  # ack of that segment
+        self._max_snd_wnd = 0  # the largest window the peer offered (RFC 5961 5.2 MAX.SND.WND)
+        self._challenge_acks_at = 0.0  # start of the second the challenge ACK count is for
+        self._challenge_acks = 0
         self._sndbuf = SendBuffer(1)  # queued bytes from the first unacknowledged one on
         self._send_blocked = False
         self._fin_queued = False  # close() called: FIN follows the data
@@ -181,7 +190,8 @@ class Connection:
         self._probe_pending = False
         self.scoreboard = Scoreboard()
         self.rtt = RttEstimator(
-            initial_rto_s=cfg.initial_rto_s, min_rto_s=cfg.min_rto_s, max_rto_s=cfg.max_rto_s
+            initial_rto_s=cfg.initial_rto_s, min_rto_s=cfg.min_rto_s, max_rto_s=cfg.max_rto_s,
+            max_backoff_rto_s=cfg.max_backoff_rto_s,
         )
         self.mss = cfg.mss_bytes
         self._base_mss = cfg.mss_bytes
@@ -199,8 +209,10 @@ class Connection:
         self._recover = 0  # RFC 6582 "recover": snd_nxt when the last recovery or RTO began
         self._dupack_credit = 0  # NewReno without SACK: bytes that dup ACKs say have left
         self._tlp_deadline: float | None = None  # tail loss probe timer (RFC 8985 7)
+        self._rack_deadline: float | None = None  # RACK reordering timer (RFC 8985 6.3)
         self._tlp_pending = False  # the probe is due: send it with the next datagrams
         self._tlp_in_flight = 0  # probes sent since data was last delivered
+        self._last_send_at = now  # when new data last left (RFC 5681 4.1 idle restart)
         self._pace_next = 0.0  # earliest time the next paced segment may leave
         self._pacing_blocked = False  # data waits for _pace_next (a timer the driver honours)
 
@@ -227,12 +239,14 @@ class Connection:
         self._rcv_wscale = _wscale_for(cfg.receive_buffer_bytes) if cfg.window_scaling else 0
         self._ts_recent = 0
         self._ts_recent_at = 0.0
+        self._last_ack_sent = 1  # RCV.NXT in the last ACK sent (RFC 7323 4.3 Last.ACK.sent)
         self._ts_now = 0
 
         # Timers: one absolute deadline each; get_timer() returns the earliest.
         self._rto_deadline: float | None = None
         self._persist_deadline: float | None = None
         self._persist_backoff = 0
+        self._probe_unanswered_since = -1.0  # first window probe sent since the peer was heard
         self._delack_deadline: float | None = None
         self._time_wait_deadline: float | None = None
         self._last_heard = now
@@ -267,8 +281,16 @@ class Connection:
     def unsent_bytes(self) -> int:
         return self._sndbuf.end - max(self.snd_nxt, 1)
 
+    @property
+    def unacknowledged_bytes(self) -> int:
+        """Queued bytes the peer has not acknowledged yet, sent or not."""
+        return max(0, self._sndbuf.end - max(self.snd_una, 1))
+
     def close(self) -> None:
         """Half-close: send FIN after everything already queued; reading stays possible."""
+        if self.state is S.SYN_SENT and len(self._sndbuf):
+            self._fin_queued = True  # RFC 9293 3.10.4: queued data goes once ESTABLISHED
+            return
         if self.state in (S.LISTEN, S.SYN_SENT):
             self._set_state("close")
             self._report_closed("closed", None)
@@ -280,8 +302,11 @@ class Connection:
             self._set_state("close")
 
     def abort(self) -> None:
-        """Send RST and forget the connection (RFC 9293 3.10.5 ABORT)."""
-        if self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED:
+        """Send RST and forget the connection (RFC 9293 3.10.5 ABORT; none from TIME-WAIT,
+        whose peer has closed already)."""
+        if self.state is not S.TIME_WAIT and (
+            self.state in _SYNCHRONIZED or self.state is S.SYN_RECEIVED
+        ):
             self._rst_pending = (wrap(self.snd_nxt, self.iss), 0, RST, self.peer_id)
         self._enter_closed("aborted", "connection aborted locally")
 
@@ -460,6 +485,7 @@ class Connection:
         expect_ack = (self.iss + self.snd_una) & TS_MASK
         ts_ok = self.ts_ok
         ts_recent = self._ts_recent
+        last_ack = self._last_ack_sent
         room = self.config.receive_buffer_bytes - self._rcv_buffered
         offset = start_offset = self.rcv_nxt
         unpack = wire.HEADER.unpack_from
@@ -504,7 +530,7 @@ class Connection:
                 break
             payload = view[hdr + optlen:]
             chunks.append(payload if type(view.obj) is bytes else bytes(payload))
-            if ts_ok:
+            if ts_ok and offset <= last_ack:
                 ts_recent = ts_val
             room -= plen
             newest = offset
@@ -560,7 +586,7 @@ class Connection:
         self.rcv_nxt = 1
         self._negotiate(seg)
         self._ts_update(seg, now)
-        self.snd_wnd = seg.window  # windows in SYNs are never scaled (RFC 7323 2.2)
+        self.snd_wnd = self._max_snd_wnd = seg.window  # never scaled in SYNs (RFC 7323 2.2)
         self._snd_wl1 = 0
         self._syn_pending = True
         self.snd_nxt = max(self.snd_nxt, 1)
@@ -615,10 +641,17 @@ class Connection:
             # passive side does on the ACK of its SYN-ACK); a 16 s RTO after three lost SYNs
             # would otherwise let one more data loss run into the user timeout.
             self.rtt.reset_backoff()
+            self._after_lossy_handshake()
             self._set_state("recv SYN-ACK")
+            if self._fin_queued:
+                self._set_state("close")
             self._ack_now = True
             self._start_pmtud(now)
             self._events.append(events.HandshakeComplete())
+            if seg.payload or flags & FIN:
+                # RFC 9293 3.10.7.3: data (and a FIN) on the SYN-ACK is queued for delivery;
+                # its first byte is offset 1, after the SYN.
+                self._process_data(seg, 1, now)
         else:
             self._set_state("recv SYN")
 
@@ -636,6 +669,17 @@ class Connection:
             self._rtt_sample(now - self._syn_sent_at)
 
     _syn_sent_at: float | None = None
+
+    def _after_lossy_handshake(self) -> None:
+        """Our SYN (or SYN-ACK) timed out: without an RTT sample, data starts with a 3 s RTO
+        (RFC 6298 5.7); after two or more timeouts, with a window of one segment (RFC 6928 2,
+        RFC 5681 3.1): the path lost what little was sent."""
+        timeouts = self.stats.timeouts
+        if timeouts:
+            self.rtt.after_handshake_timeout()
+            self.stats.rto_s = self.rtt.rto_s
+        if timeouts >= LOSSY_HANDSHAKE_TIMEOUTS:
+            self.cc.cwnd = min(self.cc.cwnd, self.mss)
 
     def _acceptable(self, seg_off: int, seg_len: int) -> bool:
         """RFC 9293 3.10.7.4: the four cases of segment acceptability."""
@@ -656,17 +700,19 @@ class Connection:
         plen = len(seg.payload)
         seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
 
-        # PAWS (RFC 7323 5): an old timestamp means an old duplicate.
-        if (
-            self.ts_ok
-            and seg.ts_val is not None
-            and not flags & RST
-            and ((seg.ts_val - self._ts_recent) & TS_MASK) >= 0x80000000
-            and now - self._ts_recent_at < PAWS_IDLE_LIMIT_S
-        ):
-            self.stats.duplicate_segments += 1
-            self._ack_now = True
-            return
+        if self.ts_ok and not flags & RST:
+            if seg.ts_val is None:
+                # RFC 7323 3.2: once negotiated, a segment without timestamps is dropped.
+                self.stats.segments_without_timestamps += 1
+                return
+            # PAWS (RFC 7323 5): an old timestamp means an old duplicate.
+            if (
+                ((seg.ts_val - self._ts_recent) & TS_MASK) >= 0x80000000
+                and now - self._ts_recent_at < PAWS_IDLE_LIMIT_S
+            ):
+                self.stats.duplicate_segments += 1
+                self._ack_now = True
+                return
 
         if not self._acceptable(seg_off, seg_len):
             if flags & RST:
@@ -684,6 +730,11 @@ class Connection:
                     self._process_ack(seg, seg_off, now)
                 else:
                     self._syn_pending = True
+                    # RFC 7323 4.3 (2): SEG.SEQ <= Last.ACK.sent and a TSval not older (PAWS
+                    # passed): the SYN-ACK then echoes the latest SYN, an RTT sample for the
+                    # peer (Karn), which otherwise starts its data with RFC 6298 5.7's 3 s RTO.
+                    if self.ts_ok:
+                        self._ts_update(seg, now)
             self._ack_now = True  # also answers zero-window probes
             self._last_heard = now
             return
@@ -699,23 +750,27 @@ class Connection:
                 else:
                     self._enter_closed("reset", "the peer reset the connection")
             else:
-                self._ack_now = True
+                self._challenge_ack(now)
             return
 
         if flags & SYN:
             if self.state is S.SYN_RECEIVED and seg_off == 0:
                 self._syn_pending = True
                 return
-            self._ack_now = True  # RFC 5961 4.2 challenge ACK
+            self._challenge_ack(now)  # RFC 5961 4.2
             return
 
         if not flags & ACK:
             return
         self._last_heard = now
-        if self.ts_ok and seg.ts_val is not None and seg_off <= self.rcv_nxt:
-            self._ts_update(seg, now)
         if not self._process_ack(seg, seg_off, now):
             return
+        # RFC 7323 4.3, after the ACK check (as Linux since 2013): only an acceptable segment
+        # may move TS.Recent, or one forged ACK with a TSval far ahead would make PAWS drop
+        # every real segment after it; and only one at or below Last.ACK.sent, so a delayed
+        # ACK echoes the earliest segment it acknowledges.
+        if self.ts_ok and seg_off <= self._last_ack_sent:
+            self._ts_update(seg, now)
         if plen or flags & FIN:
             self._process_data(seg, seg_off, now)
 
@@ -730,10 +785,12 @@ class Connection:
             self._syn_pending = False
             self.snd_una = max(self.snd_una, 1)
             self.snd_wnd = seg.window << self._snd_wscale
+            self._max_snd_wnd = max(self._max_snd_wnd, self.snd_wnd)
             self._snd_wl1, self._snd_wl2 = seg_off, ack
             if self.ts_ok and seg.ts_ecr:
                 self._rtt_sample_syn(seg, now)
             self.rtt.reset_backoff()
+            self._after_lossy_handshake()
             self._set_state("recv ACK of SYN")
             self._start_pmtud(now)
             self._events.append(events.HandshakeComplete())
@@ -743,6 +800,11 @@ class Connection:
             state = self.state
         if ack > self.snd_nxt:
             self._ack_now = True  # acks something never sent (RFC 9293): ACK and drop
+            return False
+        if ack < self.snd_una - self._max_snd_wnd:
+            # RFC 5961 5.2: older than any window the peer ever offered: a blind forgery
+            # (or a very old duplicate). Drop it, data too, with a challenge ACK.
+            self._challenge_ack(now)
             return False
 
         if seg.pmtu_ack is not None and self.pmtud.on_probe_acked(seg.pmtu_ack, now):
@@ -768,20 +830,28 @@ class Connection:
         elif (
             ack == self.snd_una
             and self.snd_nxt > self.snd_una
-            and not seg.payload
-            and not seg.flags & FIN
-            and (window == self.snd_wnd or newly_sacked)
+            and (
+                newly_sacked
+                if self.sack_ok
+                else not seg.payload and not seg.flags & FIN and window == self.snd_wnd
+            )
         ):
-            # RFC 5681 2 duplicate ACK (RFC 6675 also counts ACKs that bring new SACK info).
+            # A duplicate ACK: with SACK, one that SACKs something new (RFC 6675 2), so that a
+            # network duplicate or the answer to a PMTU probe is not one; else RFC 5681 2's.
             self._dupacks += 1
-            if self._in_recovery and not self.sack_ok:
-                self._dupack_credit += self.mss  # RFC 6582 3.2 step 4: cwnd inflation
+            if not self.sack_ok:
+                if self._in_recovery:
+                    self._dupack_credit += self.mss  # RFC 6582 3.2 step 4: cwnd inflation
+                elif self._dupacks < DUP_THRESH:
+                    # RFC 3042 limited transmit: one new segment for each of the first two
+                    self._dupack_credit = self._dupacks * self.mss
         # Loss detection and entry into recovery.
         lost_before = sb.lost_bytes
         if len(sb):
             reorder_window = self._reorder_window()
             if newly_sacked:
                 sb.detect_losses(reorder_window)
+                self._rack_deadline = sb.reorder_deadline(reorder_window)
             if not self._in_recovery and self.snd_una >= self._recover:
                 if self._dupacks >= DUP_THRESH and not sb.lost_bytes:
                     sb.mark_first_lost()
@@ -804,12 +874,16 @@ class Connection:
                 now,
             )
 
-        # RFC 9293 3.10.7.4: update the send window from the newest segment only.
-        if self._snd_wl1 < seg_off or (self._snd_wl1 == seg_off and self._snd_wl2 <= ack):
+        # RFC 9293 3.10.7.4: update the send window from the newest segment only, and only
+        # from one whose ACK is not below SND.UNA (an old duplicate's window is stale).
+        if ack >= acked_before and (
+            self._snd_wl1 < seg_off or (self._snd_wl1 == seg_off and self._snd_wl2 <= ack)
+        ):
             if window != self.snd_wnd:
                 self._trace("window_update", window=window)
             self.snd_wnd = window
             self._snd_wl1, self._snd_wl2 = seg_off, ack
+            self._max_snd_wnd = max(self._max_snd_wnd, window)
             if window and self._persist_deadline is not None:
                 self._persist_deadline = None
                 self._persist_backoff = 0
@@ -842,6 +916,8 @@ class Connection:
             self._events.append(events.SendSpaceAvailable())
         self.snd_una = ack
         self._dupacks = 0
+        if not self._in_recovery:
+            self._dupack_credit = 0  # limited transmit's credit ends with the dup ACKs
         self._consecutive_rtos = 0
         # RTT: Karn's rule (RFC 6298 3): no sequence-based sample when the ACK covers
         # retransmitted data (Linux's FLAG_RETRANS_DATA_ACKED). Then the timestamp echo
@@ -860,6 +936,7 @@ class Connection:
                     # than the loss detectors allow. Widen them (as Linux raises its reordering
                     # degree, and RFC 8985 7.2 widens reo_wnd on DSACK), up to a cap.
                     self.stats.spurious_retransmissions += 1
+                    self.cc.on_spurious_rto(now)  # RFC 4015: undo a timeout's reduction
                     sb.dup_thresh = min(sb.dup_thresh * 2, MAX_DUP_THRESH)
                     self._reorder_window_scale = min(self._reorder_window_scale + 1, 4)
         if rtt_s is not None and 0 <= rtt_s < 60:
@@ -876,7 +953,8 @@ class Connection:
             elif not self.sack_ok:
                 # RFC 6582 3.2 step 5: a partial ACK; the next hole is lost too, and is
                 # retransmitted at once (not when cwnd allows: no more dup ACKs may come).
-                self._dupack_credit = 0
+                # Deflate by what it acked, add back one segment.
+                self._dupack_credit = max(0, self._dupack_credit - acked) + self.mss
                 if sb.mark_first_lost():
                     self._partial_ack_due = True
             else:
@@ -916,6 +994,8 @@ class Connection:
         self.stats.fast_recoveries += 1
         self._fast_retransmit_due = True
         self.cc.on_congestion_event(now, self.scoreboard.outstanding_bytes)
+        if not self.sack_ok:
+            self._dupack_credit = DUP_THRESH * self.mss  # RFC 6582 3.2 step 2: ssthresh + 3 MSS
         self._trace_cc(now)
 
     _fast_retransmit_due = False
@@ -1005,6 +1085,8 @@ class Connection:
             if self._probe_pending:
                 self._probe_pending = False
                 self.stats.window_probes += 1
+                if self._probe_unanswered_since <= self._last_heard:
+                    self._probe_unanswered_since = now
                 out.append(self._emit_ack(now, seq_off=self.snd_una - 1))
         if self._ack_now or self._unacked_segments >= 2:
             out.append(self._emit_ack(now))
@@ -1090,6 +1172,10 @@ class Connection:
         data_end = self._sndbuf.end
         wnd_end = self.snd_una + self.snd_wnd
         nxt = self.snd_nxt
+        if nxt < data_end and not len(sb) and now - self._last_send_at > self.rtt.rto_s:
+            self.cc.on_idle_restart(now)  # RFC 5681 4.1
+            cwnd = self.cc.cwnd
+        nxt_before = nxt
         if self._hook is None and nxt < data_end:
             nxt = self._send_new_data_fast(out, now, nxt, data_end, wnd_end, rate)
         while nxt < data_end:
@@ -1119,11 +1205,15 @@ class Connection:
                 self._arm_timer("retransmission", now, self.rtt.rto_s)
             if self._tlp_deadline is None:
                 self._arm_tlp(now)
+        if nxt != nxt_before:
+            self._last_send_at = now
         if nxt >= data_end and sb.pipe < cwnd:
             # Nothing more to send with room in cwnd: samples until now are app-limited.
             sb.app_limited_until = max(sb.delivered + sb.pipe, 1)
-        # Zero window with data waiting and nothing in flight: arm the persist timer.
-        if nxt < data_end and not len(sb) and wnd_end <= nxt:
+        # Zero window with data (or the FIN) waiting and nothing in flight: arm the persist
+        # timer; the probes' answers bring the window update that lets them go.
+        waiting = nxt < data_end or (self._fin_queued and self._fin_offset is None)
+        if waiting and not len(sb) and wnd_end <= nxt:
             if self._persist_deadline is None:
                 self._arm_timer("persist", now, self._persist_interval())
         elif self._persist_deadline is not None and wnd_end > nxt:
@@ -1137,7 +1227,7 @@ class Connection:
         only the sequence number and the payload differ. Returns the new snd_nxt."""
         sb = self.scoreboard
         mss = self.mss
-        cwnd = self.cc.cwnd - self._dupack_credit
+        cwnd = self.cc.cwnd + self._dupack_credit  # the general loop: pipe - credit < cwnd
         if min(wnd_end, data_end) - nxt < mss or sb.pipe >= cwnd:
             return nxt
         # How many full segments data, window and cwnd allow (the loop it replaces checked
@@ -1199,22 +1289,32 @@ class Connection:
         Unlike RFC 8985 (and like QUIC's PTO, RFC 9002 6.2) the probe also runs during
         recovery: when a retransmission and everything after it are lost, nothing comes back
         to trigger RACK, and with a small window that is common; one probe that is SACKed
-        repairs it in two round trips instead of a 200 ms RTO and a collapsed window."""
+        repairs it in two round trips instead of a 200 ms RTO and a collapsed window.
+
+        A PTO beyond the RTO is cut to it (RFC 8985 7.2, as Linux): the probe goes first and
+        re-arms the RTO, so a tail loss on a long path is not always a timeout. A FIN alone
+        in flight is probed too (resent)."""
         sb = self.scoreboard
         srtt = self.rtt.srtt_s
-        if not self.sack_ok or self._tlp_in_flight >= TLP_MAX_PROBES or not len(sb) or (
-            srtt is None
-        ):
+        in_flight = len(sb) + self._fin_in_flight()
+        if not self.sack_ok or self._tlp_in_flight >= TLP_MAX_PROBES or not in_flight:
             self._tlp_deadline = None
             return
-        pto = 2 * srtt + (self.config.delayed_ack_s if len(sb) == 1 else 0.0)
+        if srtt is None:
+            # No RTT sample (a lossy handshake, Karn): the initial RTO, as Linux; the RTO
+            # itself is then RFC 6298 5.7's 3 s.
+            pto = self.config.initial_rto_s
+        else:
+            pto = 2 * srtt + (self.config.delayed_ack_s if in_flight == 1 else 0.0)
         pto *= 1 << self._tlp_in_flight  # a second probe waits twice as long
         deadline = now + max(pto, TLP_MIN_PTO_S)
         rto = self._rto_deadline
-        if rto is None or deadline < rto:
-            self._arm_timer("tail_loss_probe", now, deadline - now)
-        else:
-            self._tlp_deadline = None
+        if rto is not None and rto < deadline:
+            deadline = rto
+        self._arm_timer("tail_loss_probe", now, deadline - now)
+
+    def _fin_in_flight(self) -> bool:
+        return self._fin_offset is not None and self.snd_una <= self._fin_offset
 
     def _send_tail_loss_probe(self, out: list[bytes], now: float) -> None:
         """RFC 8985 7.3: send one new segment if there is one, else resend the last one."""
@@ -1230,6 +1330,11 @@ class Connection:
             self.snd_nxt = nxt + room
             return
         rec = sb.last_unsacked()
+        if rec is None and self._fin_in_flight():
+            self.stats.retransmissions += 1
+            self.stats.retransmits_tlp += 1
+            self._fin_resend = True  # _send_fin sends it
+            return
         if rec is None or rec.end - rec.start > self.mss:
             return
         self.stats.retransmissions += 1
@@ -1245,13 +1350,15 @@ class Connection:
         if not self._fin_queued or self._fin_offset is not None:
             return
         data_end = self._sndbuf.end
-        if self.snd_nxt < data_end:
-            return
+        if self.snd_nxt < data_end or self.snd_nxt >= self.snd_una + self.snd_wnd:
+            return  # the FIN occupies a sequence number: it waits for the peer's window too
         self._fin_offset = self.snd_nxt
         self.snd_nxt += 1
         out.append(self._emit_fin(now))
         if self._rto_deadline is None:
             self._arm_timer("retransmission", now, self.rtt.rto_s)
+        if self._tlp_deadline is None:
+            self._arm_tlp(now)
 
     def _emit_fin(self, now: float) -> bytes:
         assert self._fin_offset is not None
@@ -1307,6 +1414,7 @@ class Connection:
         window field it carries."""
         window = min(self._receive_window() >> self._rcv_wscale, MAX_WINDOW_FIELD)
         self._last_adv_window = window << self._rcv_wscale
+        self._last_ack_sent = self.rcv_nxt
         self._ack_now = False
         self._unacked_segments = 0
         self._delack_deadline = None
@@ -1343,6 +1451,7 @@ class Connection:
             self._time_wait_deadline,
             self.pmtud.probe_deadline,
             self._tlp_deadline,
+            self._rack_deadline,
         ):
             if t is not None and (deadline is None or t < deadline):
                 deadline = t
@@ -1358,12 +1467,13 @@ class Connection:
         state = self.state
         if state is S.CLOSED or state is S.LISTEN or state is S.TIME_WAIT:
             return None
-        waiting = (
-            state in (S.SYN_SENT, S.SYN_RECEIVED, S.FIN_WAIT_2)
-            or self.snd_nxt > self.snd_una
-            or self._persist_deadline is not None
-        )
-        return self._last_heard + self.config.user_timeout_s if waiting else None
+        if state in (S.SYN_SENT, S.SYN_RECEIVED, S.FIN_WAIT_2) or self.snd_nxt > self.snd_una:
+            return self._last_heard + self.config.user_timeout_s
+        if self._persist_deadline is not None and self._probe_unanswered_since > self._last_heard:
+            # RFC 1122 4.2.2.17: a zero window is kept open as long as the receiver answers
+            # the probes; only an unanswered probe counts toward the user timeout.
+            return self._probe_unanswered_since + self.config.user_timeout_s
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline has passed."""
@@ -1383,18 +1493,22 @@ class Connection:
             self._trace("timer_fired", timer="time_wait")
             self._set_state("2MSL timeout")
             return
-        if self._rto_deadline is not None and now >= self._rto_deadline:
-            self._trace("timer_fired", timer="retransmission")
-            self._tlp_deadline = None
-            self._on_rto(now)
+        if self._rack_deadline is not None and now >= self._rack_deadline:
+            self._trace("timer_fired", timer="reorder")
+            self._on_reorder_timeout(now)
+        # The probe before the RTO: a PTO cut to the RTO (_arm_tlp) fires at the same moment.
         if self._tlp_deadline is not None and now >= self._tlp_deadline:
             self._trace("timer_fired", timer="tail_loss_probe")
             self._tlp_deadline = None
-            if self.scoreboard.pipe > 0:
+            if self.scoreboard.pipe > 0 or self._fin_in_flight():
                 self._tlp_pending = True
                 self._tlp_in_flight += 1
                 self._arm_timer("retransmission", now, self.rtt.rto_s)  # RFC 8985 7.3: re-arm the RTO
                 self._arm_tlp(now)
+        if self._rto_deadline is not None and now >= self._rto_deadline:
+            self._trace("timer_fired", timer="retransmission")
+            self._tlp_deadline = None
+            self._on_rto(now)
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._trace("timer_fired", timer="persist")
             self._probe_pending = True
@@ -1407,6 +1521,35 @@ class Connection:
             self._trace("timer_fired", timer="delayed_ack")
             self._delack_deadline = None
             self._ack_now = True
+
+    def _on_reorder_timeout(self, now: float) -> None:
+        """RFC 8985 6.3: segments sent no later than a delivered one, and not delivered
+        within its RTT plus the reordering window, are lost: a burst's first segment too,
+        which the send-time comparison alone never marks."""
+        sb = self.scoreboard
+        reorder_window = self._reorder_window()
+        self._rack_deadline = None
+        if not len(sb):
+            return
+        if sb.detect_losses(reorder_window, now) and not self._in_recovery and (
+            self.snd_una >= self._recover
+        ):
+            self._enter_recovery(now)
+        deadline = sb.reorder_deadline(reorder_window)
+        if deadline is not None and deadline > now:
+            self._arm_timer("reorder", now, deadline - now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """An ACK in answer to a suspicious segment (RFC 5961 3.2, 4.2, 5.2), at most
+        CHALLENGE_ACKS_PER_S a second (RFC 5961 7); the rest are counted, not sent."""
+        if now - self._challenge_acks_at >= 1.0:
+            self._challenge_acks_at = now
+            self._challenge_acks = 0
+        if self._challenge_acks < CHALLENGE_ACKS_PER_S:
+            self._challenge_acks += 1
+            self._ack_now = True
+        else:
+            self.stats.challenge_acks_limited += 1
 
     def _persist_interval(self) -> float:
         return min(self.rtt.rto_s * (1 << min(self._persist_backoff, 16)), MAX_PERSIST_S)
@@ -1461,6 +1604,7 @@ class Connection:
         "persist": "_persist_deadline",
         "time_wait": "_time_wait_deadline",
         "tail_loss_probe": "_tlp_deadline",
+        "reorder": "_rack_deadline",
     }
 
     def _arm_timer(self, timer: str, now: float, after_s: float) -> None:
@@ -1498,7 +1642,7 @@ class Connection:
 
     def _clear_timers(self) -> None:
         self._rto_deadline = self._persist_deadline = self._delack_deadline = None
-        self._tlp_deadline = None
+        self._tlp_deadline = self._rack_deadline = None
         self._time_wait_deadline = None
 
     def _report_closed(self, reason: str, error: str | None) -> None:

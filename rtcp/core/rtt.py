@@ -16,6 +16,7 @@ ALPHA = 1 / 8  # RFC 6298 section 2.3: SRTT gain
 BETA = 1 / 4  # RFC 6298 section 2.3: RTTVAR gain
 K = 4  # RFC 6298 section 2.2: variance multiplier
 MAX_BACKOFF_SHIFT = 62  # beyond this any RTO is at the cap; avoids huge integers
+SYN_TIMEOUT_RTO_S = 3.0  # RFC 6298 5.7: the RTO for data after a SYN timeout without a sample
 
 
 class RttEstimator:
@@ -26,6 +27,7 @@ class RttEstimator:
         "clock_granularity_s",
         "initial_rto_s",
         "latest_rtt_s",
+        "max_backoff_rto_s",
         "max_rto_s",
         "min_rto_s",
         "min_rtt_s",
@@ -40,6 +42,7 @@ class RttEstimator:
         initial_rto_s: float = 1.0,
         min_rto_s: float = 0.2,
         max_rto_s: float = 60.0,
+        max_backoff_rto_s: float | None = None,
         clock_granularity_s: float = 0.001,
     ) -> None:
         if not 0 < min_rto_s <= max_rto_s:
@@ -49,6 +52,9 @@ class RttEstimator:
         # RFC 6298 2.4 asks for a 1 s floor; like Linux we default lower (0.2 s), tunable.
         self.min_rto_s = min_rto_s
         self.max_rto_s = max_rto_s  # RFC 6298 2.5: an upper bound of at least 60 s
+        # How far backoff may raise the RTO (None: to max_rto_s, as RFC 6298 5.5): never above
+        # this, or above the RTO before backoff when that is larger (see the config).
+        self.max_backoff_rto_s = max_backoff_rto_s
         self.clock_granularity_s = clock_granularity_s  # G in RFC 6298 section 2
         self.srtt_s: float | None = None
         self.rttvar_s: float | None = None
@@ -75,8 +81,10 @@ class RttEstimator:
         rto = self._base_rto_s()
         if self.backoff_count:
             # RFC 6298 section 5.5: back off the timer, bounded by the maximum (2.5).
-            rto = rto * (1 << min(self.backoff_count, MAX_BACKOFF_SHIFT))
-            rto = min(rto, self.max_rto_s)
+            limit = self.max_rto_s
+            if self.max_backoff_rto_s is not None:
+                limit = min(limit, max(rto, self.max_backoff_rto_s))
+            rto = min(rto * (1 << min(self.backoff_count, MAX_BACKOFF_SHIFT)), limit)
         self.rto_s = rto
 
     def on_sample(self, rtt_s: float) -> None:
@@ -100,6 +108,13 @@ class RttEstimator:
         """The retransmission timer expired: double the RTO (RFC 6298 section 5.5)."""
         self.backoff_count += 1
         self._update_rto()
+
+    def after_handshake_timeout(self) -> None:
+        """The handshake lost a SYN or SYN-ACK and gave no RTT sample: data starts with an
+        RTO of at least SYN_TIMEOUT_RTO_S, not initial_rto_s (RFC 6298 5.7)."""
+        if self.srtt_s is None and self.initial_rto_s < SYN_TIMEOUT_RTO_S:
+            self.initial_rto_s = SYN_TIMEOUT_RTO_S
+            self._update_rto()
 
     def reset_backoff(self) -> None:
         """New data was acknowledged: drop the backoff (RFC 6298 section 5.7, Karn)."""

@@ -73,6 +73,8 @@ class Scoreboard:
         # Lost-retransmission detection (RACK's idea, RFC 8985 6.2): the send time of the most
         # recently sent segment known delivered, and retransmissions in the order they left.
         self.newest_delivered_sent_at = 0.0
+        self.rack_end = 0  # end offset of that segment (RACK.end_seq)
+        self.rack_rtt_s = 0.0  # its RTT (RACK.rtt)
         self.min_rtt_s = float("inf")  # the connection's min RTT: RFC 8985 6.2 step 2's test
         self._retransmitted: deque[tuple[SentSegment, float]] = deque()
 
@@ -129,10 +131,13 @@ class Scoreboard:
         # was delivered at least min_RTT after the retransmission (then the retransmission
         # arrived). Without this, SACKs of retransmissions (tail loss probes) never advance
         # RACK, and segments lost behind them wait for DupThresh SACKs or the RTO.
-        if rec.sent_at > self.newest_delivered_sent_at and (
+        if rec.sent_at >= self.newest_delivered_sent_at and (
             not rec.retransmits or now - rec.sent_at >= self.min_rtt_s
-        ):
+        ) and (rec.sent_at > self.newest_delivered_sent_at or rec.end > self.rack_end):
+            # RACK.segment (RFC 8985 6.2): the latest sent, ties broken by sequence
             self.newest_delivered_sent_at = rec.sent_at
+            self.rack_end = rec.end
+            self.rack_rtt_s = now - rec.sent_at
         if self.app_limited_until and self.delivered > self.app_limited_until:
             self.app_limited_until = 0
         delivered, delivered_time, first_sent_time, app_limited = rec.stamp
@@ -256,21 +261,27 @@ class Scoreboard:
                 i += 1
         return newly
 
-    def detect_losses(self, reorder_window_s: float = float("inf")) -> int:
+    def detect_losses(self, reorder_window_s: float = float("inf"), now: float | None = None) -> int:
         """Mark lost every record that RFC 6675 IsLost() condemns (DupThresh SACKed records
         above it) or RACK does (RFC 8985 6.2: a segment sent more than reorder_window_s after
-        it was delivered, so with a small window three SACKs are not needed)."""
+        it was delivered, so with a small window three SACKs are not needed). With `now`
+        (the reordering timer, RFC 8985 6.3): also a segment sent before RACK.segment, at
+        the same moment too, once RACK.rtt + reorder_window_s have passed since it left."""
         recs = self._recs
         i = self._scan
         below = self._sacked_below_scan
         marked = 0
         rack_limit = self.newest_delivered_sent_at - reorder_window_s
+        timer_limit = None if now is None else now - self.rack_rtt_s - reorder_window_s
         while i < len(recs):
             rec = recs[i]
             if rec.sacked:
                 below += 1
             elif self.sacked_count - below >= self.dup_thresh or (
-                rec.sent_at < rack_limit and not rec.retransmits
+                not rec.retransmits and (rec.sent_at < rack_limit or (
+                    timer_limit is not None and rec.end <= self.rack_end
+                    and rec.sent_at <= timer_limit
+                ))
             ):
                 self._mark_lost(rec)
                 marked += 1
@@ -280,6 +291,18 @@ class Scoreboard:
         self._scan = i
         self._sacked_below_scan = below
         return marked
+
+    def reorder_deadline(self, reorder_window_s: float) -> float | None:
+        """RFC 8985 6.3: when the first segment not yet SACKed or lost was sent before
+        RACK.segment (at the same moment included: a burst) but too recently to be lost,
+        the time the reordering timer must fire to mark it; else None. Call after
+        detect_losses, which leaves the scan at that segment."""
+        if self._scan >= len(self._recs):
+            return None
+        rec = self._recs[self._scan]
+        if rec.sacked or rec.lost or rec.retransmits or rec.end > self.rack_end:
+            return None
+        return rec.sent_at + self.rack_rtt_s + reorder_window_s
 
     def mark_first_lost(self) -> bool:
         """The first unSACKed record is lost (DupThresh duplicate ACKs, RFC 5681 3.2 / 6675 5)."""
@@ -293,12 +316,18 @@ class Scoreboard:
         return False
 
     def mark_all_lost(self) -> None:
-        """After a retransmission timeout every unSACKed record is presumed lost (RFC 6675 5.1)."""
+        """After a retransmission timeout every record is presumed lost (RFC 6675 5.1), the
+        SACKed ones too: a receiver may have reneged on them, and RFC 2018 8 has the sender
+        forget SACK information at a timeout (else such a receiver stalls the connection)."""
         self._lost_queue.clear()
         for i in range(self._head, len(self._recs)):
             rec = self._recs[i]
-            if not rec.sacked:
-                self._mark_lost(rec)
+            if rec.sacked:
+                rec.sacked = False
+                self.sacked_bytes -= rec.end - rec.start
+                self.sacked_count -= 1
+            self._mark_lost(rec)
+        self.highest_sacked = 0
         self._scan = len(self._recs)
         self._sacked_below_scan = self.sacked_count
 

@@ -22,7 +22,10 @@ from rtcp.transfer import protocol as proto
 from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
 
 DEFAULT_IDLE_TIMEOUT_S = 30.0
-# After our verdict, the FIN exchange gets this long before the connection is dropped.
+# After our verdict, the FIN exchange gets this long before the connection is dropped, counted
+# again while the verdict is not acknowledged: through heavy loss it may need many
+# retransmissions, and the sender waits for it (the connection's user timeout ends a sender
+# that went silent).
 CLOSE_GRACE_S = 5.0
 
 _STATUS_EXIT = {
@@ -106,6 +109,7 @@ class ReceiveApp(App):
         self.verdict: proto.Verdict | None = None
         self._verdict_out: memoryview | None = None
         self.verdict_at: float | None = None
+        self._close_grace_from: float | None = None
         self.result: ReceiveResult | None = None
         self._outcome: tuple[ExitCode, bool, str] | None = None  # decided, not yet reported
         self._sha256: str | None = None
@@ -147,7 +151,7 @@ class ReceiveApp(App):
         if self.verdict is not None:
             return
         self.verdict = verdict
-        self.verdict_at = now
+        self.verdict_at = self._close_grace_from = now
         if verdict.ok:
             self._decide(ExitCode.OK, True, "verified")
         else:
@@ -257,12 +261,16 @@ class ReceiveApp(App):
     def deadline(self) -> float | None:
         if self.result is not None:
             return None
-        if self.verdict_at is not None:
-            return self.verdict_at + CLOSE_GRACE_S
+        if self._close_grace_from is not None:
+            return self._close_grace_from + CLOSE_GRACE_S
         return self.last_activity + self.idle_timeout_s
 
     def on_deadline(self, now: float) -> None:
         if self.result is not None:
+            return
+        conn = self.handle.conn
+        if self._close_grace_from is not None and conn.unacknowledged_bytes and not conn.is_closed:
+            self._close_grace_from = now  # the verdict is still on its way
             return
         if self.verdict_at is None:
             self._decide(

@@ -76,6 +76,7 @@ def config(**kw) -> ConnectionConfig:
         # exact-segment tests count on window-limited sending, not BBR's pacing
         "congestion_control": "reno",
         "quickack_segments": 0,  # and on plain delayed ACKs
+        "max_backoff_rto_s": None,  # and on RFC 6298's doubling (rtcp caps it: test_fine_print)
     }
     if "pmtud" in _CONFIG_FIELDS:
         base["pmtud"] = False  # no path-MTU probes in exact-segment tests

@@ -68,7 +68,7 @@ def test_lost_syn_ack_is_retransmitted_with_backoff():
     assert conn.stats.timeouts == 3
     send(conn, t + 0.1, ACK, rseq(1), lseq(1))
     assert conn.state is State.ESTABLISHED
-    assert conn.rtt.rto_s == 1.0  # backoff dropped, no sample (Karn, no timestamps)
+    assert conn.rtt.rto_s == 3.0  # backoff dropped, no sample (Karn): RFC 6298 5.7's 3 s
     assert conn.stats.srtt_s is None
 
 

@@ -122,7 +122,8 @@ def test_lost_syn_is_retransmitted_with_backoff():
     send(conn, t + 0.5, SYN | ACK, rseq(0), lseq(1), mss=MSS)
     assert conn.state is State.ESTABLISHED
     assert conn.stats.srtt_s is None
-    assert conn.rtt.rto_s == 1.0  # the backoff is dropped once the SYN is acknowledged
+    # the backoff is dropped once the SYN is acknowledged; without a sample, RFC 6298 5.7's 3 s
+    assert conn.rtt.rto_s == 3.0
 
 
 def test_syn_retransmission_respects_max_rto():

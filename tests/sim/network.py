@@ -68,6 +68,13 @@ class Endpoint:
             self.closed.reason != "closed"
         )
 
+    def deadline(self) -> float | None:
+        """The application's own next deadline (none here; see tests/sim/transfer_model.py)."""
+        return None
+
+    def on_deadline(self, now: float) -> None:
+        """Called once now >= deadline()."""
+
 
 class SimNetwork:
     """Two endpoints joined by two impaired one-way links."""
@@ -117,6 +124,10 @@ class SimNetwork:
     def step(self) -> bool:
         """Advance to the next event and process everything due. False when nothing remains."""
         for ep in (self.client, self.server):
+            deadline = ep.deadline()
+            if deadline is not None and deadline <= self.now:
+                ep.on_deadline(self.now)
+        for ep in (self.client, self.server):
             deadline = ep.conn.get_timer()
             if deadline is not None and deadline <= self.now:
                 ep.conn.handle_timer(self.now)
@@ -140,9 +151,9 @@ class SimNetwork:
             ep.step()
         nxt = queue[0][0] if queue else None
         for ep in (self.client, self.server):
-            deadline = ep.conn.get_timer()
-            if deadline is not None and (nxt is None or deadline < nxt):
-                nxt = deadline
+            for deadline in (ep.conn.get_timer(), ep.deadline()):
+                if deadline is not None and (nxt is None or deadline < nxt):
+                    nxt = deadline
         if nxt is None:
             return False
         self.now = max(self.now, nxt)
