@@ -89,9 +89,14 @@ def _parse_distribution(value: str) -> str:
 
 
 def _parse_mtu(value: str) -> int:
+    from rtcp.core.wire import HEADER_BYTES
+
     size = parse_size(value)
-    if size < 1:
-        raise UsageError(f"invalid MTU {value!r}: must be at least 1 byte")
+    if size < HEADER_BYTES:
+        raise UsageError(
+            f"invalid MTU {value!r}: below rtcp's {HEADER_BYTES}-byte header, "
+            "every datagram would be dropped"
+        )
     return size
 
 
@@ -140,6 +145,10 @@ def build_configs(
         if kwargs.get("gemodel") is not None and kwargs.get("loss"):
             raise UsageError(
                 f"--loss and --gemodel are two loss models: give one for the {direction} direction"
+            )
+        if kwargs.get("jitter_s") and not kwargs.get("delay_s"):
+            raise UsageError(
+                f"--jitter ({direction}) needs --delay: jitter varies the delay around its mean"
             )
         if (
             kwargs.get("reorder")

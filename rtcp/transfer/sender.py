@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
+from rtcp.core.congestion import INFINITE_SSTHRESH_BYTES
 from rtcp.errors import (
     ExitCode,
     FileExistsRefused,
@@ -57,7 +58,8 @@ class SendResult:
     exit_code: int = int(ExitCode.OK)
     error: str | None = None
     verdict: str | None = None
-    stats: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # the connection's counters (ConnectionStats)
+    driver: dict = field(default_factory=dict)  # the socket's counters (DriverStats)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -69,6 +71,8 @@ def verdict_error(verdict: proto.Verdict) -> RtcpError:
     if verdict.status == proto.Status.HASH_MISMATCH:
         return HashMismatch(f"SHA-256 mismatch at the receiver ({verdict.message})")
     if verdict.status == proto.Status.FILE_EXISTS:
+        if "being received" in verdict.message:  # in flight from another sender: wait
+            return FileExistsRefused(text)
         return FileExistsRefused(f"{text} (the receiver needs --force to overwrite)")
     return TransferRefused(text)
 
@@ -97,16 +101,18 @@ def stat_value(stats, *names, default=0):
 
 
 def stats_dict(stats) -> dict:
+    """Every counter of a stats dataclass, for --json. A "none yet" ssthresh (the core's
+    stand-in for RFC 5681's "arbitrarily high": 2^62) is null, not a huge number."""
     if stats is None:
         return {}
     try:
-        return {k: v for k, v in asdict(stats).items() if isinstance(v, int | float | str | None)}
+        values = asdict(stats)
     except TypeError:
-        return {
-            k: v
-            for k, v in vars(stats).items()
-            if not k.startswith("_") and isinstance(v, int | float | str | None)
-        }
+        values = {k: v for k, v in vars(stats).items() if not k.startswith("_")}
+    out = {k: v for k, v in values.items() if isinstance(v, int | float | str | None)}
+    if out.get("ssthresh_bytes", 0) >= INFINITE_SSTHRESH_BYTES:
+        out["ssthresh_bytes"] = None
+    return out
 
 
 class SendApp(App):
@@ -463,6 +469,8 @@ def _fill_result(result: SendResult, app: SendApp, handle: Handle | None) -> Non
         if srtt:
             result.rtt_ms = round(float(srtt) * 1000.0, 3)
         result.stats = stats_dict(stats)
+        if handle.driver is not None:
+            result.driver = stats_dict(handle.driver.stats)
     if app.succeeded:
         result.exit_code = int(ExitCode.OK)
         result.error = None
