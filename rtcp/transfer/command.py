@@ -330,6 +330,13 @@ def send_command(
         metavar="DURATION",
         help="Give up after this long without progress (15s, 500ms, 2min).",
     ),
+    wait_ready: bool = typer.Option(
+        False,
+        "--wait-ready",
+        help="Wait (up to --timeout) for the receiver to be up instead of failing with "
+        "'connection refused': for an address of this host, until a socket is bound there, "
+        "before the first SYN.",
+    ),
     mss: str | None = typer.Option(
         None,
         "--mss",
@@ -395,12 +402,14 @@ def send_command(
       0    verified: the receiver's SHA-256 of the stored file matches
       1    internal error (a bug: please report it)
       2    bad flags or arguments
-      3    timeout: no answer, or no progress within --timeout
+      3    no answer: connection refused (nothing listens there), or no answer or no
+           progress within --timeout
       4    reset: the receiver reset or aborted the connection
       5    SHA-256 mismatch at the receiver
       6    the file exists on the receiver (it needs --force)
       7    local file or socket error (missing file, permission)
-      8    refused by the receiver (bad name, no space, I/O error there, protocol error)
+      8    refused by the receiver (bad name, no space, I/O error there, protocol error),
+           or the peer answers but is not rtcp
       130  interrupted (Ctrl-C)
     """
     from rtcp.transfer.sender import SendResult, send_file
@@ -434,6 +443,7 @@ def send_command(
                 timeout_s=timeout_s,
                 on_progress=progress,
                 pcap=recording.pcap,
+                wait_ready=wait_ready,
             )
         except KeyboardInterrupt:
             # typer would turn it into a silent exit 130: say what happened (send_file reset
