@@ -111,3 +111,23 @@ def test_the_readme_order_works_started_backwards(spawn, tmp_path):
     report = json.loads(sender.stdout)
     assert syns_sent(tmp_path / "send.jsonl") == 1 and report["driver"]["refused"] == 0
     assert (tmp_path / "out" / "path.bin").read_bytes() == src.read_bytes()
+
+
+def test_a_second_sender_of_a_name_in_flight_is_refused_at_the_header(receiver, proxy, spawn,
+                                                                     tmp_path):
+    import os
+
+    from tests.e2e.conftest import wait_for
+
+    _recv, port, out = receiver()
+    _proxy, slow = proxy(port, "--rate", "40mbit")  # ~5 MB/s: the first stays in flight
+    src = make_file(tmp_path / "same.bin", 20_000_000)
+    first = spawn(["send", src, "--to", f"127.0.0.1:{slow}", "--timeout", f"{GENEROUS_S}s"])
+    wait_for(lambda: out.exists() and any(n.startswith(".rtcp-tmp-") for n in os.listdir(out)),
+             GENEROUS_S, "the first transfer's temporary file")
+    res = send(src, port, "--json", "--timeout", f"{GENEROUS_S}s", timeout=GENEROUS_S)
+    assert res.returncode == 6, res.stderr
+    report = json.loads(res.stdout)
+    assert "being received from another sender" in report["error"]
+    assert report["stats"]["data_bytes_sent"] < src.stat().st_size // 2  # refused early
+    assert first.wait(GENEROUS_S) == 0, first.stderr
