@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo lint clean bench
+.PHONY: venv test demo lint clean bench readme-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: $(STAMP) $(PLOT_STAMP)
 # the previous ones there). Options: make bench BENCH_ARGS='--quick' (see rtcp bench --help).
 bench: $(STAMP)
 	$(VENV)/bin/rtcp bench $(BENCH_ARGS)
+
+# Every shell block of the README, run as pasted in a private network namespace, compared with
+# what the README shows (numbers aside). `make test` runs it too (tests/readme).
+readme-check: $(STAMP)
+	$(PY) -m tests.readme.checker README.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rtcp tests

@@ -38,7 +38,29 @@ def _root(
     """rtcp: recv, proxy and send. Exit codes: see `rtcp send --help`."""
 
 
+def _plain_help_types() -> None:
+    """Help pages without typer's type column (`<bool>`, `<str>`, `<list[Path]>`): a flag takes
+    no value, an argument is named by its metavar already, an option shows its metavar (FILE,
+    HOST:PORT, D). Typer (0.16+) has no switch for this; older versions lack the method."""
+    from typer import core
+
+    def option_type(self, ctx):
+        if self.is_flag or self.count:
+            return None
+        return self.metavar if self.metavar is not None else original_option(self, ctx)
+
+    def argument_type(self, ctx):
+        return None
+
+    original_option = getattr(core.TyperOption, "display_type_rich", None)
+    if original_option is not None:
+        core.TyperOption.display_type_rich = option_type
+    if getattr(core.TyperArgument, "display_type_rich", None) is not None:
+        core.TyperArgument.display_type_rich = argument_type
+
+
 def _register() -> None:
+    _plain_help_types()
     from rtcp.proxy.command import proxy_command
 
     app.command("proxy")(proxy_command)

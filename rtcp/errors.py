@@ -41,6 +41,12 @@ class PeerTimeout(RtcpError):
     exit_code = ExitCode.TIMEOUT
 
 
+class ConnectionRefused(RtcpError):
+    """Nothing is bound at the peer's port (ICMP port unreachable): no answer, at once."""
+
+    exit_code = ExitCode.TIMEOUT
+
+
 class PeerReset(RtcpError):
     exit_code = ExitCode.RESET
 

@@ -4,6 +4,12 @@ HOST:PORT.
 Shared by every command, so the units mean the same thing everywhere. Every parser raises
 `rtcp.errors.UsageError` with a message that quotes the bad value; callers may prefix it with
 the flag name.
+
+A bare number means different things to different tools (netem reads `delay 10` as 10 us and
+`loss 1` as 1%; other tools read seconds and fractions), so rtcp never guesses: a duration needs
+a unit (10ms, 1.5s), a probability a percent sign (1%), a rate a unit (10mbit, 1MBps). Only
+zero may stand alone. Sizes are the exception: a bare size counts bytes, as everywhere.
+Sizes and rates print in SI units (kB, MB: powers of 1000) everywhere rtcp prints them.
 """
 
 from __future__ import annotations
@@ -17,9 +23,8 @@ _NUMBER_WITH_UNIT = re.compile(
     r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ%]*)\s*$"
 )
 
-# Duration units -> seconds. A bare number is milliseconds (netem's convention for delay).
+# Duration units -> seconds. A bare number (other than 0) is refused: see the module docstring.
 _DURATION_UNITS_S = {
-    "": 1e-3,
     "ns": 1e-9,
     "us": 1e-6,
     "µs": 1e-6,
@@ -36,8 +41,8 @@ _DURATION_UNITS_S = {
 
 # Rate units (tc/netem) -> bytes per second. "bit" units count bits, "bps" units count bytes;
 # SI prefixes are powers of 1000, IEC prefixes (kibit, mibps, ...) powers of 1024. A bare
-# number is bits per second, as in tc.
-_RATE_UNITS_BYTES_PER_S: dict[str, float] = {"": 1 / 8, "bit": 1 / 8, "bps": 1.0}
+# number is refused (tc reads bits per second, many readers would assume bytes).
+_RATE_UNITS_BYTES_PER_S: dict[str, float] = {"bit": 1 / 8, "bps": 1.0}
 for _prefix, _factor in (("k", 1e3), ("m", 1e6), ("g", 1e9), ("t", 1e12)):
     _RATE_UNITS_BYTES_PER_S[f"{_prefix}bit"] = _factor / 8
     _RATE_UNITS_BYTES_PER_S[f"{_prefix}bps"] = _factor
@@ -68,13 +73,17 @@ def _split(value: str, what: str) -> tuple[float, str]:
 
 
 def parse_probability(value: str) -> float:
-    """Probability: "5%" or "0.05" -> 0.05; anything outside [0, 1] is an error, not silently clamped."""
+    """Probability: "5%" -> 0.05; a bare number other than 0 is refused ("1" could mean 1% as in
+    netem or 100%); anything outside 0%..100% is an error, not silently clamped."""
     number, unit = _split(value, "probability")
     if unit == "%":
         number /= 100.0
     elif unit:
+        raise UsageError(f"invalid probability {value!r}: use a percentage (5%)")
+    elif number != 0:
         raise UsageError(
-            f"invalid probability {value!r}: use a percentage (5%) or a fraction (0.05)"
+            f"invalid probability {value!r}: write it as a percentage "
+            f"({number:g}% or {100 * number:g}%?)"
         )
     if not 0.0 <= number <= 1.0:
         raise UsageError(f"invalid probability {value!r}: must be between 0% and 100%")
@@ -82,29 +91,41 @@ def parse_probability(value: str) -> float:
 
 
 def parse_duration(value: str) -> float:
-    """Duration: "20ms", "1.5s", "500us" -> seconds; a bare number is milliseconds. Never negative."""
+    """Duration: "20ms", "1.5s", "500us" -> seconds. A unit is required (bare 0 aside). Never
+    negative."""
     number, unit = _split(value, "duration")
-    factor = _DURATION_UNITS_S.get(unit.lower())
-    if factor is None:
-        raise UsageError(
-            f"invalid duration {value!r}: unknown unit {unit!r} (use us, ms, s; bare number = ms)"
-        )
     if number < 0:
         raise UsageError(f"invalid duration {value!r}: must not be negative")
+    if not unit:
+        if number == 0:
+            return 0.0
+        raise UsageError(
+            f"invalid duration {value!r}: give a unit ({number:g}ms or {number:g}s? "
+            "use us, ms, s, min)"
+        )
+    factor = _DURATION_UNITS_S.get(unit.lower())
+    if factor is None:
+        raise UsageError(f"invalid duration {value!r}: unknown unit {unit!r} (use us, ms, s, min)")
     return number * factor
 
 
 def parse_rate(value: str) -> float:
-    """Rate in netem/tc units -> bytes per second: "10mbit" = 1.25e6, "1mbps" = 1e6, "800" = 100."""
+    """Rate in tc units -> bytes per second: "10mbit" = 1.25e6, "1mbps" = 1e6. A unit is
+    required: bits (bit, kbit, mbit, gbit) or bytes (bps, kbps, mbps, gbps) per second."""
     number, unit = _split(value, "rate")
+    if number <= 0:
+        raise UsageError(f"invalid rate {value!r}: must be positive")
+    if not unit:
+        raise UsageError(
+            f"invalid rate {value!r}: give a unit ({number:g}mbit for bits/s, "
+            f"{number:g}mbps for bytes/s)"
+        )
     factor = _RATE_UNITS_BYTES_PER_S.get(unit.lower())
     if factor is None:
         raise UsageError(
             f"invalid rate {value!r}: unknown unit {unit!r} "
             "(use bit, kbit, mbit, gbit for bits/s or bps, kbps, mbps, gbps for bytes/s)"
         )
-    if number <= 0:
-        raise UsageError(f"invalid rate {value!r}: must be positive")
     return number * factor
 
 
@@ -152,3 +173,16 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
 def format_hostport(host: str, port: int) -> str:
     """The inverse of parse_hostport: brackets around IPv6 addresses."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def format_bytes(n: float) -> str:
+    """A size for people, in SI units (1 kB = 1000 B), as everywhere rtcp prints sizes."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_rate(bytes_per_s: float) -> str:
+    """A rate for people: SI bytes per second (format_bytes + "/s")."""
+    return f"{format_bytes(bytes_per_s)}/s"

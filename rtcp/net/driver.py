@@ -27,6 +27,7 @@ lacks either (or RTCP_NO_GSO=1), one recvfrom_into / sendto per datagram, as bef
 
 from __future__ import annotations
 
+import errno
 import selectors
 import signal
 import socket
@@ -79,6 +80,10 @@ class App:
     def on_deadline(self, now: float) -> None:
         pass
 
+    def connection_refused(self, now: float) -> None:
+        """The kernel reported ICMP port unreachable for the peer (ECONNREFUSED): nothing is
+        bound there. Only on a socket connected with Driver.connect_socket."""
+
 
 @dataclass(eq=False)
 class Handle:
@@ -118,6 +123,7 @@ class DriverStats:
     unroutable: int = 0  # datagrams for no known connection (or too short to route)
     resets_sent: int = 0  # RSTs answering segments for no (open) connection
     send_queue_peak: int = 0
+    refused: int = 0  # ECONNREFUSED on a connected socket: nothing bound at the peer's port
 
 
 class Driver:
@@ -168,6 +174,7 @@ class Driver:
         self._more_to_read = False
         self._closed = False
         self._old_wakeup_fd: int | None = None
+        self._connected = False  # connect_socket(): refusals are the one peer's
 
     # --- setup -------------------------------------------------------------------------
 
@@ -207,6 +214,20 @@ class Driver:
         self._handles.append(handle)
         app.connection_made(handle)
         return handle
+
+    def connect_socket(self, peer: tuple) -> None:
+        """Connect the UDP socket to its one peer (a client's): the kernel then reports an ICMP
+        port unreachable as ECONNREFUSED, which the apps hear as connection_refused(), and
+        drops datagrams from any other address. Call it before wrapping self.sock."""
+        self.sock.connect(peer)
+        self._connected = True
+
+    def _socket_error(self, exc: OSError, now: float) -> None:
+        """A receive or send error: ECONNREFUSED on a connected socket goes to the apps."""
+        if exc.errno == errno.ECONNREFUSED and self._connected:
+            self.stats.refused += 1
+            for h in list(self._handles):
+                h.app.connection_refused(now)
 
     def install_signal_wakeup(self) -> None:
         """Make a signal wake select() at once (signal.set_wakeup_fd): the handler then runs."""
@@ -360,9 +381,10 @@ class Driver:
                 n, addr = sock.recvfrom_into(buf)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as exc:
                 # e.g. ECONNREFUSED reported for an earlier send (ICMP port unreachable)
                 stats.receive_errors += 1
+                self._socket_error(exc, now)
                 continue
             stats.datagrams_received += 1
             stats.bytes_received += n
@@ -384,9 +406,10 @@ class Driver:
                 n, ancdata, _flags, addr = recvmsg_into(buffers, ancbuf)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as exc:
                 # e.g. ECONNREFUSED reported for an earlier send (ICMP port unreachable)
                 stats.receive_errors += 1
+                self._socket_error(exc, now)
                 left -= 1
                 continue
             stats.bytes_received += n
@@ -512,9 +535,10 @@ class Driver:
                 self._pending.extend((x, addr) for x in datagrams[i:])
                 self._note_queue()
                 return
-            except OSError:
+            except OSError as exc:
                 # ECONNREFUSED and friends: the datagram is lost, the protocol recovers
                 stats.send_errors += 1
+                self._socket_error(exc, self.clock())
                 continue
             stats.datagrams_sent += 1
             stats.bytes_sent += len(d)

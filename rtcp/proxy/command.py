@@ -89,9 +89,14 @@ def _parse_distribution(value: str) -> str:
 
 
 def _parse_mtu(value: str) -> int:
+    from rtcp.core.wire import HEADER_BYTES
+
     size = parse_size(value)
-    if size < 1:
-        raise UsageError(f"invalid MTU {value!r}: must be at least 1 byte")
+    if size < HEADER_BYTES:
+        raise UsageError(
+            f"invalid MTU {value!r}: below rtcp's {HEADER_BYTES}-byte header, "
+            "every datagram would be dropped"
+        )
     return size
 
 
@@ -140,6 +145,10 @@ def build_configs(
         if kwargs.get("gemodel") is not None and kwargs.get("loss"):
             raise UsageError(
                 f"--loss and --gemodel are two loss models: give one for the {direction} direction"
+            )
+        if kwargs.get("jitter_s") and not kwargs.get("delay_s"):
+            raise UsageError(
+                f"--jitter ({direction}) needs --delay: jitter varies the delay around its mean"
             )
         if (
             kwargs.get("reorder")
@@ -287,6 +296,14 @@ def proxy_command(
         help="Record every datagram in and out as a pcap capture (Wireshark, tcpdump).",
         rich_help_panel=_PANEL_RUN,
     ),
+    wait_upstream: bool = typer.Option(
+        False,
+        "--wait-upstream",
+        help="Listen (and print 'listening on') only once a socket is bound at --upstream, "
+        "when it is an address of this host: a sender that waits for the proxy "
+        "(send --wait-ready) then waits for the whole path.",
+        rich_help_panel=_PANEL_RUN,
+    ),
 ) -> None:
     """Forward UDP datagrams between clients and an upstream, impaired like netem.
 
@@ -311,6 +328,8 @@ def proxy_command(
         seed_value = secrets.randbits(32)
     else:
         seed_value = _parse_flag("--seed", lambda v: _parse_int(v, 0), seed)
+    if wait_upstream and not _wait_for_upstream(upstream_addr):
+        return  # stopped (Ctrl-C, SIGTERM) before the upstream came up: nothing to report
     run_proxy(
         listen_addr,
         upstream_addr,
@@ -322,6 +341,28 @@ def proxy_command(
         trace_path=Path(trace) if trace else None,
         pcap_path=Path(pcap) if pcap else None,
     )
+
+
+def _wait_for_upstream(upstream: tuple[str, int]) -> bool:
+    """--wait-upstream: wait until a socket is bound at the upstream (rtcp.net.ready); False
+    when a signal stopped the wait. A remote upstream cannot be checked: no wait."""
+    from rtcp.net.driver import resolve
+    from rtcp.net.ready import wait_until_bound
+
+    try:
+        family, addr = resolve(*upstream)
+    except OSError as exc:
+        raise UsageError(
+            f"--upstream: cannot resolve {upstream[0]}: {exc.strerror or exc}"
+        ) from None
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        wait_until_bound(family, addr, None)
+    except KeyboardInterrupt:
+        return False
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return True
 
 
 def _parse_flag(flag: str, parse: Any, value: str) -> Any:

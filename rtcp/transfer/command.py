@@ -8,7 +8,6 @@ rtcp.cli.main turns them into one line on stderr and the documented exit code.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 from dataclasses import replace
@@ -29,7 +28,14 @@ from rtcp.errors import (
     TransferRefused,
     UsageError,
 )
-from rtcp.units import format_hostport, parse_duration, parse_hostport, parse_size
+from rtcp.units import (
+    format_bytes,
+    format_hostport,
+    format_rate,
+    parse_duration,
+    parse_hostport,
+    parse_size,
+)
 
 _PANEL_TUNING = "Protocol tuning"
 _PANEL_TRACE = "Watching TCP work"
@@ -50,22 +56,8 @@ def _parse_flag(flag: str, parse: Any, value: str) -> Any:
         raise UsageError(f"{flag}: {exc}") from None
 
 
-def parse_seconds(value: str) -> float:
-    """A duration where a bare number is seconds ("15", "15s", "500ms", "2min")."""
-    text = str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return parse_duration(text)
-    if not math.isfinite(number):
-        raise UsageError(f"invalid duration {value!r}: not a finite number")
-    if number < 0:
-        raise UsageError(f"invalid duration {value!r}: must not be negative")
-    return number
-
-
 def _positive_seconds(flag: str, value: str) -> float:
-    seconds = _parse_flag(flag, parse_seconds, value)
+    seconds = _parse_flag(flag, parse_duration, value)
     if seconds <= 0:
         raise UsageError(f"{flag}: {value!r} must be positive")
     return seconds
@@ -138,21 +130,14 @@ def build_config(
 # --- send ----------------------------------------------------------------------------
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
 def summary_text(result) -> str:
-    """The human summary printed on stderr after a send."""
+    """The human summary printed on stdout after a send (it is the command's result). Sizes
+    and rates in SI units, as the progress bar and the receiver's log line."""
     lines = [f"sent {result.name} to {result.peer}"]
-    lines.append(f"  size         {_human_bytes(result.bytes)} ({result.bytes} bytes)")
+    lines.append(f"  size         {format_bytes(result.bytes)} ({result.bytes} bytes)")
     lines.append(f"  time         {result.seconds:.3f} s")
     rate = result.goodput_bytes_per_s
-    lines.append(f"  goodput      {_human_bytes(rate)}/s ({rate * 8 / 1e6:.2f} Mbit/s)")
+    lines.append(f"  goodput      {format_rate(rate)} ({rate * 8 / 1e6:.2f} Mbit/s)")
     share = (
         f" ({100.0 * result.retransmissions / result.segments_sent:.2f}%)"
         if result.segments_sent
@@ -192,7 +177,7 @@ class _Progress:
                 desc=self.name,
                 unit="B",
                 unit_scale=True,
-                unit_divisor=1024,
+                unit_divisor=1000,  # SI, as the summary and the receiver's log
                 file=sys.stderr,
                 dynamic_ncols=True,
                 leave=True,
@@ -342,8 +327,15 @@ def send_command(
     timeout: str = typer.Option(
         "15s",
         "--timeout",
-        metavar="SECONDS",
-        help="Give up after this long without progress (15, 15s, 500ms).",
+        metavar="DURATION",
+        help="Give up after this long without progress (15s, 500ms, 2min).",
+    ),
+    wait_ready: bool = typer.Option(
+        False,
+        "--wait-ready",
+        help="Wait (up to --timeout) for the receiver to be up instead of failing with "
+        "'connection refused': for an address of this host, until a socket is bound there, "
+        "before the first SYN.",
     ),
     mss: str | None = typer.Option(
         None,
@@ -401,7 +393,8 @@ def send_command(
 
     Example: rtcp send report.pdf --to 192.0.2.7:9000
 
-    A progress bar on stderr (when it is a terminal), then a summary; --json: results on stdout.
+    A progress bar on stderr (when it is a terminal), then the summary on stdout; --json: one
+    JSON object on stdout instead of the summary. Durations need a unit (15s, 500ms).
     --explain draws the transfer as a ladder diagram before the summary (stdout; stderr with
     --json); --trace FILE and --pcap FILE record it for `rtcp explain`, `rtcp plot`, Wireshark.
 
@@ -409,12 +402,14 @@ def send_command(
       0    verified: the receiver's SHA-256 of the stored file matches
       1    internal error (a bug: please report it)
       2    bad flags or arguments
-      3    timeout: no answer, or no progress within --timeout
+      3    no answer: connection refused (nothing listens there), or no answer or no
+           progress within --timeout
       4    reset: the receiver reset or aborted the connection
       5    SHA-256 mismatch at the receiver
       6    the file exists on the receiver (it needs --force)
       7    local file or socket error (missing file, permission)
-      8    refused by the receiver (bad name, no space, I/O error there, protocol error)
+      8    refused by the receiver (bad name, no space, I/O error there, protocol error),
+           or the peer answers but is not rtcp
       130  interrupted (Ctrl-C)
     """
     from rtcp.transfer.sender import SendResult, send_file
@@ -448,6 +443,7 @@ def send_command(
                 timeout_s=timeout_s,
                 on_progress=progress,
                 pcap=recording.pcap,
+                wait_ready=wait_ready,
             )
         except KeyboardInterrupt:
             # typer would turn it into a silent exit 130: say what happened (send_file reset
@@ -470,8 +466,8 @@ def send_command(
         _print_json(result.to_json())
     _print_ladder(ladder, json_output)
     if result.verified:
-        if not quiet:
-            print(summary_text(result), file=sys.stderr, flush=True)
+        if not quiet and not json_output:
+            print(summary_text(result), flush=True)
         return
     raise RtcpError(result.error or "the transfer failed", ExitCode(result.exit_code))
 
@@ -511,7 +507,7 @@ def recv_command(
     timeout: str = typer.Option(
         "30s",
         "--timeout",
-        metavar="SECONDS",
+        metavar="DURATION",
         help="Drop a transfer whose sender is silent this long.",
     ),
     window: str | None = typer.Option(

@@ -20,6 +20,7 @@ from rtcp.errors import ExitCode
 from rtcp.net.driver import App, Driver
 from rtcp.transfer import protocol as proto
 from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
+from rtcp.units import format_rate
 
 DEFAULT_IDLE_TIMEOUT_S = 30.0
 # After our verdict, the FIN exchange gets this long before the connection is dropped, counted
@@ -60,21 +61,13 @@ class ReceiveResult:
         size = f"{self.size} bytes" if self.size is not None else f"{self.bytes_received} bytes"
         rate = ""
         if self.verified and self.seconds > 0:
-            rate = f", {_human_rate(self.size / self.seconds)}"
+            rate = f", {format_rate(self.size / self.seconds)}"
         if self.verified:
             return (
                 f"received {name} {size} from {self.peer} in {self.seconds:.2f} s{rate}: "
                 f"verified sha256 {self.sha256}"
             )
         return f"failed {name} {size} from {self.peer} after {self.seconds:.2f} s: {self.reason}"
-
-
-def _human_rate(bps: float) -> str:
-    for unit in ("B/s", "KB/s", "MB/s", "GB/s"):
-        if bps < 1000 or unit == "GB/s":
-            return f"{bps:.1f} {unit}"
-        bps /= 1000
-    return f"{bps:.1f} GB/s"  # pragma: no cover
 
 
 def _peer_text(addr: tuple) -> str:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
+from rtcp.core.congestion import INFINITE_SSTHRESH_BYTES
 from rtcp.errors import (
+    ConnectionRefused,
     ExitCode,
     FileExistsRefused,
     HashMismatch,
@@ -29,6 +31,7 @@ from rtcp.errors import (
     UsageError,
 )
 from rtcp.net.driver import App, Driver, Handle, resolve
+from rtcp.net.ready import wait_until_bound
 from rtcp.transfer import protocol as proto
 from rtcp.transfer.readahead import ReadAhead, SourceError
 
@@ -37,6 +40,9 @@ DEFAULT_TIMEOUT_S = 15.0
 # After an OK verdict and our close(), wait this long at most for the FIN exchange to end:
 # the file is verified already, so a lost final ACK must not turn success into failure.
 CLOSE_GRACE_S = 2.0
+# Datagrams from the peer that are not rtcp segments for us (undecodable, bad checksum, for no
+# connection) before the handshake completed: this many, and the peer is something else.
+NOT_RTCP_DATAGRAMS = 3
 
 
 @dataclass
@@ -57,7 +63,8 @@ class SendResult:
     exit_code: int = int(ExitCode.OK)
     error: str | None = None
     verdict: str | None = None
-    stats: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # the connection's counters (ConnectionStats)
+    driver: dict = field(default_factory=dict)  # the socket's counters (DriverStats)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -69,6 +76,8 @@ def verdict_error(verdict: proto.Verdict) -> RtcpError:
     if verdict.status == proto.Status.HASH_MISMATCH:
         return HashMismatch(f"SHA-256 mismatch at the receiver ({verdict.message})")
     if verdict.status == proto.Status.FILE_EXISTS:
+        if "being received" in verdict.message:  # in flight from another sender: wait
+            return FileExistsRefused(text)
         return FileExistsRefused(f"{text} (the receiver needs --force to overwrite)")
     return TransferRefused(text)
 
@@ -97,16 +106,18 @@ def stat_value(stats, *names, default=0):
 
 
 def stats_dict(stats) -> dict:
+    """Every counter of a stats dataclass, for --json. A "none yet" ssthresh (the core's
+    stand-in for RFC 5681's "arbitrarily high": 2^62) is null, not a huge number."""
     if stats is None:
         return {}
     try:
-        return {k: v for k, v in asdict(stats).items() if isinstance(v, int | float | str | None)}
+        values = asdict(stats)
     except TypeError:
-        return {
-            k: v
-            for k, v in vars(stats).items()
-            if not k.startswith("_") and isinstance(v, int | float | str | None)
-        }
+        values = {k: v for k, v in vars(stats).items() if not k.startswith("_")}
+    out = {k: v for k, v in values.items() if isinstance(v, int | float | str | None)}
+    if out.get("ssthresh_bytes", 0) >= INFINITE_SSTHRESH_BYTES:
+        out["ssthresh_bytes"] = None
+    return out
 
 
 class SendApp(App):
@@ -121,8 +132,11 @@ class SendApp(App):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         read_chunk_bytes: int = READ_CHUNK_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        wait_ready: bool = False,
     ):
         self.file = fileobj
+        self.wait_ready = wait_ready  # a refusal before the handshake means "not yet"
+        self.refusals = 0
         self.fs = sender
         self.peer_text = peer_text
         self.timeout_s = timeout_s
@@ -182,6 +196,36 @@ class SendApp(App):
             self.handle.conn.abort()
             self.linger = self.linger or linger
         self.done = True
+
+    def connection_refused(self, now: float) -> None:
+        """ICMP port unreachable (the driver's connected socket): nothing is bound at the
+        receiver's port. Before the handshake that is final at once, unless --wait-ready asked
+        to wait for it (the SYN's retransmissions then keep knocking)."""
+        if self.established or self.done:
+            return
+        self.refusals += 1
+        if not self.wait_ready:
+            self.fail(
+                ConnectionRefused(
+                    f"connection refused by {self.peer_text}: nothing listens there "
+                    "(--wait-ready waits for it)"
+                ),
+                abort=False,
+            )
+
+    def _not_rtcp_datagrams(self) -> int:
+        """Datagrams from the peer that were not rtcp segments of this connection."""
+        stats = self.handle.conn.stats
+        count = stats.malformed_datagrams + stats.checksum_failures + stats.foreign_datagrams
+        if self.handle.driver is not None:
+            count += self.handle.driver.stats.unroutable
+        return count
+
+    def _not_rtcp_error(self, count: int) -> RtcpError:
+        return TransferRefused(
+            f"{self.peer_text} answers, but not as rtcp ({count} datagrams that are not rtcp "
+            "segments): is `rtcp recv` listening there?"
+        )
 
     def connection_made(self, handle: Handle) -> None:
         super().connection_made(handle)
@@ -251,7 +295,12 @@ class SendApp(App):
                     return
 
     def poll(self, now: float) -> None:
-        if self.done or not self.established:
+        if self.done:
+            return
+        if not self.established:
+            count = self._not_rtcp_datagrams()
+            if count >= NOT_RTCP_DATAGRAMS:
+                self.fail(self._not_rtcp_error(count))
             return
         conn = self.handle.conn
         space = conn.send_buffer_space
@@ -321,6 +370,11 @@ class SendApp(App):
             return
         if self.established:
             what = f"no progress for {self.timeout_s:g} s sending to {self.peer_text}"
+        elif self.refusals:
+            what = f"nothing listened at {self.peer_text} within {self.timeout_s:g} s"
+        elif count := self._not_rtcp_datagrams():
+            self.fail(self._not_rtcp_error(count))
+            return
         else:
             what = f"no answer from {self.peer_text} within {self.timeout_s:g} s"
         self.fail(PeerTimeout(what))
@@ -383,13 +437,20 @@ def send_file(
     on_progress: Callable[[SendApp, float], None] | None = None,
     progress_interval_s: float = 0.1,
     pcap=None,
+    wait_ready: bool = False,
 ) -> SendResult:
     """Send one file to an `rtcp recv` at host:port. Never raises for a failed transfer:
     the returned SendResult carries exit_code and error (RtcpError for local problems that
     happen before anything is sent: a missing file, an unresolvable host).
 
     pcap: a rtcp.trace.pcap.PcapWriter (--pcap) that records every datagram of the socket;
-    the caller closes it. Tracing goes through config.event_hook."""
+    the caller closes it. Tracing goes through config.event_hook.
+
+    The socket is connected to the receiver, so that "nothing listens there" (ICMP port
+    unreachable) arrives as ECONNREFUSED and ends the transfer at once (ConnectionRefused,
+    exit 3). wait_ready (--wait-ready) waits instead: for an address of this host until a
+    socket is bound there, before the first SYN (rtcp.net.ready: nothing is sent meanwhile);
+    elsewhere the SYN's retransmissions keep knocking. Both within timeout_s."""
     f, size, name = open_source(path)
     with f:
         try:
@@ -401,15 +462,27 @@ def send_file(
         )
         cfg = make_config(config, timeout_s=timeout_s)
         fs = proto.FileSender(name, size)
+        if wait_ready and wait_until_bound(family, addr, timeout_s) is False:
+            raise ConnectionRefused(
+                f"nothing listened at {peer_text} within {timeout_s:g} s (--wait-ready)"
+            )
         try:
             driver = Driver(family=family)
         except OSError as exc:
             raise LocalIOError(f"cannot open a UDP socket: {exc.strerror or exc}") from None
+        try:
+            driver.connect_socket(addr)
+        except OSError as exc:
+            driver.close()
+            raise LocalIOError(f"cannot send to {peer_text}: {exc.strerror or exc}") from None
         if pcap is not None:
             from rtcp.trace.pcap import TapSocket
 
             driver.sock = TapSocket(driver.sock, pcap)  # the selector keys on the fd: unchanged
-        app = SendApp(f, fs, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock)
+        app = SendApp(
+            f, fs, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock,
+            wait_ready=wait_ready,
+        )
         result = SendResult(file=str(path), name=name, peer=peer_text, bytes=size)
         with driver:
             handle: Handle | None = None
@@ -463,6 +536,8 @@ def _fill_result(result: SendResult, app: SendApp, handle: Handle | None) -> Non
         if srtt:
             result.rtt_ms = round(float(srtt) * 1000.0, 3)
         result.stats = stats_dict(stats)
+        if handle.driver is not None:
+            result.driver = stats_dict(handle.driver.stats)
     if app.succeeded:
         result.exit_code = int(ExitCode.OK)
         result.error = None

@@ -102,8 +102,15 @@ class OutputDir:
     def __init__(self, path: str | os.PathLike, *, force: bool = False):
         self.path = Path(path)
         self.force = force
+        self.in_flight: set[str] = set()  # names being received now (IncomingFile)
+        if os.path.lexists(self.path) and not self.path.is_dir():
+            raise LocalIOError(f"{self.path} is not a directory")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LocalIOError(
+                f"cannot create {self.path}: a part of the path is not a directory"
+            ) from None
         except OSError as exc:
             raise LocalIOError(f"cannot create {self.path}: {_io_message(exc)}") from None
         if not self.path.is_dir():
@@ -146,6 +153,10 @@ class OutputDir:
         except BadName as exc:
             raise Refusal(Status.BAD_NAME, str(exc)) from None
         final = self.path / name
+        if name in self.in_flight:
+            # checked at the header: a second sender of the same name must not upload it all
+            # first, and two writers must never race for one final name (not even with --force)
+            raise Refusal(Status.FILE_EXISTS, f"{name} is being received from another sender")
         if os.path.lexists(final):
             if not self.force:
                 raise Refusal(Status.FILE_EXISTS, f"{name} exists on the receiver")
@@ -217,6 +228,7 @@ class IncomingFile:
         else:
             raise Refusal(Status.IO_ERROR, "cannot create a unique temporary file")
         self._file = open(fd, "wb", buffering=_WRITE_BUFFER, closefd=True)  # noqa: SIM115
+        out.in_flight.add(name)
         self._writer = threading.Thread(target=self._write_loop, name="rtcp-writer", daemon=True)
         self._writer.start()
 
@@ -330,6 +342,7 @@ class IncomingFile:
                 hexd,
             )
         self.committed = True
+        self.out.in_flight.discard(self.name)
         _fsync_dir(self.out.path)
         return CommitResult(Verdict(Status.OK, hexd), self.final, hexd)
 
@@ -355,6 +368,7 @@ class IncomingFile:
         """Drop the transfer: close and remove the temporary (idempotent; no-op once committed)."""
         if self.committed:
             return
+        self.out.in_flight.discard(self.name)
         if self._writer is not None:
             self._write_error = self._write_error or OSError("aborted")  # drain, write no more
             self._stop_writer()  # the file must stay open until the thread is done with it

@@ -79,13 +79,13 @@ def test_traces_captures_and_explain_through_a_lossy_proxy(spawn, tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "inbox" / "small.bin").read_bytes() == src.read_bytes()
 
-    # --explain: the ladder of the sender's own transfer on stdout, the summary on stderr
-    ladder = res.stdout
+    # --explain: the ladder of the sender's own transfer on stdout, then the summary
+    ladder, summary = res.stdout.split("\nsent small.bin to ")
     assert "SYN seq=0" in ladder and "SYN-ACK seq=0 ack=1" in ladder
     assert re.search(r"\|-- data seq=1 len=\d+ -+>\|", ladder)
     assert "FIN seq=" in ladder and "ESTABLISHED" in ladder
     assert max(len(line) for line in ladder.splitlines()) <= 90
-    assert "verified" in res.stderr and "SYN" not in res.stderr
+    assert "verified     yes" in summary and "SYN" not in res.stderr
 
     recv.wait_line(r"received 'small\.bin'")
     recv.signal(signal.SIGTERM)  # the receiver first: then the proxy has seen all it sent
@@ -193,7 +193,7 @@ def test_bad_trace_paths_and_widths_fail_cleanly(receiver, spawn, tmp_path):
     dead_port = dead.wait_port()
     dead.signal(signal.SIGSTOP)  # alive but silent
     try:
-        res = send(src, dead_port, "--explain", "--timeout", "1.3")  # initial RTO: 1 s
+        res = send(src, dead_port, "--explain", "--timeout", "1.3s")  # initial RTO: 1 s
         assert res.returncode == 3, res.stderr
         assert "SYN seq=0" in res.stdout and "RTO expired" in res.stdout
         assert res.stderr.strip().startswith("rtcp: error: no answer")

@@ -196,6 +196,12 @@ def test_same_seed_same_losses(echo: EchoServer, tmp_path: Path) -> None:
         ("--distribution", "cauchy"),
         ("--seed", "x"),
         ("--mtu", "0"),
+        ("--mtu", "27"),
+        ("--loss", "1"),
+        ("--delay", "10"),
+        ("--rate", "-5mbit"),
+        ("--rate", "800"),
+        ("--idle-timeout", "60"),
         ("--upstream", "nowhere"),
     ],
 )
@@ -258,7 +264,7 @@ def raw(**flags: tuple[str | None, str | None, str | None]) -> dict[str, tuple[s
 
 
 def test_per_direction_values_override_both() -> None:
-    configs = build_configs(raw(loss=("5%", None, "0.2"), delay=(None, "20ms", None)))
+    configs = build_configs(raw(loss=("5%", None, "20%"), delay=(None, "20ms", None)))
     assert configs["up"].loss == pytest.approx(0.05)
     assert configs["down"].loss == pytest.approx(0.2)
     assert configs["up"].delay_s == pytest.approx(0.020)
@@ -283,6 +289,8 @@ def test_gemodel_flag() -> None:
     [
         ({"loss": ("5%", None, None), "gemodel": (None, "1%,10%", None)}, "two loss models"),
         ({"reorder": ("10%", None, None)}, "needs --delay"),
+        ({"jitter": ("2ms", None, None)}, "--jitter .up. needs --delay"),
+        ({"jitter": ("2ms", None, None), "delay": (None, "5ms", None)}, "--jitter .down."),
         ({"reorder_gap": ("0", None, None)}, "--reorder-gap"),
         ({"loss_down": None, "delay": (None, None, "-1ms")}, "--delay-down"),
     ],

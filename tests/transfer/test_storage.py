@@ -374,3 +374,32 @@ def test_small_pieces_reach_the_writer_thread_gathered(tmp_path, monkeypatch):
     assert f.finish(sha(data)).verdict.ok
     assert [len(x) for x in puts if x is not None] == [4000, 4000, 2000]
     assert (tmp_path / "g").read_bytes() == data
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_name_in_flight_is_refused_at_the_header(tmp_path, force):
+    """A second sender of a name being received is refused before it uploads anything, and
+    two writers never race for one final name, not even with --force (issue 11)."""
+    out = OutputDir(tmp_path, force=force)
+    first = out.open("same.bin", 3)
+    with pytest.raises(Refusal) as info:
+        out.open("same.bin", 3)
+    assert info.value.status == Status.FILE_EXISTS
+    assert "being received" in str(info.value)
+    assert len(temps(tmp_path)) == 1
+    first.write(b"abc")
+    assert first.finish(sha(b"abc")).verdict.ok
+    if force:  # once the first is stored, --force overwrites it as usual
+        again = out.open("same.bin", 1)
+        again.abort()
+    other = out.open("other.bin", 1)
+    other.abort()  # an aborted transfer frees its name too
+    out.open("other.bin", 1).abort()
+
+
+def test_out_that_is_a_file_says_not_a_directory(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(LocalIOError, match="afile is not a directory"):
+        OutputDir(tmp_path / "afile")
+    with pytest.raises(LocalIOError, match="not a directory"):
+        OutputDir(tmp_path / "afile" / "sub")
