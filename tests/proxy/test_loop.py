@@ -112,7 +112,7 @@ def test_delay_is_never_short_whatever_the_clock_reads(
     """The proxy's clock is injected: at 300 s and 40,000 s a float `release - now` of 1 ms
     reads 0.999999999976 ms; the delay counted in integer ns is never below the one asked."""
     config = ImpairConfig(delay_s=0.001)
-    clock = lambda: time.monotonic() + clock_offset_s  # noqa: E731
+    clock = lambda: time.monotonic() + clock_offset_s
     with running_proxy(echo.address, up=config, down=config, clock=clock) as proxy:
         payloads = [b"%d" % i for i in range(20)]
         assert round_trip(proxy, payloads) == payloads
