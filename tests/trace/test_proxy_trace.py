@@ -27,7 +27,8 @@ def _traced(
 
 
 def _decisions(buf: io.StringIO) -> list[dict]:
-    return [json.loads(line) for line in buf.getvalue().splitlines()[1:]]
+    records = [json.loads(line) for line in buf.getvalue().splitlines()[1:]]
+    return [r for r in records if r["event"] == "proxy_decision"]
 
 
 def test_same_results_as_the_wrapped_impairer():
