@@ -9,6 +9,11 @@ the more is known). Segments are matched across traces by their header fields (f
 length, window) in order of occurrence, so a loss seen by the proxy lands on the sender's arrow.
 Long transfers are condensed: the handshake, the first segments, every loss and its repair, and
 the close are drawn in full, and each stretch between them becomes one summary line.
+
+What is drawn happened: an arrow stands at its send time, and each end's own events (its sends,
+state changes, timers, and the state changes arrivals caused) keep the order its trace has them
+in. Time 0 is the connection's first segment, as in `rtcp plot`. An end without a trace is
+known only by what arrived (or by the proxy): the footer says what cannot be known.
 """
 
 from __future__ import annotations
@@ -254,10 +259,10 @@ class UnknownConnection(ValueError):
     def __init__(self, conn: Any, known: list[Any]):
         self.conn = conn
         self.known = list(dict.fromkeys(known))
-        shown = ", ".join(_hex(c) for c in self.known[:MAX_LISTED_CONNS])
+        shown = ", ".join(conn_hex(c) for c in self.known[:MAX_LISTED_CONNS])
         more = "" if len(self.known) <= MAX_LISTED_CONNS else ", ..."
         super().__init__(
-            f"no connection {_hex(conn)} in the traces (they hold {shown or 'none'}{more})"
+            f"no connection {conn_hex(conn)} in the traces (they hold {shown or 'none'}{more})"
         )
 
 
@@ -649,12 +654,13 @@ def _names(left: ConnView | None, right: ConnView | None, items: list[Trace]) ->
     def name(view: ConnView | None, default: str) -> str:
         if view is None:
             return default
-        return f"{view.trace.role} (conn {_hex(view.conn)})"
+        return f"{view.trace.role} (conn {conn_hex(view.conn)})"
 
     return name(left, "client (no trace)"), name(right, "server (no trace)")
 
 
-def _hex(conn: Any) -> str:
+def conn_hex(conn: Any) -> str:
+    """A connection id as the ladder, the plot and --conn spell it."""
     return f"{conn:08x}" if isinstance(conn, int) else str(conn)
 
 
@@ -723,7 +729,7 @@ def _footer(txs, decisions, names, nconns, left, right, losses_known, ids) -> li
             + ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items()))
         )
     if nconns:
-        shown = ", ".join(_hex(c) for c in nconns[:MAX_LISTED_CONNS])
+        shown = ", ".join(conn_hex(c) for c in nconns[:MAX_LISTED_CONNS])
         more = f" and {len(nconns) - MAX_LISTED_CONNS} more" if len(nconns) > MAX_LISTED_CONNS else ""
         lines.append(
             f"(the traces hold other connections: {shown}{more}; draw one with --conn ID)"

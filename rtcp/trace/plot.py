@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtcp.errors import UsageError
-from rtcp.trace.ladder import default_connection
+from rtcp.trace.ladder import conn_hex, default_connection
 from rtcp.trace.writer import normalize_flags, unwrap_near
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'rtcp[plot]'"
@@ -124,8 +124,8 @@ def extract(records: Sequence[dict], conn: Any = None) -> Series:
     mine = [r for r in records if r.get("conn") == conn]
     if not any(str(r.get("event", "")).startswith("segment_") for r in mine):
         known = list(dict.fromkeys(r["conn"] for r in records if "conn" in r))
-        shown = ", ".join(_hex(c) for c in known) or "none"
-        raise UsageError(f"--conn: no connection {_hex(conn)} in the trace (it holds {shown})")
+        shown = ", ".join(conn_hex(c) for c in known) or "none"
+        raise UsageError(f"--conn: no connection {conn_hex(conn)} in the trace (it holds {shown})")
     view = _view_of(records, conn)
     role = next((str(r.get("role")) for r in records if r.get("role")), "")
     s = Series(role=role, conn=conn, view=view)
@@ -247,10 +247,6 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:g} ms"
 
 
-def _hex(conn: Any) -> str:
-    return f"{conn:08x}" if isinstance(conn, int) else str(conn)
-
-
 def _size(n: int) -> str:
     for unit, size in (("MB", 1e6), ("kB", 1e3)):
         if n >= size:
@@ -261,7 +257,7 @@ def _size(n: int) -> str:
 def title_of(s: Series) -> str:
     """The scenario: who, which connection, how much data, the controller, the impairments."""
     what = "sent" if s.view == "sender" else "received"
-    text = f"{s.role or 'trace'}, connection {_hex(s.conn)}: {_size(s.data_bytes)} {what}"
+    text = f"{s.role or 'trace'}, connection {conn_hex(s.conn)}: {_size(s.data_bytes)} {what}"
     if s.controller:
         text += ", " + {"bbr": "BBR", "cubic": "CUBIC", "reno": "Reno"}.get(
             s.controller, s.controller
