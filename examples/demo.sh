@@ -163,9 +163,9 @@ kill "$proxy2_pid" && wait "$proxy2_pid" 2>/dev/null || true
 echo "==> the transfer as a ladder diagram: rtcp explain send.jsonl recv.jsonl proxy.jsonl"
 (cd "$out" && rtcp explain send.jsonl recv.jsonl proxy.jsonl)
 
-echo "==> the time-sequence plot: rtcp plot send.jsonl -o demo-plot.png"
+echo "==> the time-sequence plot: rtcp plot send.jsonl proxy.jsonl -o demo-plot.png"
 plotted=""
-if (cd "$out" && rtcp plot send.jsonl -o demo-plot.png 2>"$work/plot.err"); then
+if (cd "$out" && rtcp plot send.jsonl proxy.jsonl -o demo-plot.png 2>"$work/plot.err"); then
     plotted=yes
 else
     sed 's/^/    /' "$work/plot.err"
