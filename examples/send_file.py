@@ -1,9 +1,11 @@
 """Send one file to `rtcp recv` with the library API: a core Connection, the UDP driver,
 and the file protocol's FileSender -- no CLI involved.
 
-    rtcp recv --listen 127.0.0.1:9000 --out /tmp/inbox &
-    python examples/send_file.py some.file 127.0.0.1 9000
+    .venv/bin/rtcp recv --listen 127.0.0.1:9000 --out /tmp/inbox &
+    .venv/bin/python examples/send_file.py some.file 127.0.0.1 9000
 
+From the repository's root after `make venv` (or `make test`), which installs rtcp into .venv;
+anywhere rtcp is installed (`pip install -e .`), `rtcp` and `python3` do the same.
 This is a deliberately small version of rtcp.transfer.sender.SendApp (which adds the
 progress, the no-progress timeout and the exact error mapping).
 """
@@ -62,8 +64,17 @@ class SendOneFile(App):
             self.pending = self.pending[accepted:]
 
 
+USAGE = "usage: send_file.py FILE HOST PORT"
+
+
 def main() -> int:
+    if len(sys.argv) != 4 or not sys.argv[3].isdigit() or not 0 < int(sys.argv[3]) < 65536:
+        print(USAGE, file=sys.stderr)
+        return 2
     path, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if not os.path.isfile(path):
+        print(f"send_file.py: error: {path}: no such file", file=sys.stderr)
+        return 2
     app = SendOneFile(path)
     with Driver(("0.0.0.0", 0)) as driver:  # one non-blocking UDP socket, selectors inside
         driver.connect((host, port), ConnectionConfig(user_timeout_s=10.0), app)

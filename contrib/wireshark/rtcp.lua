@@ -131,6 +131,10 @@ end
 
 -- Per capture: the ISN of each connection id (from its SYN) for relative numbers, and the highest
 -- sequence end each connection has sent (to flag retransmissions), filled on the first pass.
+-- The highest end is kept per UDP 5-tuple and connection id: a capture taken at `rtcp proxy`
+-- holds every datagram twice, arriving from the client and leaving towards the server, and
+-- those two legs are two conversations (keyed by connection id alone, each forwarded copy
+-- looked like a retransmission of the arriving one).
 local isn = {}
 local highest = {}
 local rel_of_frame = {}
@@ -139,6 +143,11 @@ function rtcpu.init()
     isn = {}
     highest = {}
     rel_of_frame = {}
+end
+
+local function leg_key(pinfo, src_id)
+    return tostring(pinfo.src) .. ":" .. tostring(pinfo.src_port) .. ">" .. tostring(pinfo.dst)
+        .. ":" .. tostring(pinfo.dst_port) .. "#" .. tostring(src_id)
 end
 
 local function rel(value, base_value)
@@ -286,11 +295,12 @@ local function dissect(tvb, pinfo, tree)
             local used = payload_len + (syn and 1 or 0) + (fin and 1 or 0)
             if used > 0 then
                 local seg_end = state.seq_rel + used
-                local top = highest[src_id]
+                local key = leg_key(pinfo, src_id)
+                local top = highest[key]
                 if top ~= nil and seg_end <= top and not (syn and top <= 1) then
                     state.retransmission = true
                 end
-                if top == nil or seg_end > top then highest[src_id] = seg_end end
+                if top == nil or seg_end > top then highest[key] = seg_end end
                 if syn and top ~= nil and top >= 1 then state.retransmission = true end
             end
         end

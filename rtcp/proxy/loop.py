@@ -102,9 +102,13 @@ class Proxy:
         periodic: Callable[[Proxy], None] | None = None,
         periodic_interval_s: float = HOUSEKEEPING_INTERVAL_S,
         pcap: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         """pcap: a rtcp.trace.pcap.PcapWriter (--pcap) that records every datagram in and out
-        of the proxy's sockets (the caller closes it); None costs nothing."""
+        of the proxy's sockets (the caller closes it); None costs nothing. clock: the seconds
+        that release times and idle expiry count in (a test offsets it: nothing may depend on
+        the clock's absolute value)."""
+        self._clock = clock
         self.up = up
         self._pcap = pcap
         self.down = down
@@ -151,7 +155,7 @@ class Proxy:
         self._closed = False
         host, port = self._listen.getsockname()[:2]
         self.local_address: tuple[str, int] = (host, port)  # the real port when asked for 0
-        self.started_s = time.monotonic()
+        self.started_s = clock()
 
     @property
     def held_datagrams(self) -> int:
@@ -170,7 +174,7 @@ class Proxy:
         return {
             "listen": format_hostport(*self.local_address),
             "upstream": self._upstream_text,
-            "elapsed_s": round(time.monotonic() - self.started_s, 6),
+            "elapsed_s": round(self._clock() - self.started_s, 6),
             "clients_active": len(self._clients),
             "clients_total": self.clients_total,
             "clients_rejected": self.clients_rejected,
@@ -205,7 +209,7 @@ class Proxy:
     def _serve(self) -> None:
         select = self._sel.select
         heap = self._heap
-        monotonic = time.monotonic
+        monotonic = self._clock
         next_housekeeping = monotonic() + self.periodic_interval_s
         while not self._stopping:
             now = monotonic()
@@ -254,7 +258,7 @@ class Proxy:
         impairer = self.up
         mtu = self._mtu_up
         forward = impairer.passthrough or mtu is not None
-        now = time.monotonic()
+        now = self._clock()
         # the forwarding paths' counts: sent, failed (send errors), dropped (above the MTU)
         sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
         batched = 0  # datagrams beyond the first in batch reads: they count against the bound
@@ -420,7 +424,7 @@ class Proxy:
             if batched >= RECV_BATCH_PER_WAKEUP:
                 break
         if received:
-            client.last_seen_s = time.monotonic()
+            client.last_seen_s = self._clock()
         if sent or failed or dropped:
             self._count(
                 impairer.stats, sent, sent_bytes, failed, failed_bytes, dropped, dropped_bytes
@@ -429,7 +433,7 @@ class Proxy:
     def _impair(
         self, impairer: Impairer, data: bytes, sock: socket.socket, addr: tuple[Any, ...] | None
     ) -> None:
-        now = time.monotonic()
+        now = self._clock()
         heap = self._heap
         stats = impairer.stats
         for release, out in impairer.process(data, now):

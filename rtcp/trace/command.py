@@ -12,7 +12,15 @@ from typing import Annotated
 import typer
 
 from rtcp.errors import LocalIOError, UsageError
-from rtcp.trace.ladder import DEFAULT_WIDTH, MIN_WIDTH, Trace, render_ladder
+from rtcp.trace.ladder import (
+    DEFAULT_WIDTH,
+    MIN_WIDTH,
+    Trace,
+    UnknownConnection,
+    parse_conn_id,
+    render_ladder,
+    same_trace,
+)
 from rtcp.trace.pcap import PcapWriter
 from rtcp.trace.writer import TraceWriter, read_trace
 
@@ -29,6 +37,32 @@ def _load(path: Path) -> Trace:
     return Trace(records, name=path.name)
 
 
+CONN_HELP = (
+    "The connection to draw: its id as the ladder's header or the plot's title shows it"
+    " (hex; either end's id). Default: the first connection in the (first) trace that"
+    " carried segments; explain and plot pick the same one."
+)
+
+
+def _conn_option(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_conn_id(text)
+    except ValueError as exc:
+        raise UsageError(f"--conn: {exc}") from None
+
+
+def _refuse_repeats(paths: list[Path], loaded: list[Trace]) -> None:
+    """The same trace given twice would draw every segment twice, interleaved: refuse it."""
+    for j in range(len(loaded)):
+        for i in range(j):
+            if same_trace(loaded[i], loaded[j]):
+                raise UsageError(
+                    f"{paths[j]} is the same trace as {paths[i]}: give each trace once"
+                )
+
+
 def explain_command(
     traces: Annotated[
         list[Path],
@@ -43,6 +77,7 @@ def explain_command(
     full: bool = typer.Option(
         False, "--full", help="Draw every segment (long transfers are condensed by default)."
     ),
+    conn: str | None = typer.Option(None, "--conn", metavar="ID", help=CONN_HELP),
 ) -> None:
     """Draw a transfer as a TCP ladder diagram from its traces.
 
@@ -55,54 +90,77 @@ def explain_command(
     """
     if width < MIN_WIDTH:
         raise UsageError(f"--width: {width} is too narrow (at least {MIN_WIDTH})")
-    loaded = [_load(Path(p)) for p in traces]
+    conn_id = _conn_option(conn)
+    paths = [Path(p) for p in traces]
+    loaded = [_load(p) for p in paths]
+    _refuse_repeats(paths, loaded)
     if not any(
         r.get("event") in ("segment_sent", "segment_received", "proxy_decision")
         for t in loaded for r in t.records
     ):
         raise UsageError("the traces hold no segments: nothing to draw")
-    sys.stdout.write(render_ladder(loaded, width=width, full=full))
+    try:
+        text = render_ladder(loaded, width=width, full=full, conn=conn_id)
+    except UnknownConnection as exc:
+        raise UsageError(f"--conn: {exc}") from None
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 
 def plot_command(
-    trace: Annotated[
-        Path,
+    traces: Annotated[
+        list[Path],
         typer.Argument(
             metavar="TRACE", show_default=False,
-            help="A trace file (--trace) of the sender or the receiver.",
+            help="The trace (--trace) of the sender or the receiver; optionally the proxy's"
+            " too, whose impairments the title then names.",
         ),
     ],
     output: Annotated[
         Path,
         typer.Option(
             "-o", "--output", metavar="FILE.png", show_default=False,
-            help="Where to write the graph (.png, .svg or .pdf).",
+            help="Where to write the graph (.png, .svg or .pdf; no suffix: .png is added).",
         ),
     ],
+    conn: str | None = typer.Option(None, "--conn", metavar="ID", help=CONN_HELP),
 ) -> None:
     """Draw the time-sequence graph (tcptrace style) of a transfer, with cwnd, bytes in flight
     and SRTT below it.
 
-    Example: rtcp plot send.jsonl -o transfer.png
+    Example: rtcp plot send.jsonl proxy.jsonl -o transfer.png
+
+    Time 0 is the connection's first segment, as in `rtcp explain`.
 
     Needs matplotlib: pip install 'rtcp\\[plot]'.
     """
-    from rtcp.trace.plot import plot_trace, require_matplotlib
+    from rtcp.trace.plot import output_path, plot_trace, require_matplotlib
 
     require_matplotlib()  # the install hint before anything else
-    loaded = _load(Path(trace))
-    if loaded.is_proxy and not any(
-        r.get("event", "").startswith("segment_") for r in loaded.records
-    ):
-        raise UsageError(f"{trace} is a proxy trace: plot the sender's or the receiver's")
+    conn_id = _conn_option(conn)
+    paths = [Path(p) for p in traces]
+    loaded = [_load(p) for p in paths]
+    _refuse_repeats(paths, loaded)
+    endpoints = [
+        (p, t) for p, t in zip(paths, loaded, strict=True)
+        if not t.is_proxy or any(r.get("event", "").startswith("segment_") for r in t.records)
+    ]
+    if not endpoints:
+        raise UsageError(f"{paths[0]} is a proxy trace: plot the sender's or the receiver's")
+    if len(endpoints) > 1:
+        raise UsageError(
+            f"{endpoints[0][0]} and {endpoints[1][0]}: one endpoint's trace per plot"
+            " (the sender's or the receiver's; the proxy's may be added)"
+        )
+    proxy_records = [r for t in loaded if t.is_proxy for r in t.records]
+    written, _ = output_path(output)
     try:
-        plot_trace(loaded.records, output)
+        plot_trace(endpoints[0][1].records, output, conn=conn_id, proxy_records=proxy_records)
     except OSError as exc:
-        raise LocalIOError(f"cannot write {output}: {exc.strerror or exc}") from None
+        raise LocalIOError(f"cannot write {written}: {exc.strerror or exc}") from None
     except ValueError as exc:  # matplotlib: unknown output format
         raise UsageError(f"-o {output}: {exc}") from None
-    print(f"wrote {output}", file=sys.stderr)
+    print(f"wrote {written}", file=sys.stderr)
 
 
 # --- helpers for send, recv and proxy ------------------------------------------------------

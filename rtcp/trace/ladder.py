@@ -9,15 +9,21 @@ the more is known). Segments are matched across traces by their header fields (f
 length, window) in order of occurrence, so a loss seen by the proxy lands on the sender's arrow.
 Long transfers are condensed: the handshake, the first segments, every loss and its repair, and
 the close are drawn in full, and each stretch between them becomes one summary line.
+
+What is drawn happened: an arrow stands at its send time, and each end's own events (its sends,
+state changes, timers, and the state changes arrivals caused) keep the order its trace has them
+in. Time 0 is the connection's first segment, as in `rtcp plot`. An end without a trace is
+known only by what arrived (or by the proxy): the footer says what cannot be known.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import textwrap
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ FIRST_DATA_SEGMENTS = 6  # drawn in full after the handshake
 CONTEXT_BEFORE = 1
 CONTEXT_AFTER = 2
 MIN_SUMMARY_RUN = 3  # shorter stretches are drawn rather than summarised
+MAX_LISTED_CONNS = 8  # connections named in the footer when the traces hold several
 
 _TIMER_NOTES = {
     "retransmission": "RTO expired",
@@ -65,6 +72,15 @@ class Trace:
     @property
     def is_proxy(self) -> bool:
         return any(r.get("event") == "proxy_decision" for r in self.records)
+
+
+def same_trace(a: Trace, b: Trace) -> bool:
+    """Two files of one trace (a copy, or the same file given twice): the same process' header
+    (pid, host, clock start, role), or, without headers, the same records."""
+    if a.header and b.header:
+        keys = ("pid", "host", "clock_start", "unix_time", "role")
+        return all(a.header.get(k) == b.header.get(k) for k in keys)
+    return a.records == b.records
 
 
 def load_trace(path: str | os.PathLike[str]) -> Trace:
@@ -121,12 +137,14 @@ class Tx:
     rel_seq: int | None
     rel_ack: int | None
     sack: list = field(default_factory=list)  # relative (left, right) blocks
+    pmtu_ack: int | None = None  # the probe size a PMTU-ACK option confirms
     retransmit: str | None = None
     decision: dict | None = None
     arrivals: list[Arrival] = field(default_factory=list)
     capacity: int = 1  # intact copies that may arrive
     fate: str = "delivered"  # delivered | lost | corrupted | unseen
     dup_ack: int = 0
+    seen: str = "traced"  # how it is known: traced (its sender's trace) | proxy | arrivals
 
     @property
     def names(self) -> list[str]:
@@ -139,15 +157,16 @@ class Tx:
     @property
     def key(self) -> tuple:
         if "SYN" in self.names:  # the core traces a sent SYN's seq as 0: match without it
-            return (self.flags, None, self.ack, self.length, self.window)
-        return (self.flags, self.seq, self.ack, self.length, self.window)
+            return (self.flags, None, self.ack, self.length, self.window, self.pmtu_ack)
+        return (self.flags, self.seq, self.ack, self.length, self.window, self.pmtu_ack)
 
 
 def _key_of(rec: dict) -> tuple:
     flags = normalize_flags(rec.get("flags", ""))
+    pmtu_ack = rec.get("pmtu_ack")
     if "SYN" in flags.split("|"):
-        return (flags, None, rec.get("ack"), rec.get("len", 0), rec.get("window"))
-    return (flags, rec.get("seq"), rec.get("ack"), rec.get("len", 0), rec.get("window"))
+        return (flags, None, rec.get("ack"), rec.get("len", 0), rec.get("window"), pmtu_ack)
+    return (flags, rec.get("seq"), rec.get("ack"), rec.get("len", 0), rec.get("window"), pmtu_ack)
 
 
 @dataclass
@@ -191,18 +210,29 @@ def _conn_views(trace: Trace, tindex: int, base: float) -> list[ConnView]:
         if "conn" in rec and rec.get("event") != "proxy_decision":
             by_conn.setdefault(rec["conn"], []).append((i, rec))
     views = [ConnView(trace, tindex, conn, recs, base) for conn, recs in by_conn.items()]
-    return [
+    first = default_connection(trace.records)
+    with_segments = [
         v for v in views if any(r["event"].startswith("segment_") for _, r in v.records)
-    ] or views
+    ]
+    with_segments.sort(key=lambda v: v.conn != first)  # the default one first, else in order
+    return with_segments or views
 
 
-def _pick_pair(views: list[ConnView]) -> tuple[ConnView | None, ConnView | None, int]:
-    """The connection to draw, as (left end, right end, connections seen): the active opener
-    on the left; its other end found by the ISNs both sides saw (None when untraced)."""
+def _pick_pair(
+    views: list[ConnView], conn: Any = None
+) -> tuple[ConnView | None, ConnView | None, list[Any]]:
+    """The connection to draw, as (left end, right end, the other connections' ids): `conn`
+    (either end's id), by default the first connection of the first trace given (see
+    default_connection); the active opener on the left; its other end found by the ISNs both
+    sides saw (None when untraced)."""
     if not views:
-        return None, None, 0
-    clients = [v for v in views if v.is_client]
-    primary = clients[0] if clients else views[0]
+        return None, None, []
+    if conn is None:
+        primary = views[0]
+    else:
+        primary = next((v for v in views if v.conn == conn), None)
+        if primary is None:
+            raise UnknownConnection(conn, [v.conn for v in views])
     partner = None
     others = [v for v in views if v is not primary]
     for v in others:
@@ -215,11 +245,43 @@ def _pick_pair(views: list[ConnView]) -> tuple[ConnView | None, ConnView | None,
         foreign = [v for v in others if v.trace is not primary.trace]
         if len(foreign) == 1:
             partner = foreign[0]
+    rest = list(dict.fromkeys(v.conn for v in others if v is not partner))
     if partner is None:
-        return (primary, None, len(views)) if primary.is_client else (None, primary, len(views))
+        return (primary, None, rest) if primary.is_client else (None, primary, rest)
     if partner.is_client and not primary.is_client:
-        return partner, primary, len(views)
-    return primary, partner, len(views)
+        return partner, primary, rest
+    return primary, partner, rest
+
+
+class UnknownConnection(ValueError):
+    """--conn names no connection of the traces."""
+
+    def __init__(self, conn: Any, known: list[Any]):
+        self.conn = conn
+        self.known = list(dict.fromkeys(known))
+        shown = ", ".join(conn_hex(c) for c in self.known[:MAX_LISTED_CONNS])
+        more = "" if len(self.known) <= MAX_LISTED_CONNS else ", ..."
+        super().__init__(
+            f"no connection {conn_hex(conn)} in the traces (they hold {shown or 'none'}{more})"
+        )
+
+
+def default_connection(records: Sequence[dict]) -> Any:
+    """The connection `rtcp explain` and `rtcp plot` draw without --conn: the first one in the
+    trace that carried segments (None when there is none)."""
+    return next(
+        (r["conn"] for r in records
+         if "conn" in r and str(r.get("event", "")).startswith("segment_")),
+        None,
+    )
+
+
+def parse_conn_id(text: str) -> int:
+    """A connection id as the ladder and the plot print it: hexadecimal, 0x optional."""
+    value = text.strip().lower().removeprefix("0x")
+    if not value or len(value) > 8 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"{text!r} is not a connection id (8 hex digits, as explain shows it)")
+    return int(value, 16)
 
 
 def _digest(view: ConnView, side: int) -> tuple[list[Tx], list[Arrival], list[tuple]]:
@@ -260,6 +322,11 @@ def _digest(view: ConnView, side: int) -> tuple[list[Tx], list[Arrival], list[tu
                 loose.append((t, order, side, "state", str(rec.get("new"))))
         elif ev == "segment_sent":
             tx = _tx_from(rec, side, t, order)
+            if not tx.sack and rec.get("sack") and view.irs is not None:
+                # traces written before sent segments carried rel_sack: the blocks are in
+                # the peer's numbers
+                tx.sack = [((lo - view.irs) & MASK32, (hi - view.irs) & MASK32)
+                           for lo, hi in rec["sack"]]
             names = tx.names
             if (
                 tx.rel_seq is not None
@@ -296,6 +363,7 @@ def _tx_from(rec: dict, side: int, t: float, order: tuple) -> Tx:
         length=rec.get("len", 0) or 0, window=rec.get("window", 0) or 0,
         rel_seq=rec.get("rel_seq"), rel_ack=rec.get("rel_ack"),
         sack=[tuple(b) for b in rec.get("rel_sack") or []],
+        pmtu_ack=rec.get("pmtu_ack"),
         retransmit=rec.get("retransmit"),
     )
 
@@ -322,7 +390,9 @@ class Ladder:
     footer: list[str]
 
 
-def build_ladder(traces: Sequence[Any]) -> Ladder:
+def build_ladder(traces: Sequence[Any], conn: Any = None) -> Ladder:
+    """The ladder of one connection of the traces: `conn` (either end's id; default: see
+    default_connection). UnknownConnection when no trace holds it."""
     items = [_as_trace(t, i) for i, t in enumerate(traces)]
     bases = _time_bases(items)
     proxies = [(i, t) for i, t in enumerate(items) if t.is_proxy]
@@ -330,13 +400,18 @@ def build_ladder(traces: Sequence[Any]) -> Ladder:
     views: list[ConnView] = []
     for i, t in endpoints:
         views.extend(_conn_views(t, i, bases[i]))
-    left, right, nconns = _pick_pair(views)
+    left, right, nconns = _pick_pair(views, conn)
     decisions: list[tuple[float, tuple, dict]] = []
     for i, t in proxies:
         for j, rec in enumerate(t.records):
             if rec.get("event") == "proxy_decision":
                 decisions.append((bases[i] + float(rec.get("t", 0.0)), (0.0, i, j), rec))
     ids: list[Any] = [left.conn if left else None, right.conn if right else None]
+    if not views and conn is not None:
+        proxied = {d.get(k) for _, _, d in decisions for k in ("src", "dst")}
+        if conn not in proxied:
+            raise UnknownConnection(conn, sorted(c for c in proxied if c is not None))
+        ids[0] = conn
     _complete_ids(ids, decisions)
 
     per_side: list[tuple[list[Tx], list[Arrival], list[tuple]]] = []
@@ -359,17 +434,45 @@ def build_ladder(traces: Sequence[Any]) -> Ladder:
             _direction(s, per_side[s][0], traced[s], dec, per_side[o][1], traced[o], loose, o_end)
         )
 
+    _keep_own_order(txs, loose)
     rows = [Row(tx.t, tx.order, "tx", tx.side, tx=tx) for tx in txs]
     rows += [Row(t, order, kind, side, text=text) for t, order, side, kind, text in loose]
     rows.sort(key=lambda r: r.order)
-    t0 = rows[0].t if rows else 0.0
+    # time 0 is the connection's first segment, as in `rtcp plot`
+    t0 = min((tx.t for tx in txs), default=rows[0].t if rows else 0.0)
     names = _names(left, right, items)
     _label_dup_acks(rows)
-    footer = _footer(txs, decisions, names, nconns, left, right)
+    losses_known = (bool(decisions) or traced[1], bool(decisions) or traced[0])
+    footer = _footer(txs, decisions, names, nconns, left, right, losses_known, ids)
     initial = _initial_states(left, right)
     if initial is not None:
         rows.insert(0, Row(t0, (t0, -1, -1), "initial", text="\0".join(initial)))
     return Ladder(rows, names, t0, footer)
+
+
+def _keep_own_order(txs: list[Tx], loose: list[tuple]) -> None:
+    """Each end's events keep their own order. An arrow is drawn at its send time; a state
+    change its arrival caused is drawn on that arrow only when the receiving end did nothing
+    between the send and the arrival, else on a row of its own at the arrival time (without
+    this, a FIN that crossed this end's own FIN drew ESTABLISHED -> CLOSING -> FIN-WAIT-1)."""
+    own: list[list[tuple]] = [[], []]  # per side, the orders of its own events
+    for tx in txs:
+        if tx.seen == "traced":
+            own[tx.side].append(tx.order)
+    for _, order, side, _, _ in loose:
+        own[side].append(order)
+    for orders in own:
+        orders.sort()
+    for tx in txs:
+        o = 1 - tx.side
+        for a in tx.arrivals:
+            if not a.states:
+                continue
+            i = bisect.bisect_right(own[o], tx.order)
+            if i < len(own[o]) and own[o][i] < a.order:
+                for state in a.states:
+                    loose.append((a.t, a.order, o, "state", state))
+                a.states = []
 
 
 def _complete_ids(ids: list[Any], decisions: list[tuple[float, tuple, dict]]) -> None:
@@ -418,9 +521,10 @@ def _direction(
                     side=s, t=t, order=(t,) + order[1:], flags=normalize_flags(d.get("flags", "")),
                     seq=d.get("seq", 0), ack=d.get("ack", 0), length=d.get("len", 0) or 0,
                     window=d.get("window", 0) or 0, rel_seq=d.get("rel_seq"),
-                    rel_ack=d.get("rel_ack"),
+                    rel_ack=d.get("rel_ack"), pmtu_ack=d.get("pmtu_ack"),
                 )
                 _apply_decision(tx, d)
+                tx.seen = "proxy"
                 sends.append(tx)
             _mark_inferred_retransmits(sends)
             decisions = []
@@ -431,8 +535,10 @@ def _direction(
                     loose.append((a.t, a.order, o, "note", "bad checksum, dropped"))
                     continue
                 tx = _tx_from(a.rec, s, a.t, a.order)
+                tx.seen = "arrivals"
                 tx.arrivals.append(a)
                 sends.append(tx)
+            _mark_inferred_retransmits(sends)
             return sends
     # the proxy's decisions onto the sender's segments, by header fields, in order
     queues: dict[tuple, deque[Tx]] = defaultdict(deque)
@@ -462,6 +568,7 @@ def _direction(
         candidates = by_key.get(_key_of(a.rec))
         if not candidates:
             tx = _tx_from(a.rec, s, a.t, a.order)  # sent before the sender's trace began
+            tx.seen = "arrivals"
             tx.arrivals.append(a)
             sends.append(tx)
             continue
@@ -547,12 +654,13 @@ def _names(left: ConnView | None, right: ConnView | None, items: list[Trace]) ->
     def name(view: ConnView | None, default: str) -> str:
         if view is None:
             return default
-        return f"{view.trace.role} (conn {_hex(view.conn)})"
+        return f"{view.trace.role} (conn {conn_hex(view.conn)})"
 
     return name(left, "client (no trace)"), name(right, "server (no trace)")
 
 
-def _hex(conn: Any) -> str:
+def conn_hex(conn: Any) -> str:
+    """A connection id as the ladder, the plot and --conn spell it."""
     return f"{conn:08x}" if isinstance(conn, int) else str(conn)
 
 
@@ -566,7 +674,10 @@ def _initial_states(left: ConnView | None, right: ConnView | None) -> tuple[str,
     return (out[0], out[1]) if any(out) else None
 
 
-def _footer(txs, decisions, names, nconns, left, right) -> list[str]:
+def _footer(txs, decisions, names, nconns, left, right, losses_known, ids) -> list[str]:
+    """One line per end, saying what the traces show and what they cannot: segments of an
+    untraced end are known only from where they arrived (or from the proxy), so its
+    retransmissions are inferred and its losses unknown."""
     lines = []
     for side in (0, 1):
         mine = [tx for tx in txs if tx.side == side]
@@ -578,20 +689,37 @@ def _footer(txs, decisions, names, nconns, left, right) -> list[str]:
             if tx.retransmit:
                 causes[_cause_word(tx.retransmit)] += 1
         rtx = sum(causes.values())
-        detail = ""
-        if rtx:
-            detail = " (" + ", ".join(f"{n} {c}" for c, n in sorted(causes.items())) + ")"
         lost = sum(1 for tx in mine if tx.fate in ("lost", "unseen"))
         corrupted = sum(1 for tx in mine if tx.fate == "corrupted")
+        name = names[side].split(" (")[0]
+        seen = "traced" if all(tx.seen == "traced" for tx in mine) else (
+            "proxy" if any(tx.seen == "proxy" for tx in mine) else "arrivals"
+        )
+        if seen == "arrivals":  # what arrived, once: a retransmission that filled a hole counts
+            data = sum(
+                tx.length for tx in mine
+                if tx.is_data and not any("duplicate" in n for a in tx.arrivals for n in a.notes)
+            )
+        head = f"{len(mine):,} segments, {_human(data)} of data"
+        if seen == "arrivals":
+            where = names[1 - side].split(" (")[0]
+            lines.append(
+                f"{name} (no trace; what arrived at {where}): {head}, {rtx} arrived again or"
+                " late (retransmitted or reordered); what was lost on the way is not known"
+            )
+            continue
+        detail = ""
+        if rtx and seen == "traced":
+            detail = " (" + ", ".join(f"{n} {c}" for c, n in sorted(causes.items())) + ")"
         extra = ""
         if lost:
             extra += f", {lost} lost"
         if corrupted:
             extra += f", {corrupted} corrupted"
-        lines.append(
-            f"{names[side].split(' (')[0]}: {len(mine):,} segments, {_human(data)} of data,"
-            f" {rtx} retransmitted{detail}{extra}"
-        )
+        if not losses_known[side]:
+            extra += "; losses not known (no trace of the other end or the proxy)"
+        label = name if seen == "traced" else f"{name} (no trace; as the proxy saw them)"
+        lines.append(f"{label}: {head}, {rtx} retransmitted{detail}{extra}")
     if decisions:
         counts: dict[str, int] = defaultdict(int)
         for _, _, d in decisions:
@@ -600,8 +728,12 @@ def _footer(txs, decisions, names, nconns, left, right) -> list[str]:
             f"proxy: {len(decisions):,} datagrams: "
             + ", ".join(f"{n:,} {k}" for k, n in sorted(counts.items()))
         )
-    if nconns > 2 or (nconns > 1 and (left is None or right is None)):
-        lines.append(f"(the traces hold {nconns} connections; this is the first one's)")
+    if nconns:
+        shown = ", ".join(conn_hex(c) for c in nconns[:MAX_LISTED_CONNS])
+        more = f" and {len(nconns) - MAX_LISTED_CONNS} more" if len(nconns) > MAX_LISTED_CONNS else ""
+        lines.append(
+            f"(the traces hold other connections: {shown}{more}; draw one with --conn ID)"
+        )
     return lines
 
 
@@ -643,6 +775,8 @@ def segment_label(tx: Tx, last_ack: dict[int, int | None]) -> str:
         parts.append(f"ACK ack={ra}")
         if tx.sack:
             parts.append("SACK=" + ",".join(f"{lo}-{hi}" for lo, hi in tx.sack))
+    if tx.pmtu_ack is not None:
+        parts.append(f"PMTU-ACK={tx.pmtu_ack}")  # RFC 8899: the probe of this size arrived
     if tx.window == 0 and has_ack:
         parts.append("win=0")
     if tx.dup_ack:
@@ -863,6 +997,8 @@ def render(ladder: Ladder, *, width: int = DEFAULT_WIDTH, full: bool = False) ->
     dup_seen: dict[int, int] = {0: 0, 1: 0}  # duplicate ACKs in each side's current run
     for row in rows:
         t = row.t - t0
+        if -0.0005 < t < 0:  # the connect just before the first segment: not "-0.000"
+            t = 0.0
         if row.kind == "initial":
             left, right = row.text.split("\0")
             c.row(None, left, "", right)
@@ -881,6 +1017,10 @@ def render(ladder: Ladder, *, width: int = DEFAULT_WIDTH, full: bool = False) ->
         tx = row.tx
         assert tx is not None
         label = segment_label(tx, last_ack)
+        pmtu_note = ""
+        if tx.pmtu_ack is not None and len(label) > c.arrow_w - 6:  # too long for the arrow
+            label = segment_label(replace(tx, pmtu_ack=None), last_ack)
+            pmtu_note = f"PMTU-ACK: the {tx.pmtu_ack}-byte probe arrived"
         if "ACK" in tx.names and tx.rel_ack is not None:
             last_ack[tx.side] = tx.rel_ack
         if tx.dup_ack:
@@ -905,8 +1045,10 @@ def render(ladder: Ladder, *, width: int = DEFAULT_WIDTH, full: bool = False) ->
                 tx_lost_inline = False
         else:
             tx_lost_inline = False
-        notes_mid: list[str] = []
-        if tx.retransmit:
+        notes_mid: list[str] = [pmtu_note] if pmtu_note else []
+        if tx.retransmit and tx.seen == "arrivals":  # its sender's trace would say which
+            notes_mid.append("late or again: retransmitted or reordered")
+        elif tx.retransmit:
             notes_mid.append(_retransmit_note(tx, dup_seen[1 - tx.side]))
         d = tx.decision
         if tx.fate in ("lost", "unseen"):
@@ -956,8 +1098,8 @@ def render(ladder: Ladder, *, width: int = DEFAULT_WIDTH, full: bool = False) ->
 
 
 def render_ladder(
-    traces: Iterable[Any], *, width: int = DEFAULT_WIDTH, full: bool = False
+    traces: Iterable[Any], *, width: int = DEFAULT_WIDTH, full: bool = False, conn: Any = None
 ) -> str:
     """The ladder of the transfer in `traces` (paths, Trace objects or lists of records:
-    any of the sender's, the receiver's and the proxy's)."""
-    return render(build_ladder(list(traces)), width=width, full=full)
+    any of the sender's, the receiver's and the proxy's); `conn`: see build_ladder."""
+    return render(build_ladder(list(traces), conn), width=width, full=full)

@@ -21,6 +21,7 @@ Wiring (rtcp proxy --trace FILE):
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import struct
 from typing import Any
 
@@ -56,6 +57,8 @@ def header_fields(data: bytes) -> dict[str, Any]:
     }
     if seg.sack_blocks:
         fields["sack"] = [list(b) for b in seg.sack_blocks]
+    if seg.pmtu_ack is not None:
+        fields["pmtu_ack"] = seg.pmtu_ack
     return fields
 
 
@@ -87,6 +90,9 @@ class TracingImpairer:
         self._held: list[float] = []  # sorted release times of copies not yet released
         # connection id -> its ISN, learnt from SYNs; shared by both directions of one writer
         self._isn: dict[int, int] = writer.__dict__.setdefault("_proxy_isn", {})
+        config = getattr(impairer, "config", None)
+        if dataclasses.is_dataclass(config):  # what the direction does, for plot titles
+            writer.write("proxy_config", {"dir": direction, **dataclasses.asdict(config)}, t=0.0)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -208,6 +208,10 @@ class TraceWriter(OwnedFile):
                     rec["retransmit_inferred"] = True
                 st.max_end = max(st.max_end, end)
             rec.setdefault("retransmit", None)
+            sack = rec.get("sack")
+            if sack and st.irs is not None:  # our SACK blocks are in the peer's numbers
+                irs = st.irs
+                rec["rel_sack"] = [[(lo - irs) & MASK32, (hi - irs) & MASK32] for lo, hi in sack]
         else:
             if syn:
                 if st.irs is None:

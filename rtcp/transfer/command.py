@@ -250,6 +250,8 @@ class _Recording:
         """config with the trace writer as its event hook (config itself when not tracing)."""
         if self.writer is None:
             return config
+        # what a reader cannot infer from the segments (rtcp plot's title)
+        self.writer.write("config", {"congestion_control": config.congestion_control})
         write = self.writer.hook()
         errors = self.errors
 

@@ -456,13 +456,14 @@ class _Sink:
 
 
 @contextmanager
-def _proxy(up: ImpairConfig, down: ImpairConfig | None = None):
+def _proxy(up: ImpairConfig, down: ImpairConfig | None = None, clock_offset_s: float = 0.0):
     sink = _Sink()
     proxy = Proxy(
         ("127.0.0.1", 0),
         sink.address,
         Impairer(up, random.Random(1)),
         Impairer(down or ImpairConfig(), random.Random(2)),
+        clock=lambda: time.monotonic() + clock_offset_s,
     )
     thread = threading.Thread(target=proxy.run, daemon=True)
     thread.start()
@@ -534,10 +535,12 @@ def test_proxy_mtu_drops_only_the_datagrams_above_it() -> None:
 
 @needs_gso
 @needs_gro
-def test_proxy_impairs_each_datagram_of_a_batch() -> None:
-    """Any impairment but an MTU: the Impairer sees each datagram of the batch on its own."""
+@pytest.mark.parametrize("clock_offset_s", [0.0, 300.0, 40_000.0])
+def test_proxy_impairs_each_datagram_of_a_batch(clock_offset_s: float) -> None:
+    """Any impairment but an MTU: the Impairer sees each datagram of the batch on its own. At
+    a clock of 300 s or 40,000 s, float seconds round `now + 0.001 - now` below 1 ms."""
     datagrams = _payloads([1000] * 30)
-    with _proxy(ImpairConfig(delay_s=0.001)) as (proxy, sink):
+    with _proxy(ImpairConfig(delay_s=0.001), clock_offset_s=clock_offset_s) as (proxy, sink):
         client = _send_batch_through(proxy, datagrams)
         try:
             assert _wait(lambda: len(sink.payloads) == 30)

@@ -27,17 +27,30 @@ def impairer(seed: int = SEED, **knobs: object) -> Impairer:
     return Impairer(ImpairConfig(**knobs), random.Random(seed))  # type: ignore[arg-type]
 
 
+# Where the clock stands when the first datagram arrives: nothing may depend on it. 300 s and
+# 40,000 s are where float seconds lose precision a zero-based clock does not (a machine up for
+# minutes or half a day): `now + 0.001 - now` is 0.000999999999976 there.
+CLOCK_OFFSETS_S = (0.0, 300.0, 40_000.0)
+
+
 def feed(
-    imp: Impairer, count: int = N, gap_s: float = 0.001, size: int = 100
+    imp: Impairer, count: int = N, gap_s: float = 0.001, size: int = 100, start_s: float = 0.0
 ) -> list[tuple[int, float, float, bytes]]:
-    """Send `count` numbered datagrams `gap_s` apart; return (index, arrival, release, data)."""
+    """Send `count` numbered datagrams `gap_s` apart from start_s; return (index, arrival,
+    release, data)."""
     out = []
     for i in range(count):
-        now = i * gap_s
+        now = start_s + i * gap_s
         data = i.to_bytes(4, "big") + bytes(size - 4)
         for release, emitted in imp.process(data, now):
             out.append((i, now, release, emitted))
     return out
+
+
+def delay_ns(now: float, release: float) -> int:
+    """The delay added, in integer nanoseconds (what the proxy counts): exact comparisons of it
+    mean what they say at any clock value."""
+    return round((release - now) * 1e9)
 
 
 def loss_runs(lost: Iterable[bool]) -> list[int]:
@@ -223,11 +236,13 @@ def test_jitter_distribution_moments(distribution: str) -> None:
     """Arrivals far apart, so order-keeping never kicks in: the raw delay distribution."""
     delay_s, jitter_s = 0.100, 0.010
     imp = impairer(delay_s=delay_s, jitter_s=jitter_s, distribution=distribution)
-    delays = [release - now for _, now, release, _ in feed(imp, 10_000, gap_s=1.0)]
+    out = feed(imp, 10_000, gap_s=1.0)
+    delays = [release - now for _, now, release, _ in out]
     assert statistics.mean(delays) == pytest.approx(delay_s, abs=0.05 * jitter_s)
-    if distribution == "uniform":  # netem: delay +- jitter
-        assert min(delays) >= delay_s - jitter_s
-        assert max(delays) <= delay_s + jitter_s
+    if distribution == "uniform":  # netem: delay +- jitter (in integer ns: exact bounds)
+        delays_ns = [delay_ns(now, release) for _, now, release, _ in out]
+        assert min(delays_ns) >= 90_000_000
+        assert max(delays_ns) <= 110_000_000
         assert statistics.stdev(delays) == pytest.approx(jitter_s / 3**0.5, rel=0.05)
     else:
         assert statistics.stdev(delays) == pytest.approx(jitter_s, rel=0.25)
@@ -235,17 +250,20 @@ def test_jitter_distribution_moments(distribution: str) -> None:
         assert max(delays) - delay_s > 4 * (delay_s - min(delays))
 
 
-def test_delay_is_never_negative_and_at_least_the_minimum() -> None:
+@pytest.mark.parametrize("start_s", CLOCK_OFFSETS_S)
+def test_delay_is_never_negative_and_at_least_the_minimum(start_s: float) -> None:
     imp = impairer(delay_s=0.005, jitter_s=0.050, distribution="normal")
-    out = feed(imp, 5000, gap_s=1.0)
+    out = feed(imp, 5000, gap_s=1.0, start_s=start_s)
     assert all(release >= now for _, now, release, _ in out)
     assert any(release == now for _, now, release, _ in out)  # clipped at zero
 
 
-def test_uniform_delay_at_least_the_asked_minimum() -> None:
+@pytest.mark.parametrize("start_s", CLOCK_OFFSETS_S)
+def test_uniform_delay_at_least_the_asked_minimum(start_s: float) -> None:
     imp = impairer(delay_s=0.030, jitter_s=0.010)
-    out = feed(imp, 5000)
-    assert all(release - now >= 0.020 - 1e-12 for _, now, release, _ in out)
+    out = feed(imp, 5000, start_s=start_s)
+    assert all(delay_ns(now, release) >= 20_000_000 for _, now, release, _ in out)
+    assert imp.stats.added_delay_max_ns <= 40_000_000
 
 
 def inversions(out: list[tuple[int, float, float, bytes]]) -> int:
@@ -259,14 +277,15 @@ def inversions(out: list[tuple[int, float, float, bytes]]) -> int:
     return count
 
 
-def test_reorder_netem_style_sends_some_at_once() -> None:
+@pytest.mark.parametrize("start_s", CLOCK_OFFSETS_S)
+def test_reorder_netem_style_sends_some_at_once(start_s: float) -> None:
     imp = impairer(delay_s=0.010, reorder=0.25)
-    out = feed(imp, N, gap_s=0.001)
+    out = feed(imp, N, gap_s=0.001, start_s=start_s)
     reordered = [(i, now, release) for i, now, release, _ in out if release == now]
     assert len(reordered) == imp.stats.reordered
     assert imp.stats.reordered / N == pytest.approx(0.25, abs=0.02)
     assert all(
-        release == pytest.approx(now + 0.010) for _, now, release, _ in out if release != now
+        delay_ns(now, release) == 10_000_000 for _, now, release, _ in out if release != now
     )
     assert inversions(out) > 0.2 * N
 
@@ -280,12 +299,13 @@ def test_reorder_gap_spaces_the_reordered_ones() -> None:
     assert min(b - a for a, b in itertools.pairwise(picked)) >= 5
 
 
-def test_reorder_delay_holds_back_the_reordered_ones() -> None:
+@pytest.mark.parametrize("start_s", CLOCK_OFFSETS_S)
+def test_reorder_delay_holds_back_the_reordered_ones(start_s: float) -> None:
     imp = impairer(reorder=0.1, reorder_delay_s=0.005)
-    out = feed(imp, N, gap_s=0.001)
+    out = feed(imp, N, gap_s=0.001, start_s=start_s)
     held = [item for item in out if item[2] > item[1]]
     assert len(held) == imp.stats.reordered
-    assert all(release == pytest.approx(now + 0.005) for _, now, release, _ in held)
+    assert all(delay_ns(now, release) == 5_000_000 for _, now, release, _ in held)
     assert inversions(out) > 0
 
 
@@ -297,16 +317,17 @@ def test_reorder_needs_a_delay() -> None:
 # --- rate and queue -----------------------------------------------------------------------
 
 
-def test_rate_caps_throughput_in_virtual_time() -> None:
+@pytest.mark.parametrize("start_s", CLOCK_OFFSETS_S)
+def test_rate_caps_throughput_in_virtual_time(start_s: float) -> None:
     rate = 1_000_000.0  # bytes/s
     size = 1000
     imp = impairer(rate_bytes_per_s=rate, queue_limit_packets=50)
     # Offer 10 MB/s for one second of virtual time.
-    out = feed(imp, 10_000, gap_s=0.0001, size=size)
+    out = feed(imp, 10_000, gap_s=0.0001, size=size, start_s=start_s)
     releases = sorted(release for _, _, release, _ in out)
-    gaps = [b - a for a, b in itertools.pairwise(releases)]
-    assert min(gaps) >= size / rate - 1e-9  # serialization time per datagram
-    delivered_by_1s = sum(1 for r in releases if r <= 1.0)
+    gaps_ns = [delay_ns(a, b) for a, b in itertools.pairwise(releases)]
+    assert min(gaps_ns) >= round(size / rate * 1e9)  # serialization time per datagram
+    delivered_by_1s = sum(1 for r in releases if delay_ns(start_s, r) <= 1_000_000_000)
     assert delivered_by_1s * size <= rate * 1.0 + size
     assert delivered_by_1s * size >= 0.95 * rate
     assert imp.stats.dropped_queue == 10_000 - len(out)

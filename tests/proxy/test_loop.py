@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -102,6 +103,26 @@ def test_impaired_path_delays_and_counts(echo: EchoServer) -> None:
     for direction in ("up", "down"):
         assert snapshot[direction]["datagrams_out"] == 8
         assert snapshot[direction]["added_delay_mean_s"] >= 0.008
+
+
+@pytest.mark.parametrize("clock_offset_s", [0.0, 300.0, 40_000.0])
+def test_delay_is_never_short_whatever_the_clock_reads(
+    echo: EchoServer, clock_offset_s: float
+) -> None:
+    """The proxy's clock is injected: at 300 s and 40,000 s a float `release - now` of 1 ms
+    reads 0.999999999976 ms; the delay counted in integer ns is never below the one asked."""
+    config = ImpairConfig(delay_s=0.001)
+    clock = lambda: time.monotonic() + clock_offset_s
+    with running_proxy(echo.address, up=config, down=config, clock=clock) as proxy:
+        payloads = [b"%d" % i for i in range(20)]
+        assert round_trip(proxy, payloads) == payloads
+        up, down = proxy.up.stats, proxy.down.stats
+        snapshot = proxy.snapshot()
+    for stats in (up, down):
+        assert stats.datagrams_out == 20
+        assert stats.added_delay_max_ns >= 1_000_000
+        assert stats.added_delay_sum_ns >= 20 * 1_000_000  # no datagram early
+    assert 0 <= snapshot["elapsed_s"] < 3600  # measured on the injected clock
 
 
 def test_loss_applies_to_real_traffic(echo: EchoServer) -> None:

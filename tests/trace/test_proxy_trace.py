@@ -6,6 +6,8 @@ import io
 import json
 import random
 
+import pytest
+
 from rtcp.core import wire
 from rtcp.proxy.impair import ImpairConfig, Impairer
 from rtcp.trace.proxy_trace import TracingImpairer, header_fields
@@ -16,14 +18,17 @@ def _segment(seq: int, payload: bytes = b"x" * 100, flags: int = wire.ACK, src=1
     return wire.build(flags, src, dst, seq, 500, 1000, wire.opt_sack([(10, 20)]), payload)
 
 
-def _traced(config: ImpairConfig, seed: int = 4) -> tuple[TracingImpairer, io.StringIO]:
+def _traced(
+    config: ImpairConfig, seed: int = 4, start_s: float = 100.0
+) -> tuple[TracingImpairer, io.StringIO]:
     buf = io.StringIO()
-    writer = TraceWriter(buf, "proxy", clock_start=100.0, clock=lambda: 100.0)
+    writer = TraceWriter(buf, "proxy", clock_start=start_s, clock=lambda: start_s)
     return TracingImpairer(Impairer(config, random.Random(seed)), writer, "up"), buf
 
 
 def _decisions(buf: io.StringIO) -> list[dict]:
-    return [json.loads(line) for line in buf.getvalue().splitlines()[1:]]
+    records = [json.loads(line) for line in buf.getvalue().splitlines()[1:]]
+    return [r for r in records if r["event"] == "proxy_decision"]
 
 
 def test_same_results_as_the_wrapped_impairer():
@@ -47,11 +52,13 @@ def test_same_results_as_the_wrapped_impairer():
     assert sum(d["corrupted"] for d in decisions if d["copies"]) == plain.stats.corrupted
 
 
-def test_each_decision_and_its_fields():
-    traced, buf = _traced(ImpairConfig(mtu_bytes=200, delay_s=0.02))
-    traced.process(_segment(1), 100.0)
-    traced.process(_segment(2, payload=b"y" * 500), 100.001)  # over the MTU
-    traced.process(b"short", 100.002)
+@pytest.mark.parametrize("start_s", [100.0, 300.0, 40_000.0])
+def test_each_decision_and_its_fields(start_s: float):
+    """The delay is traced rounded to the microsecond: 0.02 exactly, whatever the clock reads."""
+    traced, buf = _traced(ImpairConfig(mtu_bytes=200, delay_s=0.02), start_s=start_s)
+    traced.process(_segment(1), start_s)
+    traced.process(_segment(2, payload=b"y" * 500), start_s + 0.001)  # over the MTU
+    traced.process(b"short", start_s + 0.002)
     d = _decisions(buf)
     assert d[0]["decision"] == "delayed" and d[0]["delay"] == 0.02 and d[0]["copies"] == 1
     assert (d[0]["flags"], d[0]["src"], d[0]["dst"], d[0]["seq"], d[0]["ack"]) == (

@@ -146,3 +146,73 @@ def test_tshark_info_column_and_decode_as(tmp_path):
     forced = subprocess.run(base + ["-o", "rtcpu.heuristic:FALSE", "-d", "udp.port==9000,rtcpu"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert forced.stdout.count("rtcp") == 3
+
+
+PROXY_LISTEN, PROXY_UPSTREAM = ("127.0.0.1", 9100), ("127.0.0.1", 40999)
+
+
+def test_tshark_retransmissions_per_leg_of_a_proxy_capture(tmp_path):
+    """A capture at `rtcp proxy` holds each datagram twice: client -> proxy, then proxy ->
+    server. The two legs are two conversations: only the true retransmission is flagged, on
+    each leg it crosses (keyed by connection id alone, every forwarded copy was: 20 of 47
+    frames where 4 were true)."""
+    up_in, up_out = (CLIENT, PROXY_LISTEN), (PROXY_UPSTREAM, SERVER)
+    data = [wire.build(wire.ACK, C_ID, S_ID, w(C_ISN + 1 + 1000 * i), S_ISN + 1, 512, b"",
+                       bytes([65 + i]) * 1000) for i in range(3)]
+    syn, synack = _segments()[0][0], _segments()[1][0]
+    frames = [
+        (syn, *up_in), (syn, *up_out), (synack, SERVER, PROXY_UPSTREAM),
+        (synack, PROXY_LISTEN, CLIENT),
+        (data[0], *up_in), (data[0], *up_out),
+        (data[1], *up_in),  # lost at the proxy: never on the second leg
+        (data[2], *up_in), (data[2], *up_out),
+        (data[1], *up_in), (data[1], *up_out),  # its retransmission, on both legs
+    ]
+    pcap = tmp_path / "proxy.pcap"
+    with PcapWriter(pcap) as writer:
+        for i, (datagram, src, dst) in enumerate(frames):
+            writer.write(datagram, src, dst, t=1_700_000_000 + i * 0.001)
+    flagged = _tshark(pcap, "-Y", "rtcpu.analysis.retransmission")
+    # the one retransmission, once on each leg (each leg is a conversation, as in Wireshark's
+    # TCP analysis); the forwarded copies of first transmissions are not flagged
+    assert [row["frame.number"] for row in flagged] == ["10", "11"]
+
+
+def test_tshark_counts_the_true_retransmissions_of_a_real_proxy_capture(tmp_path):
+    """rtcp send through `rtcp proxy --pcap` with loss (and an MTU, so that segments stay
+    Ethernet-sized): on the client's leg the dissector flags
+    exactly the retransmissions the sender's trace records."""
+    import json
+
+    from tests.e2e.conftest import RTCP, Proc, make_file
+
+    procs = []
+    try:
+        recv = Proc(["recv", "--listen", "127.0.0.1:0", "--out", str(tmp_path / "in")])
+        procs.append(recv)
+        proxy = Proc(["proxy", "--listen", "127.0.0.1:0", "--upstream",
+                      f"127.0.0.1:{recv.wait_port(30)}", "--loss-up", "5%", "--seed", "4", "--mtu", "1472",
+                      "--pcap", str(tmp_path / "proxy.pcap")])
+        procs.append(proxy)
+        port = proxy.wait_port(30)
+        done = subprocess.run(
+            [RTCP, "send", str(make_file(tmp_path / "f.bin", 300_000)), "--to",
+             f"127.0.0.1:{port}", "--quiet", "--cc", "reno", "--trace", str(tmp_path / "s.jsonl")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        proxy.popen.terminate()
+        assert proxy.wait(30) == 0  # its capture is complete
+    finally:
+        for proc in procs:
+            proc.stop()
+    records = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    retransmitted = sum(1 for r in records if r["event"] == "segment_sent" and r.get("retransmit")
+                        and "PROBE" not in r["flags"])
+    assert retransmitted > 0  # 5% loss on some 250 datagrams
+    flagged = _tshark(tmp_path / "proxy.pcap", "-Y", "rtcpu.analysis.retransmission")
+    client_leg = _tshark(tmp_path / "proxy.pcap", "-Y",
+                         f"rtcpu.analysis.retransmission && udp.dstport == {port}")
+    assert len(client_leg) == retransmitted
+    # the server's leg carries each forwarded retransmission once more, nothing else
+    assert len(flagged) <= 2 * retransmitted
