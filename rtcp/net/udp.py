@@ -72,6 +72,68 @@ def tune_buffers(sock: socket.socket, nbytes: int = SOCKET_BUFFER_BYTES) -> None
             except OSError:
                 pass
 
+# Path MTU (Linux option numbers; Python 3.11 exports none of them but IPV6_DONTFRAG).
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_PROBE = getattr(socket, "IP_PMTUDISC_PROBE", 3)  # DF set, cached PMTU ignored
+IP_MTU = getattr(socket, "IP_MTU", 14)  # getsockopt on a connected socket: the route's MTU
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_PMTUDISC_PROBE = getattr(socket, "IPV6_PMTUDISC_PROBE", 3)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+IPV6_DONTFRAG = getattr(socket, "IPV6_DONTFRAG", 62)
+IPV4_UDP_OVERHEAD_BYTES = 20 + 8  # IPv4 header without options, UDP header
+IPV6_UDP_OVERHEAD_BYTES = 40 + 8  # IPv6 header without extension headers, UDP header
+MAX_UDP_PAYLOAD_BYTES = 65507  # the largest UDP payload over IPv4 (and what rtcp ever sends)
+
+
+def forbid_fragmentation(sock: Any) -> bool:
+    """Set Don't Fragment on every datagram of sock and ignore the kernel's cached path MTU
+    (IP_PMTUDISC_PROBE): rtcp's own path MTU discovery decides sizes (RFC 8899 3: probes and
+    data are never fragmented), and a datagram too big for the first hop fails its send with
+    EMSGSIZE instead of leaving as IP fragments. For an IPv6 socket both families' options are
+    set (a dual-stack socket sends IPv4 too). True when the kernel accepted them."""
+    ok = False
+    family = getattr(sock, "family", socket.AF_INET)
+    options = [(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)]
+    if family == socket.AF_INET6:
+        options = [
+            (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE),
+            (socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1),
+            *options,
+        ]
+    for level, name, value in options:
+        try:
+            sock.setsockopt(level, name, value)
+        except (OSError, AttributeError):
+            continue
+        ok = True
+    return ok
+
+
+def path_mtu_payload(sockaddr: tuple) -> int | None:
+    """The largest UDP payload the first hop toward sockaddr carries unfragmented: the route's
+    MTU (the outgoing link's, or a smaller one the route or an ICMP message set) minus the IP
+    and UDP headers, asked of the kernel through a connected throwaway socket (IP_MTU /
+    IPV6_MTU). None where the kernel cannot say. Loopback's 65,536 gives MAX_UDP_PAYLOAD_BYTES.
+    An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) is asked as IPv4."""
+    host = str(sockaddr[0])
+    if host.lower().startswith("::ffff:") and "." in host:
+        sockaddr = (host[7:], sockaddr[1])
+    family = socket.AF_INET6 if ":" in str(sockaddr[0]) else socket.AF_INET
+    if family == socket.AF_INET6:
+        level, name, overhead = socket.IPPROTO_IPV6, IPV6_MTU, IPV6_UDP_OVERHEAD_BYTES
+    else:
+        level, name, overhead = socket.IPPROTO_IP, IP_MTU, IPV4_UDP_OVERHEAD_BYTES
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(sockaddr)
+            mtu = probe.getsockopt(level, name)
+    except OSError:
+        return None
+    if mtu <= overhead:
+        return None
+    return min(mtu - overhead, MAX_UDP_PAYLOAD_BYTES)
+
+
 def disabled_by_env() -> bool:
     """True when RTCP_NO_GSO is set to anything but "", "0", "no", "false"."""
     return os.environ.get(NO_GSO_ENV, "").strip().lower() not in ("", "0", "no", "false")
