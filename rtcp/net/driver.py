@@ -23,10 +23,19 @@ System calls (rtcp/net/udp.py): the socket asks for UDP GRO, so one read returns
 datagram a peer sent with one GSO send (up to 64); each connection's datagrams of an iteration
 go out with send_batch, one GSO sendmsg per run of equal-sized datagrams. Where the kernel
 lacks either (or RTCP_NO_GSO=1), one recvfrom_into / sendto per datagram, as before.
+
+Real links (docs/design.md): the socket never lets the kernel fragment (udp.forbid_fragmentation:
+Don't Fragment, the kernel's cached path MTU ignored); each connection's largest datagram is
+capped at its first hop's MTU (udp.path_mtu_payload toward the peer), the ceiling of its path MTU
+discovery; a send the kernel refuses as too big (EMSGSIZE) shrinks the connection at once
+(Connection.datagram_too_big), never ends it. An IPv6 socket is dual stack where the OS allows
+(IPV6_V6ONLY off): `--listen [::]:9000` serves IPv4 clients too, as IPv4-mapped addresses.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import selectors
 import signal
 import socket
@@ -118,6 +127,7 @@ class DriverStats:
     unroutable: int = 0  # datagrams for no known connection (or too short to route)
     resets_sent: int = 0  # RSTs answering segments for no (open) connection
     send_queue_peak: int = 0
+    too_big: int = 0  # datagrams the kernel refused as larger than the first hop (EMSGSIZE)
 
 
 class Driver:
@@ -138,6 +148,8 @@ class Driver:
                 family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
+                if family == socket.AF_INET6:
+                    _dual_stack(sock)
                 sock.bind(address)
             except OSError:
                 sock.close()
@@ -145,6 +157,7 @@ class Driver:
         self.sock = sock
         self.sock.setblocking(False)
         udp.tune_buffers(self.sock, buffer_bytes)
+        self.dont_fragment = udp.forbid_fragmentation(self.sock)
         self.clock = clock
         self.stats = DriverStats()
         self._sel = selectors.DefaultSelector()
@@ -194,7 +207,7 @@ class Driver:
     def connect(self, peer: tuple, config: ConnectionConfig, app: App) -> Handle:
         """Open a client connection to peer (a resolved socket address) driven by app."""
         now = self.clock()
-        conn = Connection(config, is_client=True, now=now)
+        conn = Connection(_fit_to_first_hop(config, peer), is_client=True, now=now)
         handle = self._add(conn, peer, app, now)
         conn.connect(now)
         self._flush(handle, now)
@@ -327,8 +340,10 @@ class Driver:
 
     def _flush(self, h: Handle, now: float) -> None:
         datagrams = h.conn.datagrams_to_send(now)
-        if datagrams:
-            self._send(datagrams, h.peer)
+        if datagrams and self._send(datagrams, h.peer):
+            limit = udp.path_mtu_payload(h.peer)
+            if limit is not None:
+                h.conn.datagram_too_big(limit, now)
 
     def _remove(self, h: Handle) -> None:
         if h.removed:
@@ -444,7 +459,7 @@ class Driver:
             self.stats.unroutable += 1
             return
         config_factory, app_factory = self._listen
-        config = config_factory()
+        config = _fit_to_first_hop(config_factory(), addr)
         conn = Connection(config, is_client=False, now=now)
         conn.receive_datagram(data, now)
         if _state_name(conn) in ("LISTEN", "CLOSED"):
@@ -489,35 +504,43 @@ class Driver:
         while (left := end - self.clock()) > 0:
             self.run_once(left)
 
-    def _send(self, datagrams, addr) -> None:
+    def _send(self, datagrams, addr) -> int:
+        """Send or queue datagrams to addr. Returns how many the kernel refused as too big
+        (EMSGSIZE): the first hop's MTU is below their size."""
         if self._pending:
             self._pending.extend((d, addr) for d in datagrams)
             self._note_queue()
-            return
+            return 0
         if len(datagrams) > 1 and self.gso.enabled:
             result = udp.send_batch(self.sock, datagrams, addr, self.gso)
             stats = self.stats
             stats.datagrams_sent += result.sent
             stats.bytes_sent += result.sent_bytes
             stats.send_errors += result.errors
+            stats.too_big += result.too_big
             if result.done < len(datagrams):
                 self._pending.extend((x, addr) for x in datagrams[result.done :])
                 self._note_queue()
-            return
+            return result.too_big
         sock, stats = self.sock, self.stats
+        too_big = 0
         for i, d in enumerate(datagrams):
             try:
                 sock.sendto(d, addr)
             except (BlockingIOError, InterruptedError):
                 self._pending.extend((x, addr) for x in datagrams[i:])
                 self._note_queue()
-                return
-            except OSError:
+                return too_big
+            except OSError as exc:
                 # ECONNREFUSED and friends: the datagram is lost, the protocol recovers
                 stats.send_errors += 1
+                if exc.errno == errno.EMSGSIZE:
+                    stats.too_big += 1
+                    too_big += 1
                 continue
             stats.datagrams_sent += 1
             stats.bytes_sent += len(d)
+        return too_big
 
     def _note_queue(self) -> None:
         self.stats.send_queue_peak = max(self.stats.send_queue_peak, len(self._pending))
@@ -566,6 +589,26 @@ class Driver:
 def _state_name(conn) -> str:
     state = conn.state
     return getattr(state, "name", str(state))
+
+
+def _dual_stack(sock: socket.socket) -> None:
+    """Let an IPv6 socket bound to :: serve IPv4 too (RFC 3493 5.3), where the OS allows."""
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _fit_to_first_hop(config: ConnectionConfig, peer: tuple) -> ConnectionConfig:
+    """config with its largest datagram capped at what the first hop toward peer carries
+    whole (its MTU minus the IP and UDP headers), the ceiling of path MTU discovery and of the
+    MSS announced; the first segments' size fits it too."""
+    limit = udp.path_mtu_payload(peer)
+    if limit is None or limit >= config.max_datagram_bytes:
+        return config
+    overhead = wire.HEADER_BYTES + wire.TIMESTAMPS_OPTION_BYTES
+    mss = max(64, min(config.mss_bytes, limit - overhead))
+    return dataclasses.replace(config, max_datagram_bytes=limit, mss_bytes=mss)
 
 
 def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:

@@ -209,6 +209,7 @@ class SendResult(NamedTuple):
     sent_bytes: int
     errors: int
     error_bytes: int
+    too_big: int = 0  # of the errors, EMSGSIZE: larger than the first hop's MTU
 
 
 def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = None) -> SendResult:
@@ -217,7 +218,7 @@ def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = N
     shorter), at most MAX_SEGMENTS of them and MAX_GSO_BYTES in all, goes as one GSO sendmsg;
     everything else with sendto (send). Never raises for a send error; see SendResult."""
     n = len(datagrams)
-    sent = sent_bytes = errors = error_bytes = 0
+    sent = sent_bytes = errors = error_bytes = too_big = 0
     use_gso = gso is not None and gso.enabled and n > 1
     i = 0
     while i < n:
@@ -239,7 +240,7 @@ def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = N
                 else:
                     nbytes = sock.sendmsg(run, _size_cmsg(size), 0, addr)
             except (BlockingIOError, InterruptedError):
-                return SendResult(i, sent, sent_bytes, errors, error_bytes)
+                return SendResult(i, sent, sent_bytes, errors, error_bytes, too_big)
             except OSError as exc:
                 if exc.errno in _GSO_UNSUPPORTED or exc.errno in _GSO_TOO_BIG:
                     # refused: this datagram alone now; the rest of the run comes next turn,
@@ -266,15 +267,16 @@ def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = N
             else:
                 sock.sendto(d, addr)
         except (BlockingIOError, InterruptedError):
-            return SendResult(i, sent, sent_bytes, errors, error_bytes)
-        except OSError:
+            return SendResult(i, sent, sent_bytes, errors, error_bytes, too_big)
+        except OSError as exc:
             errors += 1
             error_bytes += size
+            too_big += exc.errno == errno.EMSGSIZE
         else:
             sent += 1
             sent_bytes += size
         i += 1
-    return SendResult(n, sent, sent_bytes, errors, error_bytes)
+    return SendResult(n, sent, sent_bytes, errors, error_bytes, too_big)
 
 
 def send_segments(

@@ -193,6 +193,13 @@ class Testbed:
     def set_mtu(self, ns: str, dev: str, mtu: int) -> None:
         _ip("-n", ns, "link", "set", "dev", dev, "mtu", str(mtu))
 
+    def limit_rate(self, ns: str, dev: str, mbit: int) -> None:
+        """A token bucket on dev's egress: a transfer lasts long enough for a slow search,
+        whatever the machine's speed. Its queue holds 4 MB, so that it delays, not drops."""
+        _ip_tc = ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{mbit}mbit",
+                  "burst", "64kb", "limit", "4mb"]
+        self.run(ns, *_ip_tc)
+
     def frag_creates(self, ns: str) -> int:
         """IP fragments the namespace created, IPv4 and IPv6 (/proc/net/snmp, snmp6)."""
         v4 = self.run(ns, "cat", "/proc/net/snmp").stdout.splitlines()
@@ -291,6 +298,15 @@ def netbed():
 def namespaces() -> set[str]:
     """The names of the namespaces that exist now."""
     return {line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line.split()}
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "the condition") -> None:
+    """Wait for an event that no process announces (a file's growth), polling it."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.005)
 
 
 def make_file(path: Path, size: int, seed: int = 0) -> Path:
