@@ -54,9 +54,18 @@ def _resolve(host: str, port: int, what: str, passive: bool) -> tuple[int, tuple
 
 
 def _tune(sock: socket.socket) -> None:
-    """Large buffers absorb bursts (rtcp.net.udp.tune_buffers); the loop never blocks."""
+    """Large buffers absorb bursts (rtcp.net.udp.tune_buffers); the loop never blocks; the
+    kernel never fragments what the proxy sends (udp.forbid_fragmentation: Don't Fragment)."""
     udp.tune_buffers(sock)
+    udp.forbid_fragmentation(sock)
     sock.setblocking(False)
+
+
+def _smaller(a: int | None, b: int | None) -> int | None:
+    """The smaller of two optional limits (None: no limit)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def _mtu_only(impairer: Any) -> int | None:
@@ -70,7 +79,7 @@ def _mtu_only(impairer: Any) -> int | None:
 
 
 class _Client:
-    __slots__ = ("addr", "gro", "gso", "last_seen_s", "sock")
+    __slots__ = ("addr", "gro", "gso", "last_seen_s", "link_mtu", "sock")
 
     def __init__(
         self,
@@ -85,6 +94,8 @@ class _Client:
         self.last_seen_s = now
         self.gro = gro  # GRO on its upstream socket: one read may hold a batch
         self.gso = gso if gso is not None else udp.Gso(enabled=False)
+        # the largest datagram the link toward the client carries whole (None: unknown)
+        self.link_mtu = udp.path_mtu_payload(addr)
 
 
 class Proxy:
@@ -117,6 +128,9 @@ class Proxy:
         self.recv_errors = 0
         self._upstream_text = format_hostport(*upstream)
         self._up_family, self._up_addr = _resolve(*upstream, "upstream", passive=False)
+        # a datagram larger than the outgoing link carries is dropped and counted (dropped.mtu),
+        # as a router drops it: DF is set, the proxy never fragments
+        self._up_link_mtu = udp.path_mtu_payload(self._up_addr)
         family, listen_addr = _resolve(*listen, "listen", passive=True)
         self._clients: dict[tuple[Any, ...], _Client] = {}
         self._heap: list[tuple[Any, ...]] = []
@@ -254,6 +268,9 @@ class Proxy:
         impairer = self.up
         mtu = self._mtu_up
         forward = impairer.passthrough or mtu is not None
+        link = self._up_link_mtu
+        if forward:
+            mtu = _smaller(mtu, link)
         now = time.monotonic()
         # the forwarding paths' counts: sent, failed (send errors), dropped (above the MTU)
         sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
@@ -291,6 +308,10 @@ class Proxy:
             size = gro_size(ancdata) if ancdata else 0
             if not forward:
                 for datagram in udp.split(view, n, size):
+                    if link is not None and len(datagram) > link:
+                        dropped += 1
+                        dropped_bytes += len(datagram)
+                        continue
                     self._impair(impairer, bytes(datagram), client.sock, None)
             else:
                 done = self._forward(view, n, size, client.sock, None, client.gso, mtu)
@@ -375,6 +396,9 @@ class Proxy:
         impairer = self.down
         mtu = self._mtu_down
         forward = impairer.passthrough or mtu is not None
+        link = client.link_mtu
+        if forward:
+            mtu = _smaller(mtu, link)
         sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
         batched = 0
         received = False
@@ -407,6 +431,10 @@ class Proxy:
             size = udp.gro_size(ancdata) if ancdata else 0
             if not forward:
                 for datagram in udp.split(view, n, size):
+                    if link is not None and len(datagram) > link:
+                        dropped += 1
+                        dropped_bytes += len(datagram)
+                        continue
                     self._impair(impairer, bytes(datagram), listen, addr)
             else:
                 done = self._forward(view, n, size, listen, addr, self._gso, mtu)
