@@ -49,6 +49,9 @@ def _resolve(host: str, port: int, what: str, passive: bool) -> tuple[int, tuple
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=flags)
     except (socket.gaierror, UnicodeError) as exc:
         raise UsageError(f"cannot resolve {what} address {format_hostport(host, port)}: {exc}")
+    # a name with both families: IPv4 first, as the sender and receiver resolve it
+    # (rtcp.net.driver.resolve), so that "localhost" means the same socket to all three
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
 
@@ -142,6 +145,8 @@ class Proxy:
         self._sel = selectors.DefaultSelector()
         self._listen = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            if family == socket.AF_INET6:  # [::] serves IPv4 clients too, where the OS allows
+                self._listen.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             _tune(self._listen)
             self._listen.bind(listen_addr)
         except OSError as exc:

@@ -12,7 +12,7 @@ too big for its next link with ICMP, as a real router does. Each link's MTU is c
 
 Every namespace is named `rtcpt-<pid>-<n>-<role>`: unique per test run and per test bed. The
 fixture kills every process it started in them and deletes them (which destroys their veth
-links) when the test ends, failed or not; at start it also removes the namespaces of earlier
+links) and their /etc/netns/<name> folders (host names) when the test ends, failed or not; at start it also removes the namespaces of earlier
 runs whose process is gone (a run killed before its teardown). Needs root and iproute2 (`ip`):
 without them every test here is skipped with the reason.
 """
@@ -39,6 +39,7 @@ RTCP = str(Path(sys.executable).parent / "rtcp")
 NAME_PREFIX = "rtcpt-"
 RUN_PREFIX = f"{NAME_PREFIX}{os.getpid()}-"
 COMMAND_TIMEOUT_S = 30.0
+NETNS_ETC = Path("/etc/netns")  # per-namespace /etc files (hosts) that `ip netns exec` mounts
 _counter = itertools.count(1)
 _LISTENING = re.compile(r"^listening on (\S+):(\d+)$")
 
@@ -79,6 +80,7 @@ def _remove_stale() -> None:
             os.kill(int(m.group(1)), 0)
         except ProcessLookupError:
             _ip("netns", "del", name, check=False)
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
         except PermissionError:
             pass
 
@@ -193,6 +195,12 @@ class Testbed:
     def set_mtu(self, ns: str, dev: str, mtu: int) -> None:
         _ip("-n", ns, "link", "set", "dev", dev, "mtu", str(mtu))
 
+    def hosts(self, ns: str, text: str) -> None:
+        """/etc/hosts as processes in ns see it (`ip netns exec` mounts /etc/netns/NS/hosts)."""
+        folder = NETNS_ETC / ns
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "hosts").write_text(text)
+
     def limit_rate(self, ns: str, dev: str, mbit: int) -> None:
         """A token bucket on dev's egress: a transfer lasts long enough for a slow search,
         whatever the machine's speed. Its queue holds 4 MB, so that it delays, not drops."""
@@ -283,6 +291,7 @@ def build_testbeds():
         for names in made:
             for ns in names:
                 _ip("netns", "del", ns, check=False)
+                shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
 
 
 @pytest.fixture
