@@ -1574,6 +1574,12 @@ class Connection:
         ):
             self._set_mss(max(64, min(self.mss, max_datagram_bytes - self._data_overhead())))
 
+    def packet_too_big(self, max_datagram_bytes: int, now: float) -> None:
+        """An ICMP "too big" report that quotes a datagram of this connection (the caller
+        validated it): a hint for path MTU discovery (RFC 8899 4.6), which may shrink at once."""
+        if self.pmtud.on_packet_too_big(max_datagram_bytes, now):
+            self._set_mss(max(64, min(self.mss, self.pmtud.plpmtu - self._data_overhead())))
+
     def _initial_window_for_new_mss(self) -> None:
         """Path MTU discovery raised the segment size before anything was lost: give cwnd the
         initial window it would have had with this size from the start (IW10 counts segments,

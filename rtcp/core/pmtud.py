@@ -23,7 +23,9 @@ driver makes it the ceiling (max_bytes) before the search starts, so on a 1500-b
 the optimistic probe is exactly 1,472 bytes (IPv4) and the search is over in one round trip. A
 send that the local stack refuses as too big (EMSGSIZE: the first hop's MTU fell) lowers the
 ceiling at once (lower_ceiling): the local stack is not an off-path attacker, so this signal
-needs no validation (RFC 8899 4.6.1 validates ICMP, which may be forged).
+needs no validation (RFC 8899 4.6.1 validates ICMP, which may be forged). An ICMP "too big"
+report that the driver validated (it quotes this connection's ids) is a hint checked again here
+(on_packet_too_big, RFC 8899 4.6.2).
 """
 
 from __future__ import annotations
@@ -172,6 +174,37 @@ class PathMtuDiscovery:
         if self.state is PmtuState.SEARCHING and self.probe_size is None:
             self._next_candidate()
         return shrunk
+
+    def on_packet_too_big(self, size: int, now: float) -> bool:
+        """A report (ICMP "fragmentation needed" / "packet too big", validated by the caller
+        against a datagram this connection sent: RFC 8899 4.6.1) that nothing above `size`
+        bytes crosses the path. A hint, checked here too (RFC 8899 4.6.2): ignored when it
+        names less than MIN_PLPMTU_BYTES or no less than anything sent (plpmtu, the probe in
+        flight); else a probe above it fails at once, the next probe is of exactly that size, the
+        search stays below it until the raise timer, and data above it shrinks to it. True when
+        plpmtu fell."""
+        largest_sent = max(self.plpmtu, self.probe_size or 0)
+        if size < MIN_PLPMTU_BYTES or size >= largest_sent:
+            return False
+        self._high = min(self._high, size)
+        self._failed = True
+        self._optimistic = True  # the next probe is the size it names, once (RFC 8899 4.6.2)
+        if self.probe_size is not None and self.probe_size > size:
+            self.probe_size = None
+            self.probe_deadline = None
+        if size < self.plpmtu:
+            self.plpmtu = size
+            self.probe_size = None
+            self.probe_deadline = None
+            if self.state is not PmtuState.DISABLED:
+                self.state = PmtuState.SEARCH_COMPLETE
+                self._raise_at = now + RAISE_TIMER_S / 10
+            return True
+        if self.state is PmtuState.SEARCHING and self.probe_size is None:
+            self._next_candidate()
+            if self.state is PmtuState.SEARCH_COMPLETE:
+                self._raise_at = now + RAISE_TIMER_S
+        return False
 
     def black_hole(self, now: float, current_bytes: int | None = None) -> int | None:
         """Datagrams of current_bytes (default: plpmtu) stopped getting through: fall back to

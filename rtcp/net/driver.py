@@ -128,6 +128,9 @@ class DriverStats:
     resets_sent: int = 0  # RSTs answering segments for no (open) connection
     send_queue_peak: int = 0
     too_big: int = 0  # datagrams the kernel refused as larger than the first hop (EMSGSIZE)
+    icmp_too_big: int = 0  # ICMP "too big" reports that quoted a live connection: hints used
+    icmp_too_big_ignored: int = 0  # ones that did not (forged, or for a closed connection)
+    icmp_other: int = 0  # other errors read from the error queue (port unreachable, ...)
 
 
 class Driver:
@@ -158,6 +161,7 @@ class Driver:
         self.sock.setblocking(False)
         udp.tune_buffers(self.sock, buffer_bytes)
         self.dont_fragment = udp.forbid_fragmentation(self.sock)
+        self.recverr = udp.enable_recverr(self.sock)  # ICMP "too big" hints (_read_errors)
         self.clock = clock
         self.stats = DriverStats()
         self._sel = selectors.DefaultSelector()
@@ -370,14 +374,18 @@ class Driver:
             return
         sock, buf, view = self.sock, self._buf, self._view
         stats = self.stats
-        for _ in range(_MAX_READS_PER_WAKEUP):
+        for i in range(_MAX_READS_PER_WAKEUP):
             try:
                 n, addr = sock.recvfrom_into(buf)
             except (BlockingIOError, InterruptedError):
+                if i == 0 and self.recverr:
+                    self._read_errors(now)  # woken for nothing to read: an error is queued
                 return
             except OSError:
                 # e.g. ECONNREFUSED reported for an earlier send (ICMP port unreachable)
                 stats.receive_errors += 1
+                if self.recverr:
+                    self._read_errors(now)
                 continue
             stats.datagrams_received += 1
             stats.bytes_received += n
@@ -398,11 +406,15 @@ class Driver:
             try:
                 n, ancdata, _flags, addr = recvmsg_into(buffers, ancbuf)
             except (BlockingIOError, InterruptedError):
+                if left == _MAX_GRO_DATAGRAMS_PER_WAKEUP and self.recverr:
+                    self._read_errors(now)  # woken for nothing to read: an error is queued
                 return
             except OSError:
                 # e.g. ECONNREFUSED reported for an earlier send (ICMP port unreachable)
                 stats.receive_errors += 1
                 left -= 1
+                if self.recverr:
+                    self._read_errors(now)
                 continue
             stats.bytes_received += n
             size = udp.gro_size(ancdata) if ancdata else 0
@@ -417,6 +429,31 @@ class Driver:
             left -= len(batch)
             self._route_batch(batch, addr, now)
         self._more_to_read = True
+
+    def _read_errors(self, now: float) -> None:
+        """Drain the socket's error queue (IP_RECVERR): the loop calls this when a read fails
+        with the socket's pending error or a wakeup finds nothing to read (epoll reports a
+        queued error as readable; undrained, it would wake the loop forever and its entries
+        would fill the receive buffer). An ICMP "too big" report is a hint only once it
+        quotes a datagram of a live connection to the peer it came for: both connection ids
+        (64 random bits an off-path attacker cannot guess, RFC 8899 4.6.1); the connection's
+        path MTU discovery then checks the size it names (RFC 8899 4.6.2)."""
+        reports, other = udp.read_errors(self.sock)
+        stats = self.stats
+        stats.icmp_other += other
+        for report in reports:
+            if report.local:  # EMSGSIZE from the local stack: the send path handled it
+                continue
+            ids = wire.peek_ids(report.quoted)
+            h = self._by_id.get(ids[1]) if ids is not None else None
+            if (
+                h is None or h.removed or ids[2] != getattr(h.conn, "peer_id", None)
+                or tuple(report.peer[:2]) != tuple(h.peer[:2]) or report.mtu <= 0
+            ):
+                stats.icmp_too_big_ignored += 1
+                continue
+            stats.icmp_too_big += 1
+            h.conn.packet_too_big(report.mtu - udp.ip_udp_overhead(h.peer), now)
 
     def _route_batch(self, batch: list, addr: tuple, now: float) -> None:
         """Route datagrams read together: a run addressed to one live connection goes to it in

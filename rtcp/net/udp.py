@@ -109,6 +109,97 @@ def forbid_fragmentation(sock: Any) -> bool:
     return ok
 
 
+# ICMP errors on the socket's error queue (IP_RECVERR, linux/errqueue.h): read as hints only.
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+SO_EE_ORIGIN_LOCAL = 1  # the local stack (EMSGSIZE above the device MTU)
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED = 3, 4  # RFC 1191: "fragmentation needed and DF set"
+ICMPV6_PACKET_TOO_BIG = 2  # RFC 8201
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
+ERRQUEUE_QUOTE_BYTES = 128  # of the quoted datagram: enough for rtcp's header and ids
+ERRQUEUE_ANC_BYTES = 512  # sock_extended_err + the offender's address, with room
+MAX_ERRORS_PER_READ = 64  # bounds the work one wakeup spends on the error queue
+
+
+class PacketTooBig(NamedTuple):
+    """A "datagram too big" report from the error queue: the link MTU it names (bytes of IP
+    packet, 0 when it names none), the peer the datagram was sent to, the start of the datagram
+    as the report quotes it (to validate against what was sent: RFC 8899 4.6.1), and whether
+    the local stack (not the network) said so."""
+
+    mtu: int
+    peer: Any
+    quoted: bytes
+    local: bool
+
+
+def enable_recverr(sock: Any) -> bool:
+    """Ask for ICMP errors on sock's error queue (IP_RECVERR; IPV6_RECVERR as well on an IPv6
+    socket). The socket then reports errors as readable-and-writable (EPOLLERR) until
+    read_errors() drains them: a caller that enables this must call it. True if accepted."""
+    ok = False
+    options = [(socket.IPPROTO_IP, IP_RECVERR)]
+    if getattr(sock, "family", socket.AF_INET) == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, IPV6_RECVERR))
+    for level, name in options:
+        try:
+            sock.setsockopt(level, name, 1)
+        except (OSError, AttributeError):
+            continue
+        ok = True
+    return ok
+
+
+def read_errors(sock: Any, limit: int = MAX_ERRORS_PER_READ) -> tuple[list[PacketTooBig], int]:
+    """Drain sock's error queue: (the "too big" reports, how many other errors were read:
+    port unreachable and the like, which the caller only counts)."""
+    too_big: list[PacketTooBig] = []
+    other = 0
+    for _ in range(limit):
+        try:
+            quoted, ancdata, _flags, peer = sock.recvmsg(
+                ERRQUEUE_QUOTE_BYTES, ERRQUEUE_ANC_BYTES, MSG_ERRQUEUE
+            )
+        except (BlockingIOError, InterruptedError):
+            break
+        except (OSError, AttributeError):
+            break
+        report = None
+        for level, kind, value in ancdata:
+            if (level, kind) not in (
+                (socket.IPPROTO_IP, IP_RECVERR),
+                (socket.IPPROTO_IPV6, IPV6_RECVERR),
+            ) or len(value) < _EXTENDED_ERR.size:
+                continue
+            err, origin, icmp_type, code, _pad, info, _data = _EXTENDED_ERR.unpack_from(value)
+            if (
+                (origin == SO_EE_ORIGIN_ICMP and icmp_type == ICMP_DEST_UNREACH
+                 and code == ICMP_FRAG_NEEDED)
+                or (origin == SO_EE_ORIGIN_ICMP6 and icmp_type == ICMPV6_PACKET_TOO_BIG)
+            ):
+                report = PacketTooBig(info, peer, bytes(quoted), False)
+            elif origin == SO_EE_ORIGIN_LOCAL and err == errno.EMSGSIZE:
+                report = PacketTooBig(info, peer, bytes(quoted), True)
+        if report is None:
+            other += 1
+        else:
+            too_big.append(report)
+    return too_big, other
+
+
+def _is_ipv4(sockaddr: tuple) -> bool:
+    host = str(sockaddr[0])
+    return ":" not in host or (host.lower().startswith("::ffff:") and "." in host)
+
+
+def ip_udp_overhead(sockaddr: tuple) -> int:
+    """IP and UDP header bytes of a datagram to sockaddr (an IPv4-mapped address is IPv4)."""
+    return IPV4_UDP_OVERHEAD_BYTES if _is_ipv4(sockaddr) else IPV6_UDP_OVERHEAD_BYTES
+
+
 def path_mtu_payload(sockaddr: tuple) -> int | None:
     """The largest UDP payload the first hop toward sockaddr carries unfragmented: the route's
     MTU (the outgoing link's, or a smaller one the route or an ICMP message set) minus the IP

@@ -201,6 +201,14 @@ class Testbed:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "hosts").write_text(text)
 
+    def silence_icmp(self, ns: str) -> None:
+        """ns's own IPv4 ICMP goes nowhere (a policy rule sends it to a blackhole route): a router
+        that drops what is too big without saying so. (Its rate limit cannot do it: Linux never
+        rate-limits "fragmentation needed".) IPv6 is left alone: its neighbour discovery is
+        ICMPv6."""
+        _ip("-n", ns, "route", "add", "blackhole", "default", "table", "100")
+        _ip("-n", ns, "rule", "add", "ipproto", "icmp", "table", "100", "priority", "100")
+
     def limit_rate(self, ns: str, dev: str, mbit: int) -> None:
         """A token bucket on dev's egress: a transfer lasts long enough for a slow search,
         whatever the machine's speed. Its queue holds 4 MB, so that it delays, not drops."""

@@ -63,22 +63,33 @@ def test_datagrams_fill_the_link_mtu_and_never_fragment(netbed, tmp_path, mtu, t
     assert (tmp_path / "out" / "in.bin").read_bytes() == src.read_bytes()
 
 
-def test_a_smaller_mtu_behind_the_router_is_found_by_probing(netbed, tmp_path):
-    # jumbo links at both hosts; the router's way out carries 4000 bytes: only probes find it
+@pytest.mark.parametrize("router", ["silent", "icmp"])
+def test_a_smaller_mtu_behind_the_router_is_found(netbed, tmp_path, router):
+    # jumbo links at both hosts; the router's way out carries 4000 bytes. Behind a silent router
+    # (no ICMP) only probes find it; one that says "fragmentation needed, MTU 4000" gives a hint
+    # (quoting our probe) that the next probe confirms.
     bed = netbed(mtu=9000, router_out_mtu=4000)
+    if router == "silent":
+        bed.silence_icmp(bed.router)
     bed.limit_rate(bed.router, "eth1", 30)  # about 3 s for the file: time to finish the search
     _receiver(bed, tmp_path)
     src = make_file(tmp_path / "in.bin", 10_000_000)
     before = bed.frag_creates(bed.sender)
     rc, result, err = _send(bed, src, f"{RECEIVER_V4}:9000", "--min-rto", "50ms")
     assert rc == 0, err
-    assert 3972 - 16 < result["stats"]["datagram_bytes"] <= 3972  # 4000 - 28, within 16 bytes
+    size = result["stats"]["datagram_bytes"]
+    if router == "silent":
+        assert 3972 - 16 < size <= 3972  # 4000 - 28, within 16 bytes
+    else:
+        assert size == 3972
     assert bed.frag_creates(bed.sender) - before == 0
 
 
-@pytest.mark.parametrize("where", ["router", "sender"])
+@pytest.mark.parametrize("where", ["silent-router", "router", "sender"])
 def test_the_mtu_falls_mid_transfer_and_the_transfer_completes(netbed, tmp_path, where):
     bed = netbed(mtu=1500)
+    if where == "silent-router":
+        bed.silence_icmp(bed.router)
     bed.limit_rate(bed.router, "eth1", 30)
     _receiver(bed, tmp_path)
     src = make_file(tmp_path / "in.bin", 6_000_000)
@@ -86,25 +97,27 @@ def test_the_mtu_falls_mid_transfer_and_the_transfer_completes(netbed, tmp_path,
     before = bed.frag_creates(bed.sender)
     sender = bed.rtcp(bed.sender, "send", src, "--to", f"{RECEIVER_V4}:9000", "--json",
                       "--quiet", "--trace", trace)
-    # once a megabyte has arrived, a link becomes 1280 bytes. Behind the router (its way out),
-    # its ICMP "fragmentation needed" does not reach rtcp (the kernel's cached path MTU is
-    # ignored too: IP_PMTUDISC_PROBE): only black-hole detection finds it. At the sender's own
-    # link, the kernel refuses the next send (EMSGSIZE) and the size falls at once.
+    # once a megabyte has arrived, a link becomes 1280 bytes. Behind a silent router (its way
+    # out) only black-hole detection can find it (the kernel's cached path MTU is ignored:
+    # IP_PMTUDISC_PROBE). A router that sends ICMP "fragmentation needed" gives a hint quoting
+    # our datagram: the size falls at once to what it names. At the sender's own link, the
+    # kernel refuses the next send (EMSGSIZE) and the size falls at once.
     wait_for(lambda: _received_bytes(tmp_path / "out") >= 1_000_000
              or sender.popen.poll() is not None)
-    if where == "router":
-        bed.set_mtu(bed.router, "eth1", 1280)
-    else:
+    if where == "sender":
         bed.set_mtu(bed.sender, "eth0", 1280)
+    else:
+        bed.set_mtu(bed.router, "eth1", 1280)
     rc = sender.wait(TRANSFER_TIMEOUT_S)
     assert rc == 0, sender.stderr
     result = json.loads(sender.lines[0])
     assert result["verified"] is True
-    assert result["stats"]["datagram_bytes"] <= 1280 - 28
-    if where == "router":
+    if where == "silent-router":
         assert result["stats"]["pmtu_black_holes"] >= 1
+        assert result["stats"]["datagram_bytes"] <= 1280 - 28
     else:
         assert result["stats"]["pmtu_black_holes"] == 0  # no timeouts needed to find it
+        assert result["stats"]["datagram_bytes"] == 1280 - 28  # exactly the new MTU
     sizes = []
     for line in trace.read_text().splitlines():
         rec = json.loads(line)
