@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rtcp.bench import netns
+
 SCHEMA = "rtcp-bench/1"
 REGRESSION_THRESHOLD = 0.10  # a row that loses more than 10% of its ratio to the relay is flagged
 PROXY_TARGET_RATIO = 0.8  # the proxy must forward at least 0.8x the bare relay
@@ -307,6 +309,7 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{fwd['ratio_to_relay']:.2f} x the bare relay ({fwd['relay_datagrams_per_s']:,.0f}/s);"
             f" {verdict} the {fwd['target']} target"
         )
+    lines += netns.summary_lines(doc["rows"])
     if cfg.get("sender_startup_cpu_s"):
         lines.append(
             f"sender start-up (interpreter, imports, option parsing) costs"

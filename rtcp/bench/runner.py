@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtcp.bench import ceilings, report
+from rtcp.bench import ceilings, netns, report
 from rtcp.bench.defaults import CONCURRENT_SENDERS, RELAY_DATAGRAM_BYTES
 from rtcp.bench.procs import BenchError, rtcp_cli
 from rtcp.bench.rtcp_rows import make_file, run_rtcp, startup_cpu_s
@@ -209,6 +209,31 @@ def all_rows() -> list[Row]:
                 impaired,
             )
         )
+    return rows + netns_rows()
+
+
+def netns_rows() -> list[Row]:
+    """Over a veth pair between two namespaces (rtcp.bench.netns), for each link MTU: kernel
+    TCP, then rtcp, in the same run; left out (with the reason in the log) where the namespaces
+    cannot be made (not root, no `ip`)."""
+    if netns.unavailable():
+        return []
+    rows = []
+    for mtu in netns.LINK_MTUS:
+        rows.append(Row(
+            f"netns-tcp-mtu{mtu}", "ceiling",
+            f"kernel TCP over a veth pair between two namespaces, MTU {mtu}",
+            {"path": "netns", "link_mtu": mtu},
+            lambda ctx, mtu=mtu: netns.run_tcp(mtu, ctx.ceiling_seconds),
+        ))
+        rows.append(Row(
+            f"netns-rtcp-mtu{mtu}", "rtcp",
+            f"rtcp send -> rtcp recv over the same veth pair, MTU {mtu}",
+            {"path": "netns", "link_mtu": mtu, "size": "size"},
+            lambda ctx, mtu=mtu: netns.run_rtcp(
+                ctx.file_set(1, ctx.size)[0], mtu, ctx.startup_cpu_s, ctx.deadline_s(ctx.size)
+            ),
+        ))
     return rows
 
 
@@ -289,6 +314,7 @@ def run_rows(
             }
         )
     _add_ratios(results)
+    netns.add_ratios(results)
     return results
 
 
@@ -336,6 +362,9 @@ def run_benchmark(
             ceiling_seconds=ceiling_seconds,
             startup_cpu_s=startup,
         )
+        why_not = netns.unavailable()
+        if why_not:
+            report.eprint(f"rtcp bench: no rows over network namespaces: {why_not}")
         report.eprint(
             f"rtcp bench: {len(rows)} rows x {repeats} runs, files {size_bytes / 1e6:g} MB"
             f" (with loss or reordering {impaired_bytes / 1e6:g} MB), ceilings"

@@ -1570,11 +1570,12 @@ class Connection:
             return
         sb = self.scoreboard
         self._consecutive_rtos += 1
-        if self._consecutive_rtos >= 2 and self.mss > self._base_mss:
+        if self._consecutive_rtos >= 2 and self.config.pmtud:
             # RFC 8899 4.3 black-hole detection: big segments stopped getting through.
-            self.pmtud.black_hole(now)
-            self.stats.pmtu_black_holes += 1
-            self._set_mss(self._base_mss)
+            size = self.pmtud.black_hole(now, self.mss + self._data_overhead())
+            if size is not None:
+                self.stats.pmtu_black_holes += 1
+                self._set_mss(size - self._data_overhead())
         self.cc.on_rto(now, sb.outstanding_bytes)  # RFC 5681 3.1 eq. 4, then cwnd = 1 segment
         self._in_recovery = False
         self._dupack_credit = 0
@@ -1707,6 +1708,21 @@ class Connection:
         self.pmtud = PathMtuDiscovery(base, ceiling if cfg.pmtud else base)
         self.pmtud.start(now)
         self.stats.datagram_bytes = base
+
+    def datagram_too_big(self, max_datagram_bytes: int, now: float) -> None:
+        """The local stack refused a datagram: nothing above max_datagram_bytes leaves (EMSGSIZE,
+        the first hop's MTU fell). Shrink at once (RFC 8899 4.6.2); the segments lost to it are
+        retransmitted in the new size like any loss."""
+        if self.pmtud.lower_ceiling(max_datagram_bytes, now) or (
+            self.mss + self._data_overhead() > max_datagram_bytes
+        ):
+            self._set_mss(max(64, min(self.mss, max_datagram_bytes - self._data_overhead())))
+
+    def packet_too_big(self, max_datagram_bytes: int, now: float) -> None:
+        """An ICMP "too big" report that quotes a datagram of this connection (the caller
+        validated it): a hint for path MTU discovery (RFC 8899 4.6), which may shrink at once."""
+        if self.pmtud.on_packet_too_big(max_datagram_bytes, now):
+            self._set_mss(max(64, min(self.mss, self.pmtud.plpmtu - self._data_overhead())))
 
     def _initial_window_for_new_mss(self) -> None:
         """Path MTU discovery raised the segment size before anything was lost: give cwnd the

@@ -14,7 +14,18 @@ datagram sizes of common links (Ethernet, jumbo frames, loopback), each success 
 round trip, and once a size fails MAX_PROBES times it binary-searches the gap between the
 largest confirmed size and the failed one. RFC 8899 5.3 leaves the search algorithm open.
 Black-hole detection (RFC 8899 4.3): when full-sized data keeps timing out after the size was
-raised, the connection calls black_hole() and the size falls back to BASE_PLPMTU.
+raised, the connection calls black_hole() and the size falls back to BASE_PLPMTU; when even
+that keeps timing out (a link behind the first hop below 1,428 bytes: a 1280-byte tunnel), to
+MIN_PLPMTU_BYTES (RFC 8899 5.2, the ERROR state's size).
+
+The first hop's MTU is known locally (the route's MTU: rtcp/net/udp.path_mtu_payload): the
+driver makes it the ceiling (max_bytes) before the search starts, so on a 1500-byte Ethernet
+the optimistic probe is exactly 1,472 bytes (IPv4) and the search is over in one round trip. A
+send that the local stack refuses as too big (EMSGSIZE: the first hop's MTU fell) lowers the
+ceiling at once (lower_ceiling): the local stack is not an off-path attacker, so this signal
+needs no validation (RFC 8899 4.6.1 validates ICMP, which may be forged). An ICMP "too big"
+report that the driver validated (it quotes this connection's ids) is a hint checked again here
+(on_packet_too_big, RFC 8899 4.6.2).
 """
 
 from __future__ import annotations
@@ -22,8 +33,11 @@ from __future__ import annotations
 from enum import Enum
 
 BASE_PLPMTU_BYTES = 1400  # RFC 8899 5.1.2 BASE_PLPMTU: what any sane path carries
+# RFC 8899 5.1.2 MIN_PLPMTU: 1200 bytes over IPv4 (its BASE_PLPMTU); IPv6's 1280-byte minimum
+# link carries 1232, so 1200 crosses both.
+MIN_PLPMTU_BYTES = 1200
 MAX_PROBES = 3  # RFC 8899 5.1.2
-SEARCH_GRANULARITY_BYTES = 256  # stop the binary search when the gap is this small
+SEARCH_GRANULARITY_BYTES = 16  # stop the binary search when the gap is this small
 # UDP payloads of common links: Ethernet 1500, 4 KiB pages, jumbo 9000, 16/32 KiB, IPv4's limit.
 COMMON_DATAGRAM_BYTES = (1472, 4068, 8972, 16356, 32740, 65507)
 MIN_PROBE_TIMER_S = 0.05
@@ -140,14 +154,76 @@ class PathMtuDiscovery:
             if self.state is PmtuState.SEARCH_COMPLETE:
                 self._raise_at = now + RAISE_TIMER_S
 
-    def black_hole(self, now: float) -> None:
-        """Full-sized packets stopped getting through: fall back to the base size."""
-        self.plpmtu = self.base_bytes
+    def lower_ceiling(self, max_bytes: int, now: float) -> bool:
+        """Nothing larger than max_bytes can leave (the local stack said EMSGSIZE): never probe
+        above it again, and shrink plpmtu to it. True when plpmtu fell."""
+        max_bytes = max(max_bytes, 1)
+        if max_bytes >= self.max_bytes and self.plpmtu <= max_bytes:
+            return False
+        self.max_bytes = min(self.max_bytes, max_bytes)
+        self._high = min(self._high, self.max_bytes)
+        self.base_bytes = min(self.base_bytes, self.max_bytes)
+        shrunk = self.plpmtu > self.max_bytes
+        if shrunk:
+            self.plpmtu = self.max_bytes
+        if self.probe_size is not None and self.probe_size > self.max_bytes:
+            self.probe_deadline = None
+            self.probe_size = None
+            if self.state is PmtuState.SEARCHING:
+                self._next_candidate()
+        if self.state is PmtuState.SEARCHING and self.probe_size is None:
+            self._next_candidate()
+        return shrunk
+
+    def on_packet_too_big(self, size: int, now: float) -> bool:
+        """A report (ICMP "fragmentation needed" / "packet too big", validated by the caller
+        against a datagram this connection sent: RFC 8899 4.6.1) that nothing above `size`
+        bytes crosses the path. A hint, checked here too (RFC 8899 4.6.2): ignored when it
+        names less than MIN_PLPMTU_BYTES or no less than anything sent (plpmtu, the probe in
+        flight); else a probe above it fails at once, the next probe is of exactly that size, the
+        search stays below it until the raise timer, and data above it shrinks to it. True when
+        plpmtu fell."""
+        largest_sent = max(self.plpmtu, self.probe_size or 0)
+        if size < MIN_PLPMTU_BYTES or size >= largest_sent:
+            return False
+        self._high = min(self._high, size)
+        self._failed = True
+        self._optimistic = True  # the next probe is the size it names, once (RFC 8899 4.6.2)
+        if self.probe_size is not None and self.probe_size > size:
+            self.probe_size = None
+            self.probe_deadline = None
+        if size < self.plpmtu:
+            self.plpmtu = size
+            self.probe_size = None
+            self.probe_deadline = None
+            if self.state is not PmtuState.DISABLED:
+                self.state = PmtuState.SEARCH_COMPLETE
+                self._raise_at = now + RAISE_TIMER_S / 10
+            return True
+        if self.state is PmtuState.SEARCHING and self.probe_size is None:
+            self._next_candidate()
+            if self.state is PmtuState.SEARCH_COMPLETE:
+                self._raise_at = now + RAISE_TIMER_S
+        return False
+
+    def black_hole(self, now: float, current_bytes: int | None = None) -> int | None:
+        """Datagrams of current_bytes (default: plpmtu) stopped getting through: fall back to
+        the base size, or below it to MIN_PLPMTU_BYTES when the base size itself is lost.
+        Returns the new size, or None when there is nothing smaller to fall back to."""
+        current = self.plpmtu if current_bytes is None else current_bytes
+        if current > self.base_bytes:
+            size = self.base_bytes
+        elif current > MIN_PLPMTU_BYTES:
+            size = MIN_PLPMTU_BYTES
+        else:
+            return None
+        self.plpmtu = size
         self._high = self.max_bytes
         self.state = PmtuState.SEARCH_COMPLETE
         self.probe_size = None
         self.probe_deadline = None
         self._raise_at = now + RAISE_TIMER_S / 10
+        return size
 
     def timer(self) -> float | None:
         return self.probe_deadline

@@ -23,10 +23,18 @@ System calls (rtcp/net/udp.py): the socket asks for UDP GRO, so one read returns
 datagram a peer sent with one GSO send (up to 64); each connection's datagrams of an iteration
 go out with send_batch, one GSO sendmsg per run of equal-sized datagrams. Where the kernel
 lacks either (or RTCP_NO_GSO=1), one recvfrom_into / sendto per datagram, as before.
+
+Real links (docs/design.md): the socket never lets the kernel fragment (udp.forbid_fragmentation:
+Don't Fragment, the kernel's cached path MTU ignored); each connection's largest datagram is
+capped at its first hop's MTU (udp.path_mtu_payload toward the peer), the ceiling of its path MTU
+discovery; a send the kernel refuses as too big (EMSGSIZE) shrinks the connection at once
+(Connection.datagram_too_big), never ends it. An IPv6 socket is dual stack where the OS allows
+(IPV6_V6ONLY off): `--listen [::]:9000` serves IPv4 clients too, as IPv4-mapped addresses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import selectors
 import signal
@@ -124,6 +132,10 @@ class DriverStats:
     resets_sent: int = 0  # RSTs answering segments for no (open) connection
     send_queue_peak: int = 0
     refused: int = 0  # ECONNREFUSED on a connected socket: nothing bound at the peer's port
+    too_big: int = 0  # datagrams the kernel refused as larger than the first hop (EMSGSIZE)
+    icmp_too_big: int = 0  # ICMP "too big" reports that quoted a live connection: hints used
+    icmp_too_big_ignored: int = 0  # ones that did not (forged, or for a closed connection)
+    icmp_other: int = 0  # other errors read from the error queue (port unreachable, ...)
 
 
 class Driver:
@@ -144,6 +156,8 @@ class Driver:
                 family = socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
+                if family == socket.AF_INET6:
+                    _dual_stack(sock)
                 sock.bind(address)
             except OSError:
                 sock.close()
@@ -151,6 +165,8 @@ class Driver:
         self.sock = sock
         self.sock.setblocking(False)
         udp.tune_buffers(self.sock, buffer_bytes)
+        self.dont_fragment = udp.forbid_fragmentation(self.sock)
+        self.recverr = udp.enable_recverr(self.sock)  # ICMP "too big" hints (_read_errors)
         self.clock = clock
         self.stats = DriverStats()
         self._sel = selectors.DefaultSelector()
@@ -201,7 +217,7 @@ class Driver:
     def connect(self, peer: tuple, config: ConnectionConfig, app: App) -> Handle:
         """Open a client connection to peer (a resolved socket address) driven by app."""
         now = self.clock()
-        conn = Connection(config, is_client=True, now=now)
+        conn = Connection(_fit_to_first_hop(config, peer), is_client=True, now=now)
         handle = self._add(conn, peer, app, now)
         conn.connect(now)
         self._flush(handle, now)
@@ -348,8 +364,10 @@ class Driver:
 
     def _flush(self, h: Handle, now: float) -> None:
         datagrams = h.conn.datagrams_to_send(now)
-        if datagrams:
-            self._send(datagrams, h.peer)
+        if datagrams and self._send(datagrams, h.peer):
+            limit = udp.path_mtu_payload(h.peer)
+            if limit is not None:
+                h.conn.datagram_too_big(limit, now)
 
     def _remove(self, h: Handle) -> None:
         if h.removed:
@@ -376,15 +394,19 @@ class Driver:
             return
         sock, buf, view = self.sock, self._buf, self._view
         stats = self.stats
-        for _ in range(_MAX_READS_PER_WAKEUP):
+        for i in range(_MAX_READS_PER_WAKEUP):
             try:
                 n, addr = sock.recvfrom_into(buf)
             except (BlockingIOError, InterruptedError):
+                if i == 0 and self.recverr:
+                    self._read_errors(now)  # woken for nothing to read: an error is queued
                 return
             except OSError as exc:
                 # e.g. ECONNREFUSED reported for an earlier send (ICMP port unreachable)
                 stats.receive_errors += 1
                 self._socket_error(exc, now)
+                if self.recverr:
+                    self._read_errors(now)
                 continue
             stats.datagrams_received += 1
             stats.bytes_received += n
@@ -405,12 +427,16 @@ class Driver:
             try:
                 n, ancdata, _flags, addr = recvmsg_into(buffers, ancbuf)
             except (BlockingIOError, InterruptedError):
+                if left == _MAX_GRO_DATAGRAMS_PER_WAKEUP and self.recverr:
+                    self._read_errors(now)  # woken for nothing to read: an error is queued
                 return
             except OSError as exc:
                 # e.g. ECONNREFUSED reported for an earlier send (ICMP port unreachable)
                 stats.receive_errors += 1
                 self._socket_error(exc, now)
                 left -= 1
+                if self.recverr:
+                    self._read_errors(now)
                 continue
             stats.bytes_received += n
             size = udp.gro_size(ancdata) if ancdata else 0
@@ -425,6 +451,31 @@ class Driver:
             left -= len(batch)
             self._route_batch(batch, addr, now)
         self._more_to_read = True
+
+    def _read_errors(self, now: float) -> None:
+        """Drain the socket's error queue (IP_RECVERR): the loop calls this when a read fails
+        with the socket's pending error or a wakeup finds nothing to read (epoll reports a
+        queued error as readable; undrained, it would wake the loop forever and its entries
+        would fill the receive buffer). An ICMP "too big" report is a hint only once it
+        quotes a datagram of a live connection to the peer it came for: both connection ids
+        (64 random bits an off-path attacker cannot guess, RFC 8899 4.6.1); the connection's
+        path MTU discovery then checks the size it names (RFC 8899 4.6.2)."""
+        reports, other = udp.read_errors(self.sock)
+        stats = self.stats
+        stats.icmp_other += other
+        for report in reports:
+            if report.local:  # EMSGSIZE from the local stack: the send path handled it
+                continue
+            ids = wire.peek_ids(report.quoted)
+            h = self._by_id.get(ids[1]) if ids is not None else None
+            if (
+                h is None or h.removed or ids[2] != getattr(h.conn, "peer_id", None)
+                or tuple(report.peer[:2]) != tuple(h.peer[:2]) or report.mtu <= 0
+            ):
+                stats.icmp_too_big_ignored += 1
+                continue
+            stats.icmp_too_big += 1
+            h.conn.packet_too_big(report.mtu - udp.ip_udp_overhead(h.peer), now)
 
     def _route_batch(self, batch: list, addr: tuple, now: float) -> None:
         """Route datagrams read together: a run addressed to one live connection goes to it in
@@ -467,7 +518,7 @@ class Driver:
             self.stats.unroutable += 1
             return
         config_factory, app_factory = self._listen
-        config = config_factory()
+        config = _fit_to_first_hop(config_factory(), addr)
         conn = Connection(config, is_client=False, now=now)
         conn.receive_datagram(data, now)
         if _state_name(conn) in ("LISTEN", "CLOSED"):
@@ -512,36 +563,44 @@ class Driver:
         while (left := end - self.clock()) > 0:
             self.run_once(left)
 
-    def _send(self, datagrams, addr) -> None:
+    def _send(self, datagrams, addr) -> int:
+        """Send or queue datagrams to addr. Returns how many the kernel refused as too big
+        (EMSGSIZE): the first hop's MTU is below their size."""
         if self._pending:
             self._pending.extend((d, addr) for d in datagrams)
             self._note_queue()
-            return
+            return 0
         if len(datagrams) > 1 and self.gso.enabled:
             result = udp.send_batch(self.sock, datagrams, addr, self.gso)
             stats = self.stats
             stats.datagrams_sent += result.sent
             stats.bytes_sent += result.sent_bytes
             stats.send_errors += result.errors
+            stats.too_big += result.too_big
             if result.done < len(datagrams):
                 self._pending.extend((x, addr) for x in datagrams[result.done :])
                 self._note_queue()
-            return
+            return result.too_big
         sock, stats = self.sock, self.stats
+        too_big = 0
         for i, d in enumerate(datagrams):
             try:
                 sock.sendto(d, addr)
             except (BlockingIOError, InterruptedError):
                 self._pending.extend((x, addr) for x in datagrams[i:])
                 self._note_queue()
-                return
+                return too_big
             except OSError as exc:
                 # ECONNREFUSED and friends: the datagram is lost, the protocol recovers
                 stats.send_errors += 1
                 self._socket_error(exc, self.clock())
+                if exc.errno == errno.EMSGSIZE:
+                    stats.too_big += 1
+                    too_big += 1
                 continue
             stats.datagrams_sent += 1
             stats.bytes_sent += len(d)
+        return too_big
 
     def _note_queue(self) -> None:
         self.stats.send_queue_peak = max(self.stats.send_queue_peak, len(self._pending))
@@ -590,6 +649,26 @@ class Driver:
 def _state_name(conn) -> str:
     state = conn.state
     return getattr(state, "name", str(state))
+
+
+def _dual_stack(sock: socket.socket) -> None:
+    """Let an IPv6 socket bound to :: serve IPv4 too (RFC 3493 5.3), where the OS allows."""
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _fit_to_first_hop(config: ConnectionConfig, peer: tuple) -> ConnectionConfig:
+    """config with its largest datagram capped at what the first hop toward peer carries
+    whole (its MTU minus the IP and UDP headers), the ceiling of path MTU discovery and of the
+    MSS announced; the first segments' size fits it too."""
+    limit = udp.path_mtu_payload(peer)
+    if limit is None or limit >= config.max_datagram_bytes:
+        return config
+    overhead = wire.HEADER_BYTES + wire.TIMESTAMPS_OPTION_BYTES
+    mss = max(64, min(config.mss_bytes, limit - overhead))
+    return dataclasses.replace(config, max_datagram_bytes=limit, mss_bytes=mss)
 
 
 def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:

@@ -72,6 +72,159 @@ def tune_buffers(sock: socket.socket, nbytes: int = SOCKET_BUFFER_BYTES) -> None
             except OSError:
                 pass
 
+# Path MTU (Linux option numbers; Python 3.11 exports none of them but IPV6_DONTFRAG).
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_PROBE = getattr(socket, "IP_PMTUDISC_PROBE", 3)  # DF set, cached PMTU ignored
+IP_MTU = getattr(socket, "IP_MTU", 14)  # getsockopt on a connected socket: the route's MTU
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_PMTUDISC_PROBE = getattr(socket, "IPV6_PMTUDISC_PROBE", 3)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+IPV6_DONTFRAG = getattr(socket, "IPV6_DONTFRAG", 62)
+IPV4_UDP_OVERHEAD_BYTES = 20 + 8  # IPv4 header without options, UDP header
+IPV6_UDP_OVERHEAD_BYTES = 40 + 8  # IPv6 header without extension headers, UDP header
+MAX_UDP_PAYLOAD_BYTES = 65507  # the largest UDP payload over IPv4 (and what rtcp ever sends)
+
+
+def forbid_fragmentation(sock: Any) -> bool:
+    """Set Don't Fragment on every datagram of sock and ignore the kernel's cached path MTU
+    (IP_PMTUDISC_PROBE): rtcp's own path MTU discovery decides sizes (RFC 8899 3: probes and
+    data are never fragmented), and a datagram too big for the first hop fails its send with
+    EMSGSIZE instead of leaving as IP fragments. For an IPv6 socket both families' options are
+    set (a dual-stack socket sends IPv4 too). True when the kernel accepted them."""
+    ok = False
+    family = getattr(sock, "family", socket.AF_INET)
+    options = [(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)]
+    if family == socket.AF_INET6:
+        options = [
+            (socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE),
+            (socket.IPPROTO_IPV6, IPV6_DONTFRAG, 1),
+            *options,
+        ]
+    for level, name, value in options:
+        try:
+            sock.setsockopt(level, name, value)
+        except (OSError, AttributeError):
+            continue
+        ok = True
+    return ok
+
+
+# ICMP errors on the socket's error queue (IP_RECVERR, linux/errqueue.h): read as hints only.
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+SO_EE_ORIGIN_LOCAL = 1  # the local stack (EMSGSIZE above the device MTU)
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED = 3, 4  # RFC 1191: "fragmentation needed and DF set"
+ICMPV6_PACKET_TOO_BIG = 2  # RFC 8201
+_EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
+ERRQUEUE_QUOTE_BYTES = 128  # of the quoted datagram: enough for rtcp's header and ids
+ERRQUEUE_ANC_BYTES = 512  # sock_extended_err + the offender's address, with room
+MAX_ERRORS_PER_READ = 64  # bounds the work one wakeup spends on the error queue
+
+
+class PacketTooBig(NamedTuple):
+    """A "datagram too big" report from the error queue: the link MTU it names (bytes of IP
+    packet, 0 when it names none), the peer the datagram was sent to, the start of the datagram
+    as the report quotes it (to validate against what was sent: RFC 8899 4.6.1), and whether
+    the local stack (not the network) said so."""
+
+    mtu: int
+    peer: Any
+    quoted: bytes
+    local: bool
+
+
+def enable_recverr(sock: Any) -> bool:
+    """Ask for ICMP errors on sock's error queue (IP_RECVERR; IPV6_RECVERR as well on an IPv6
+    socket). The socket then reports errors as readable-and-writable (EPOLLERR) until
+    read_errors() drains them: a caller that enables this must call it. True if accepted."""
+    ok = False
+    options = [(socket.IPPROTO_IP, IP_RECVERR)]
+    if getattr(sock, "family", socket.AF_INET) == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, IPV6_RECVERR))
+    for level, name in options:
+        try:
+            sock.setsockopt(level, name, 1)
+        except (OSError, AttributeError):
+            continue
+        ok = True
+    return ok
+
+
+def read_errors(sock: Any, limit: int = MAX_ERRORS_PER_READ) -> tuple[list[PacketTooBig], int]:
+    """Drain sock's error queue: (the "too big" reports, how many other errors were read:
+    port unreachable and the like, which the caller only counts)."""
+    too_big: list[PacketTooBig] = []
+    other = 0
+    for _ in range(limit):
+        try:
+            quoted, ancdata, _flags, peer = sock.recvmsg(
+                ERRQUEUE_QUOTE_BYTES, ERRQUEUE_ANC_BYTES, MSG_ERRQUEUE
+            )
+        except (BlockingIOError, InterruptedError):
+            break
+        except (OSError, AttributeError):
+            break
+        report = None
+        for level, kind, value in ancdata:
+            if (level, kind) not in (
+                (socket.IPPROTO_IP, IP_RECVERR),
+                (socket.IPPROTO_IPV6, IPV6_RECVERR),
+            ) or len(value) < _EXTENDED_ERR.size:
+                continue
+            err, origin, icmp_type, code, _pad, info, _data = _EXTENDED_ERR.unpack_from(value)
+            if (
+                (origin == SO_EE_ORIGIN_ICMP and icmp_type == ICMP_DEST_UNREACH
+                 and code == ICMP_FRAG_NEEDED)
+                or (origin == SO_EE_ORIGIN_ICMP6 and icmp_type == ICMPV6_PACKET_TOO_BIG)
+            ):
+                report = PacketTooBig(info, peer, bytes(quoted), False)
+            elif origin == SO_EE_ORIGIN_LOCAL and err == errno.EMSGSIZE:
+                report = PacketTooBig(info, peer, bytes(quoted), True)
+        if report is None:
+            other += 1
+        else:
+            too_big.append(report)
+    return too_big, other
+
+
+def _is_ipv4(sockaddr: tuple) -> bool:
+    host = str(sockaddr[0])
+    return ":" not in host or (host.lower().startswith("::ffff:") and "." in host)
+
+
+def ip_udp_overhead(sockaddr: tuple) -> int:
+    """IP and UDP header bytes of a datagram to sockaddr (an IPv4-mapped address is IPv4)."""
+    return IPV4_UDP_OVERHEAD_BYTES if _is_ipv4(sockaddr) else IPV6_UDP_OVERHEAD_BYTES
+
+
+def path_mtu_payload(sockaddr: tuple) -> int | None:
+    """The largest UDP payload the first hop toward sockaddr carries unfragmented: the route's
+    MTU (the outgoing link's, or a smaller one the route or an ICMP message set) minus the IP
+    and UDP headers, asked of the kernel through a connected throwaway socket (IP_MTU /
+    IPV6_MTU). None where the kernel cannot say. Loopback's 65,536 gives MAX_UDP_PAYLOAD_BYTES.
+    An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) is asked as IPv4."""
+    host = str(sockaddr[0])
+    if host.lower().startswith("::ffff:") and "." in host:
+        sockaddr = (host[7:], sockaddr[1])
+    family = socket.AF_INET6 if ":" in str(sockaddr[0]) else socket.AF_INET
+    if family == socket.AF_INET6:
+        level, name, overhead = socket.IPPROTO_IPV6, IPV6_MTU, IPV6_UDP_OVERHEAD_BYTES
+    else:
+        level, name, overhead = socket.IPPROTO_IP, IP_MTU, IPV4_UDP_OVERHEAD_BYTES
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(sockaddr)
+            mtu = probe.getsockopt(level, name)
+    except OSError:
+        return None
+    if mtu <= overhead:
+        return None
+    return min(mtu - overhead, MAX_UDP_PAYLOAD_BYTES)
+
+
 def disabled_by_env() -> bool:
     """True when RTCP_NO_GSO is set to anything but "", "0", "no", "false"."""
     return os.environ.get(NO_GSO_ENV, "").strip().lower() not in ("", "0", "no", "false")
@@ -147,6 +300,7 @@ class SendResult(NamedTuple):
     sent_bytes: int
     errors: int
     error_bytes: int
+    too_big: int = 0  # of the errors, EMSGSIZE: larger than the first hop's MTU
 
 
 def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = None) -> SendResult:
@@ -155,7 +309,7 @@ def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = N
     shorter), at most MAX_SEGMENTS of them and MAX_GSO_BYTES in all, goes as one GSO sendmsg;
     everything else with sendto (send). Never raises for a send error; see SendResult."""
     n = len(datagrams)
-    sent = sent_bytes = errors = error_bytes = 0
+    sent = sent_bytes = errors = error_bytes = too_big = 0
     use_gso = gso is not None and gso.enabled and n > 1
     i = 0
     while i < n:
@@ -177,7 +331,7 @@ def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = N
                 else:
                     nbytes = sock.sendmsg(run, _size_cmsg(size), 0, addr)
             except (BlockingIOError, InterruptedError):
-                return SendResult(i, sent, sent_bytes, errors, error_bytes)
+                return SendResult(i, sent, sent_bytes, errors, error_bytes, too_big)
             except OSError as exc:
                 if exc.errno in _GSO_UNSUPPORTED or exc.errno in _GSO_TOO_BIG:
                     # refused: this datagram alone now; the rest of the run comes next turn,
@@ -204,15 +358,16 @@ def send_batch(sock: Any, datagrams: list, addr: Any = None, gso: Gso | None = N
             else:
                 sock.sendto(d, addr)
         except (BlockingIOError, InterruptedError):
-            return SendResult(i, sent, sent_bytes, errors, error_bytes)
-        except OSError:
+            return SendResult(i, sent, sent_bytes, errors, error_bytes, too_big)
+        except OSError as exc:
             errors += 1
             error_bytes += size
+            too_big += exc.errno == errno.EMSGSIZE
         else:
             sent += 1
             sent_bytes += size
         i += 1
-    return SendResult(n, sent, sent_bytes, errors, error_bytes)
+    return SendResult(n, sent, sent_bytes, errors, error_bytes, too_big)
 
 
 def send_segments(

@@ -49,14 +49,26 @@ def _resolve(host: str, port: int, what: str, passive: bool) -> tuple[int, tuple
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=flags)
     except (socket.gaierror, UnicodeError) as exc:
         raise UsageError(f"cannot resolve {what} address {format_hostport(host, port)}: {exc}")
+    # a name with both families: IPv4 first, as the sender and receiver resolve it
+    # (rtcp.net.driver.resolve), so that "localhost" means the same socket to all three
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
 
 
 def _tune(sock: socket.socket) -> None:
-    """Large buffers absorb bursts (rtcp.net.udp.tune_buffers); the loop never blocks."""
+    """Large buffers absorb bursts (rtcp.net.udp.tune_buffers); the loop never blocks; the
+    kernel never fragments what the proxy sends (udp.forbid_fragmentation: Don't Fragment)."""
     udp.tune_buffers(sock)
+    udp.forbid_fragmentation(sock)
     sock.setblocking(False)
+
+
+def _smaller(a: int | None, b: int | None) -> int | None:
+    """The smaller of two optional limits (None: no limit)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def _mtu_only(impairer: Any) -> int | None:
@@ -70,7 +82,7 @@ def _mtu_only(impairer: Any) -> int | None:
 
 
 class _Client:
-    __slots__ = ("addr", "gro", "gso", "last_seen_s", "sock")
+    __slots__ = ("addr", "gro", "gso", "last_seen_s", "link_mtu", "sock")
 
     def __init__(
         self,
@@ -85,6 +97,8 @@ class _Client:
         self.last_seen_s = now
         self.gro = gro  # GRO on its upstream socket: one read may hold a batch
         self.gso = gso if gso is not None else udp.Gso(enabled=False)
+        # the largest datagram the link toward the client carries whole (None: unknown)
+        self.link_mtu = udp.path_mtu_payload(addr)
 
 
 class Proxy:
@@ -121,6 +135,9 @@ class Proxy:
         self.recv_errors = 0
         self._upstream_text = format_hostport(*upstream)
         self._up_family, self._up_addr = _resolve(*upstream, "upstream", passive=False)
+        # a datagram larger than the outgoing link carries is dropped and counted (dropped.mtu),
+        # as a router drops it: DF is set, the proxy never fragments
+        self._up_link_mtu = udp.path_mtu_payload(self._up_addr)
         family, listen_addr = _resolve(*listen, "listen", passive=True)
         self._clients: dict[tuple[Any, ...], _Client] = {}
         self._heap: list[tuple[Any, ...]] = []
@@ -132,6 +149,8 @@ class Proxy:
         self._sel = selectors.DefaultSelector()
         self._listen = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            if family == socket.AF_INET6:  # [::] serves IPv4 clients too, where the OS allows
+                self._listen.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             _tune(self._listen)
             self._listen.bind(listen_addr)
         except OSError as exc:
@@ -258,6 +277,9 @@ class Proxy:
         impairer = self.up
         mtu = self._mtu_up
         forward = impairer.passthrough or mtu is not None
+        link = self._up_link_mtu
+        if forward:
+            mtu = _smaller(mtu, link)
         now = self._clock()
         # the forwarding paths' counts: sent, failed (send errors), dropped (above the MTU)
         sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
@@ -295,6 +317,10 @@ class Proxy:
             size = gro_size(ancdata) if ancdata else 0
             if not forward:
                 for datagram in udp.split(view, n, size):
+                    if link is not None and len(datagram) > link:
+                        dropped += 1
+                        dropped_bytes += len(datagram)
+                        continue
                     self._impair(impairer, bytes(datagram), client.sock, None)
             else:
                 done = self._forward(view, n, size, client.sock, None, client.gso, mtu)
@@ -379,6 +405,9 @@ class Proxy:
         impairer = self.down
         mtu = self._mtu_down
         forward = impairer.passthrough or mtu is not None
+        link = client.link_mtu
+        if forward:
+            mtu = _smaller(mtu, link)
         sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
         batched = 0
         received = False
@@ -411,6 +440,10 @@ class Proxy:
             size = udp.gro_size(ancdata) if ancdata else 0
             if not forward:
                 for datagram in udp.split(view, n, size):
+                    if link is not None and len(datagram) > link:
+                        dropped += 1
+                        dropped_bytes += len(datagram)
+                        continue
                     self._impair(impairer, bytes(datagram), listen, addr)
             else:
                 done = self._forward(view, n, size, listen, addr, self._gso, mtu)

@@ -9,6 +9,7 @@ from rtcp.core.pmtud import (
     BASE_PLPMTU_BYTES,
     COMMON_DATAGRAM_BYTES,
     MAX_PROBES,
+    MIN_PLPMTU_BYTES,
     OPTIMISTIC_PROBE_TIMER_S,
     RAISE_TIMER_S,
     SEARCH_GRANULARITY_BYTES,
@@ -115,3 +116,56 @@ def test_a_completed_search_leaves_no_probe_timer():
     d.on_probe_sent(0.0, RTO)
     assert d.on_probe_acked(65507, RTT)
     assert d.state is PmtuState.SEARCH_COMPLETE and d.timer() is None
+
+
+def test_the_search_finds_a_path_within_16_bytes():
+    assert SEARCH_GRANULARITY_BYTES <= 16
+    d, _, _ = search(path_mtu=3972, max_bytes=8972)  # a 4000-byte link behind a jumbo first hop
+    assert 3972 - 16 < d.plpmtu <= 3972
+
+
+def test_the_first_hop_ceiling_makes_the_first_probe_exact():
+    d, sizes, _ = search(path_mtu=1472, max_bytes=1472)  # 1500-byte Ethernet, IPv4
+    assert sizes == [1472] and d.plpmtu == 1472
+
+
+def test_black_hole_at_the_base_size_falls_to_the_minimum_then_gives_up():
+    d, _, end = search(path_mtu=65507)
+    assert d.black_hole(end, 65507) == BASE_PLPMTU_BYTES
+    assert d.black_hole(end, BASE_PLPMTU_BYTES) == MIN_PLPMTU_BYTES  # e.g. a 1280-byte tunnel
+    assert d.plpmtu == MIN_PLPMTU_BYTES <= 1280 - 48
+    assert d.black_hole(end, MIN_PLPMTU_BYTES) is None
+
+
+def test_lower_ceiling_shrinks_at_once_and_never_probes_above_it():
+    d, _, end = search(path_mtu=8972, max_bytes=8972)
+    assert d.plpmtu > 8900
+    assert d.lower_ceiling(1252, end)  # the first hop fell to 1280 (EMSGSIZE)
+    assert d.plpmtu == 1252 and d.max_bytes == 1252
+    assert not d.lower_ceiling(1252, end)  # nothing new
+    assert d.probe_due(end + RAISE_TIMER_S) is None  # no size above the ceiling to try
+
+
+def test_lower_ceiling_cancels_a_probe_above_it():
+    d = PathMtuDiscovery(max_bytes=8972)
+    d.start(0.0)
+    assert d.probe_due(0.0) == 8972
+    d.on_probe_sent(0.0, RTO)
+    assert not d.lower_ceiling(4000, 0.01)  # plpmtu (the base) still fits
+    size = d.probe_due(0.01)
+    assert size is not None and size <= 4000
+
+
+def test_a_datagram_refused_as_too_big_shrinks_the_connection_at_once():
+    from rtcp.core import wire
+    from tests.core.conn_helpers import T0, established, recv
+
+    conn = established()
+    conn.send(bytes(3000))  # MSS 1000: three segments
+    first = [len(wire.encode(s)) for s in recv(conn, T0)]
+    assert max(first) > 700
+    conn.datagram_too_big(700, T0)  # EMSGSIZE: the first hop now carries 700 bytes
+    assert conn.stats.datagram_bytes <= 700
+    conn.send(bytes(3000))
+    later = [len(wire.encode(s)) for s in recv(conn, T0 + 0.01)]
+    assert later and max(later) <= 700

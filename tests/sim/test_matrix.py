@@ -91,14 +91,21 @@ def test_matrix_30_percent_loss(size, sack):
 
 
 @pytest.mark.skipif(not HAS_PMTUD, reason="no path-MTU discovery in this build")
-@pytest.mark.parametrize("link", ["clean", "loss10", "mixed", "mtu1400", "mtu1400-lossy"])
+@pytest.mark.parametrize(
+    "link", ["clean", "loss10", "mixed", "mtu1400", "mtu1400-lossy", "mtu1280"]
+)
 def test_matrix_with_path_mtu_discovery(link):
     links = {
         **LINKS,
         "mtu1400": ImpairConfig(mtu_bytes=1400, delay_s=0.005),
         "mtu1400-lossy": ImpairConfig(mtu_bytes=1400, loss=0.02, delay_s=0.005),
+        # below the base size (a 1280-byte IPv6 tunnel): black-hole detection falls to 1200
+        "mtu1280": ImpairConfig(mtu_bytes=1232, delay_s=0.005),
     }
-    _run(link, links[link], BIG, True, pmtud=True)
+    net = _run(link, links[link], BIG, True, pmtud=True)
+    if link == "mtu1280":
+        assert net.client.conn.stats.datagram_bytes <= 1232
+        assert net.client.conn.stats.pmtu_black_holes >= 1
 
 
 @pytest.mark.parametrize("sack", [True, False], ids=["sack", "nosack"])
