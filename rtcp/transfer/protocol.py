@@ -386,6 +386,13 @@ class FileSender:
         self._acc += chunk
         if self._msg_len is None and len(self._acc) >= _VERDICT_HEAD.size:
             self._msg_len = _VERDICT_HEAD.unpack_from(self._acc)[1]
+            if self._msg_len > MAX_MESSAGE_BYTES:  # a verdict is short: bound what we wait for
+                self.failure = ProtocolFailure(
+                    Status.PROTOCOL_ERROR,
+                    f"a verdict message of {self._msg_len} bytes (at most {MAX_MESSAGE_BYTES})",
+                )
+                out.append(self.failure)
+                return out
         if self._msg_len is not None:
             total = _VERDICT_HEAD.size + self._msg_len
             if len(self._acc) >= total:
