@@ -129,6 +129,7 @@ class ConnectionStats:
     fast_recoveries: int = 0
     duplicate_segments: int = 0
     out_of_order_segments: int = 0
+    out_of_order_refused: int = 0  # segments dropped: one more held range than MAX_HELD_RANGES
     checksum_failures: int = 0
     malformed_datagrams: int = 0
     foreign_datagrams: int = 0  # well-formed but for another connection id
@@ -1494,6 +1495,7 @@ class Connection:
         if transition and self.state is not S.CLOSED:
             self._set_state("abort" if reason == "aborted" else "recv RST")
         self._clear_timers()
+        self._reasm.release()  # out-of-order bytes can never be delivered now: free them
         self._report_closed(reason, error)
 
     def _clear_timers(self) -> None:
@@ -1508,6 +1510,14 @@ class Connection:
 
     def _receive_window(self) -> int:
         return max(0, self.config.receive_buffer_bytes - self._rcv_buffered)
+
+    def receive_memory(self) -> tuple[int, int]:
+        """(bytes the receive side holds or must keep room for: unread bytes plus the extent of
+        the out-of-order data, holes included; out-of-order ranges held). An application that
+        shares memory between connections lowers config.receive_buffer_bytes, which the
+        window follows (rtcp.transfer.limits.ReceiveMemoryBudget)."""
+        reasm = self._reasm
+        return self._rcv_buffered + reasm.held_extent, reasm.held_ranges
 
     def _deliver(self, data: bytes) -> None:
         """Queue in-order bytes for read(); DataReceived only when the buffer was empty, so an
@@ -1596,6 +1606,7 @@ class Connection:
         s.peer_window_bytes = self.snd_wnd
         s.bytes_in_flight = self.scoreboard.pipe
         s.rto_s = self.rtt.rto_s
+        s.out_of_order_refused = self._reasm.ranges_refused
         return s
 
     # --- tracing (only when an event hook is set) --------------------------------------

@@ -29,10 +29,12 @@ from rtcp.errors import (
     TransferRefused,
     UsageError,
 )
+from rtcp.transfer import limits as _limits
 from rtcp.units import format_hostport, parse_duration, parse_hostport, parse_size
 
 _PANEL_TUNING = "Protocol tuning"
 _PANEL_TRACE = "Watching TCP work"
+_PANEL_LIMITS = "Limits (what peers may make the receiver spend)"
 _ERRORS_BY_CODE: dict[ExitCode, type[RtcpError]] = {
     ExitCode.TIMEOUT: PeerTimeout,
     ExitCode.RESET: PeerReset,
@@ -488,6 +490,55 @@ def _print_json(obj: dict) -> None:
 # --- recv ----------------------------------------------------------------------------
 
 
+def _receiver_limits(*, max_connections: str, max_memory: str):
+    """The named limits of `rtcp recv` from its flags (README: Security and limits)."""
+    limits = _limits.ReceiverLimits(
+        max_connections=_parse_int("--max-connections", max_connections, 1),
+        max_memory_bytes=_parse_flag("--max-memory", parse_size, max_memory),
+    )
+    if limits.max_memory_bytes < _limits.MIN_GRANT_BYTES:
+        raise UsageError(
+            f"--max-memory: {max_memory!r} is less than one connection's smallest window "
+            f"({_limits.MIN_GRANT_BYTES} bytes)"
+        )
+    return limits
+
+
+class _RefusalLog:
+    """One stderr line when a limit refuses or cuts off a peer, at most one per limit every
+    REFUSAL_LOG_INTERVAL_S (a flood must not flood the log): it names the limit and its flag."""
+
+    REFUSAL_LOG_INTERVAL_S = 5.0
+
+    def __init__(self, limits) -> None:
+        self.limits = limits
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def __call__(self, limit: str, peer: str) -> None:
+        import time
+
+        now = time.monotonic()
+        last = self._last.get(limit)
+        if last is not None and now - last < self.REFUSAL_LOG_INTERVAL_S:
+            self._quiet[limit] = self._quiet.get(limit, 0) + 1
+            return
+        self._last[limit] = now
+        more = self._quiet.pop(limit, 0)
+        also = f" (and {more} more since the last report)" if more else ""
+        print(
+            f"rtcp: refused {peer}: limit '{limit}' reached{_LIMIT_FLAGS.get(limit, '')}{also}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+_LIMIT_FLAGS = {
+    _limits.CONNECTIONS: " (--max-connections)",
+    _limits.MEMORY: " (--max-memory)",
+}
+
+
 def recv_command(
     listen: str = typer.Option(
         ...,
@@ -521,6 +572,20 @@ def recv_command(
         help="Receive buffer: the window offered to senders.",
         rich_help_panel=_PANEL_TUNING,
     ),
+    max_connections: str = typer.Option(
+        str(_limits.DEFAULT_MAX_CONNECTIONS),
+        "--max-connections",
+        metavar="N",
+        help="Transfers served at once; more are refused.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
+    max_memory: str = typer.Option(
+        "256MiB",
+        "--max-memory",
+        metavar="SIZE",
+        help="Receive memory of all transfers together: the windows offered share it.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
     trace: str | None = _trace_option(),
     pcap: str | None = _pcap_option(),
 ) -> None:
@@ -553,6 +618,7 @@ def recv_command(
     timeout_s = _positive_seconds("--timeout", timeout)
     host, port = _parse_flag("--listen", parse_hostport, listen)
     config = build_config(window=window, timeout_s=timeout_s)
+    limits = _receiver_limits(max_connections=max_connections, max_memory=max_memory)
     output = OutputDir(Path(out), force=force)
     removed = output.cleanup_leftovers()
     if removed and not quiet:
@@ -591,7 +657,13 @@ def recv_command(
         previous = {}
         with driver:
             server = FileServer(
-                driver, output, config=config, on_result=on_result, idle_timeout_s=timeout_s
+                driver,
+                output,
+                config=config,
+                on_result=on_result,
+                idle_timeout_s=timeout_s,
+                limits=limits,
+                on_refusal=None if quiet else _RefusalLog(limits),
             )
             try:
                 for signum in (signal.SIGINT, signal.SIGTERM):

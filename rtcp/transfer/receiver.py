@@ -9,15 +9,18 @@ connection that dies first (reset, timeout, shutdown) leaves no file and no temp
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.connection import LocalProtocolError
 from rtcp.errors import ExitCode
 from rtcp.net.driver import App, Driver
+from rtcp.transfer import limits as lim
 from rtcp.transfer import protocol as proto
 from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
 
@@ -93,8 +96,10 @@ class ReceiveApp(App):
         on_finished: Callable[[ReceiveResult], None],
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        budget: lim.ReceiveMemoryBudget | None = None,
     ):
         self.out = out
+        self.budget = budget
         self.peer = _peer_text(peer)
         self.on_finished = on_finished
         self.idle_timeout_s = idle_timeout_s
@@ -119,9 +124,11 @@ class ReceiveApp(App):
             self._outcome = (code, verified, reason)
 
     def _finish(self, now: float) -> None:
-        """Report the outcome once; removes any temporary left."""
+        """Report the outcome once; removes any temporary left, returns its memory grant."""
         if self.result is not None:
             return
+        if self.budget is not None:
+            self.budget.remove(self.handle.conn)
         if self.incoming is not None and not self.incoming.committed:
             self.incoming.abort()
         code, verified, reason = self._outcome or (ExitCode.FAILURE, False, "unknown")
@@ -174,6 +181,11 @@ class ReceiveApp(App):
         conn.close()
 
     # --- App ---------------------------------------------------------------------------
+
+    def connection_made(self, handle) -> None:
+        super().connection_made(handle)
+        if self.budget is not None:
+            self.budget.add(handle.conn)
 
     def event_received(self, event, now: float) -> None:
         if isinstance(event, ev.DataReceived):
@@ -251,6 +263,8 @@ class ReceiveApp(App):
         self._answer(verdict, now)
 
     def poll(self, now: float) -> None:
+        if self.budget is not None:
+            self.budget.maybe_regrant(now)
         if self._verdict_out is not None:
             self._push_verdict()
 
@@ -280,8 +294,26 @@ class ReceiveApp(App):
         self._finish(now)
 
 
+def _heap_trimmer() -> Callable[[], None]:
+    """glibc's malloc_trim: give freed heap memory back to the system when a transfer ends
+    (without it, the RSS that peers' buffers raised stays raised). A no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+_trim_heap = _heap_trimmer()
+
+
 class FileServer:
-    """Accepts transfers on a driver; calls on_result(ReceiveResult) for each one finished."""
+    """Accepts transfers on a driver; calls on_result(ReceiveResult) for each one finished.
+
+    Its limits (limits.ReceiverLimits) bound what peers can make it hold: connections,
+    receive memory (each connection's window is its share of the budget), and the time a
+    transfer may take to send its header or spend below the minimum rate."""
 
     def __init__(
         self,
@@ -291,21 +323,35 @@ class FileServer:
         config: ConnectionConfig | None = None,
         on_result: Callable[[ReceiveResult], None] | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-        max_connections: int = 256,
+        limits: lim.ReceiverLimits | None = None,
+        on_refusal: Callable[[str, str], None] | None = None,
     ):
         self.driver = driver
         self.out = out
         self.config = config or ConnectionConfig()
         self.on_result = on_result
+        self.on_refusal = on_refusal
         self.idle_timeout_s = idle_timeout_s
-        self.max_connections = max_connections
+        self.limits = limits or lim.ReceiverLimits()
+        self.counters = lim.LimitCounters()
+        self.budget = lim.ReceiveMemoryBudget(self.limits.max_memory_bytes)
         self.results: list[ReceiveResult] = []
         self.apps: list[ReceiveApp] = []
-        driver.listen(self.config, self._accept)
+        # each connection gets its own copy of the config: its window is its memory grant
+        driver.listen(lambda: replace(self.config), self._accept)
+
+    def _refuse(self, limit: str, peer: tuple) -> None:
+        self.counters.hit(limit)
+        if self.on_refusal is not None:
+            self.on_refusal(limit, _peer_text(peer))
 
     def _accept(self, peer: tuple) -> ReceiveApp | None:
         self.apps = [a for a in self.apps if a.result is None]
-        if len(self.apps) >= self.max_connections:
+        if len(self.apps) >= self.limits.max_connections:
+            self._refuse(lim.CONNECTIONS, peer)
+            return None
+        if not self.budget.fits_another():
+            self._refuse(lim.MEMORY, peer)
             return None
         app = ReceiveApp(
             self.out,
@@ -313,12 +359,14 @@ class FileServer:
             on_finished=self._finished,
             idle_timeout_s=self.idle_timeout_s,
             clock=self.driver.clock,
+            budget=self.budget,
         )
         self.apps.append(app)
         return app
 
     def _finished(self, result: ReceiveResult) -> None:
         self.results.append(result)
+        _trim_heap()
         if self.on_result is not None:
             self.on_result(result)
 
