@@ -592,6 +592,9 @@ class Connection:
     def _on_syn_sent(self, seg: wire.Segment, now: float) -> None:
         """RFC 9293 3.10.7.3."""
         flags = seg.flags
+        if flags & wire.RETRY:
+            self._on_retry(seg, now)
+            return
         if flags & ACK:
             ack = unwrap(seg.ack, self.iss, 1)
             if ack != 1:
@@ -622,6 +625,19 @@ class Connection:
             self._events.append(events.HandshakeComplete())
         else:
             self._set_state("recv SYN")
+
+    _retry_token: bytes | None = None
+
+    def _on_retry(self, seg: wire.Segment, now: float) -> None:
+        """The listener asks us to prove our address (rtcp/core/validation.py): send the SYN
+        again at once, echoing its token. Only one RETRY is followed (QUIC's rule), and only
+        one that acknowledges our SYN's sequence number (an off-path forger cannot)."""
+        token = seg.option(wire.OPT_RETRY_TOKEN)
+        if self._retry_token is not None or token is None or unwrap(seg.ack, self.iss, 1) != 1:
+            return
+        self._retry_token = token
+        self._syn_pending = True
+        self._trace("retry", token_len=len(token))
 
     def _rtt_sample_syn(self, seg: wire.Segment, now: float) -> None:
         """The handshake's RTT sample, for both sides. Karn (RFC 6298 3) with timestamps (RFC
@@ -1022,6 +1038,8 @@ class Connection:
             opts += wire.opt_sack_permitted()
         if cfg.timestamps and (not is_synack or self.ts_ok):
             opts += wire.opt_timestamps(self._ts(now), self._ts_recent)
+        if self._retry_token is not None and not is_synack:
+            opts += wire.opt_bytes(wire.OPT_RETRY_TOKEN, self._retry_token)
         flags = SYN | ACK if is_synack else SYN
         ack = wrap(self.rcv_nxt, self.irs) if is_synack else 0
         window = min(self._receive_window(), MAX_WINDOW_FIELD)

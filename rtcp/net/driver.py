@@ -40,6 +40,7 @@ from rtcp.core import events as ev
 from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.connection import Connection
+from rtcp.core.validation import AmplificationLimit, RetryTokens
 from rtcp.net import udp
 
 _RECV_BUFFER_BYTES = udp.RECV_BUFFER_BYTES
@@ -57,6 +58,20 @@ _MAX_GRO_DATAGRAMS_PER_WAKEUP = 128
 _LINGER_S = 2.0
 # Queued datagrams (EAGAIN) handed to one send_batch call when the socket is writable again.
 _MAX_PENDING_BATCH = 1024
+
+
+@dataclass
+class ListenLimits:
+    """What SYNs may make a listener spend (README: Security and limits). A half-open
+    connection (a SYN answered, its handshake not complete) has no application yet and sends
+    at most 3x what its address sent (validation.AmplificationLimit)."""
+
+    max_half_open: int = 1024  # half-open connections in all; a SYN beyond is dropped
+    # Pressure: with this many half-open (or this many from one IP address), a SYN without a
+    # token is answered statelessly with RETRY and only a SYN echoing a valid token gets state.
+    retry_above_half_open: int = 64
+    retry_above_half_open_per_source: int = 8
+    half_open_lifetime_s: float = 5.0  # a handshake not complete by then is dropped, silently
 
 
 class App:
@@ -96,6 +111,10 @@ class Handle:
     local_id: int | None = None
     removed: bool = False
     extra: dict = field(default_factory=dict)
+    # A listener's connection before its handshake completes: no app yet (app_factory runs
+    # when it does), and an address not validated: amplification-limited.
+    half_open: bool = False
+    amplification: AmplificationLimit | None = None
 
     @property
     def closed(self) -> bool:
@@ -118,6 +137,12 @@ class DriverStats:
     unroutable: int = 0  # datagrams for no known connection (or too short to route)
     resets_sent: int = 0  # RSTs answering segments for no (open) connection
     send_queue_peak: int = 0
+    retries_sent: int = 0  # stateless RETRY answers to SYNs under pressure
+    tokens_invalid: int = 0  # SYNs with a token that did not validate (dropped)
+    half_open_refused: int = 0  # SYNs dropped: limit "half-open connections" reached
+    half_open_expired: int = 0  # handshakes not complete within half_open_lifetime_s
+    amplification_withheld: int = 0  # datagrams not sent to an unvalidated address (3x limit)
+    half_open_peak: int = 0
 
 
 class Driver:
@@ -165,6 +190,10 @@ class Driver:
         self._want_write = False
         self._listen: tuple[Callable[[], ConnectionConfig], Callable[[tuple], App | None]] | None
         self._listen = None
+        self.listen_limits = ListenLimits()
+        self._tokens = RetryTokens()
+        self._half_open: set[Handle] = set()
+        self._half_open_by_source: dict[str, int] = {}
         self._more_to_read = False
         self._closed = False
         self._old_wakeup_fd: int | None = None
@@ -183,10 +212,18 @@ class Driver:
         self,
         config: ConnectionConfig | Callable[[], ConnectionConfig],
         app_factory: Callable[[tuple], App | None],
+        limits: ListenLimits | None = None,
     ) -> None:
-        """Accept connections: app_factory(peer) returns the App for a new SYN (None refuses)."""
+        """Accept connections: app_factory(peer) returns the App for a connection whose
+        handshake just completed (None refuses it: RST). SYNs are bounded by limits."""
         factory = config if callable(config) else (lambda: config)
         self._listen = (factory, app_factory)
+        if limits is not None:
+            self.listen_limits = limits
+
+    @property
+    def half_open(self) -> int:
+        return len(self._half_open)
 
     def stop_listening(self) -> None:
         self._listen = None
@@ -254,6 +291,10 @@ class Driver:
                 t = h.closed_at + _LINGER_S
                 if best is None or t < best:
                     best = t
+            if h.half_open:
+                t = h.created + self.listen_limits.half_open_lifetime_s
+                if best is None or t < best:
+                    best = t
         return best
 
     def run(self, until: Callable[[], bool], max_wait_s: float | None = None) -> None:
@@ -300,6 +341,8 @@ class Driver:
             t = conn.get_timer()
             if t is not None and t <= now:
                 conn.handle_timer(now)
+            if h.half_open and not self._settle_half_open(h, now):
+                continue
             t = h.app.deadline()
             if t is not None and t <= now:
                 h.app.on_deadline(now)
@@ -312,6 +355,45 @@ class Driver:
                 now >= h.closed_at + _LINGER_S or _state_name(conn) == "CLOSED"
             ):
                 self._remove(h)
+
+    def _settle_half_open(self, h: Handle, now: float) -> bool:
+        """A half-open connection: give it its app once the handshake completed (the peer's
+        ACK proves its address), drop it once it failed or outlived its lifetime. False: it
+        is still half-open (or gone) and needs nothing more this iteration."""
+        conn = h.conn
+        state = _state_name(conn)
+        if state == "SYN_RECEIVED":
+            if now >= h.created + self.listen_limits.half_open_lifetime_s:
+                self.stats.half_open_expired += 1
+                self._remove(h)
+                return False
+            self._flush(h, now)  # a retransmitted SYN-ACK, within the amplification limit
+            return False
+        self._leave_half_open(h)
+        if conn.is_closed or self._listen is None:
+            self._remove(h)
+            return False
+        h.amplification = None  # validated: the ACK echoed our SYN-ACK's ids and ISS
+        app = self._listen[1](h.peer)
+        if app is None:
+            conn.abort()  # "refused": RST
+            self._flush(h, now)
+            self._remove(h)
+            return False
+        h.app = app
+        app.connection_made(h)
+        return True
+
+    def _leave_half_open(self, h: Handle) -> None:
+        if h.half_open:
+            h.half_open = False
+            self._half_open.discard(h)
+            source = h.peer[0]
+            left = self._half_open_by_source.get(source, 1) - 1
+            if left > 0:
+                self._half_open_by_source[source] = left
+            else:
+                self._half_open_by_source.pop(source, None)
 
     def _drain_events(self, h: Handle, now: float) -> None:
         conn, app = h.conn, h.app
@@ -328,6 +410,12 @@ class Driver:
     def _flush(self, h: Handle, now: float) -> None:
         datagrams = h.conn.datagrams_to_send(now)
         if datagrams:
+            if h.amplification is not None:
+                before = h.amplification.withheld
+                datagrams = h.amplification.allow(datagrams)
+                self.stats.amplification_withheld += h.amplification.withheld - before
+                if not datagrams:
+                    return
             self._send(datagrams, h.peer)
 
     def _remove(self, h: Handle) -> None:
@@ -338,6 +426,7 @@ class Driver:
             del self._by_id[h.local_id]
         if h.syn_key is not None and self._by_syn.get(h.syn_key) is h:
             del self._by_syn[h.syn_key]
+        self._leave_half_open(h)
         try:
             self._handles.remove(h)
         except ValueError:
@@ -412,7 +501,12 @@ class Driver:
             taken = 0
             if ids is not None and ids[2]:
                 h = self._by_id.get(ids[2])
-                if h is not None and not h.removed and not h.conn.is_closed:
+                if (
+                    h is not None
+                    and not h.removed
+                    and h.amplification is None
+                    and not h.conn.is_closed
+                ):
                     taken = h.conn.receive_datagrams(batch, now)
             if not taken:
                 self._route(first, addr, now)
@@ -433,31 +527,69 @@ class Driver:
                 if not flags & wire.RST:
                     self._reply_rst(data, addr)
                 return
+            if h.amplification is not None and addr == h.peer:
+                h.amplification.on_received(len(data))
             h.conn.receive_datagram(data, now)
             return
         key = (addr, src_id)
         h = self._by_syn.get(key)
         if h is not None and not h.removed:
+            if h.amplification is not None:
+                h.amplification.on_received(len(data))
             h.conn.receive_datagram(data, now)
             return
         if self._listen is None or not (flags & wire.SYN) or (flags & wire.ACK):
             self.stats.unroutable += 1
             return
-        config_factory, app_factory = self._listen
-        config = config_factory()
-        conn = Connection(config, is_client=False, now=now)
-        conn.receive_datagram(data, now)
-        if _state_name(conn) in ("LISTEN", "CLOSED"):
-            # the SYN did not pass the core's checks (checksum, ...): nothing to keep
+        self._on_new_syn(data, addr, key, now)
+
+    def _on_new_syn(self, data, addr: tuple, key: tuple, now: float) -> None:
+        """A SYN for no connection yet. Under pressure (many half-open, or many from this
+        source) it is answered statelessly with RETRY (validation.RetryTokens) unless it
+        echoes a valid token; otherwise a half-open connection answers it with a SYN-ACK
+        (within 3x the bytes its address sent, until the handshake completes)."""
+        try:
+            seg = wire.decode(data)
+        except wire.WireError:
             self.stats.unroutable += 1
             return
-        app = app_factory(addr)
-        if app is None:
-            self._reply_rst(data, addr)  # "connection refused"
+        limits, stats = self.listen_limits, self.stats
+        token = seg.option(wire.OPT_RETRY_TOKEN)
+        if token is not None:
+            if not self._tokens.valid(token, addr, seg.src_id, now):
+                stats.tokens_invalid += 1
+                return
+        elif (
+            len(self._half_open) >= limits.retry_above_half_open
+            or self._half_open_by_source.get(addr[0], 0)
+            >= limits.retry_above_half_open_per_source
+        ):
+            stats.retries_sent += 1
+            self._send([self._tokens.retry_for(seg, addr, now)], addr)
             return
-        h = self._add(conn, addr, app, now)
+        if len(self._half_open) >= limits.max_half_open:
+            stats.half_open_refused += 1
+            return
+        conn = Connection(self._listen[0](), is_client=False, now=now)
+        conn.receive_datagram(data, now)
+        if _state_name(conn) in ("LISTEN", "CLOSED"):
+            # the SYN did not pass the core's checks: nothing to keep
+            stats.unroutable += 1
+            return
+        h = Handle(conn=conn, peer=addr, app=_HALF_OPEN_APP, driver=self, created=now)
+        h.local_id = conn.local_id
+        h.half_open = True
         h.syn_key = key
+        if token is None:  # a valid token proved the address already
+            h.amplification = AmplificationLimit()
+            h.amplification.on_received(len(data))
+        self._by_id[conn.local_id] = h
         self._by_syn[key] = h
+        self._handles.append(h)
+        self._half_open.add(h)
+        self._half_open_by_source[addr[0]] = self._half_open_by_source.get(addr[0], 0) + 1
+        stats.half_open_peak = max(stats.half_open_peak, len(self._half_open))
+        self._flush(h, now)  # the SYN-ACK
 
     def _reply_rst(self, data, addr) -> None:
         """Answer a segment for a connection that does not exist (any more) with a RST, as
@@ -561,6 +693,9 @@ class Driver:
             pending.popleft()
         self._want_write = False
         self._sel.modify(self.sock, selectors.EVENT_READ, "sock")
+
+
+_HALF_OPEN_APP = App()  # stands in until the handshake completes (it ignores everything)
 
 
 def _state_name(conn) -> str:

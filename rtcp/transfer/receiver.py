@@ -100,6 +100,7 @@ class ReceiveApp(App):
     ):
         self.out = out
         self.budget = budget
+        self.source = peer[0]
         self.peer = _peer_text(peer)
         self.on_finished = on_finished
         self.idle_timeout_s = idle_timeout_s
@@ -352,6 +353,9 @@ class FileServer:
             return None
         if not self.budget.fits_another():
             self._refuse(lim.MEMORY, peer)
+            return None
+        if sum(a.source == peer[0] for a in self.apps) >= self.limits.max_per_source:
+            self._refuse(lim.PER_SOURCE, peer)
             return None
         app = ReceiveApp(
             self.out,
