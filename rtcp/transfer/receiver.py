@@ -97,9 +97,13 @@ class ReceiveApp(App):
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
         budget: lim.ReceiveMemoryBudget | None = None,
+        limits: lim.ReceiverLimits | None = None,
+        on_limit: Callable[[str, str, str], None] | None = None,
     ):
         self.out = out
         self.budget = budget
+        self.limits = limits or lim.ReceiverLimits()
+        self.on_limit = on_limit
         self.source = peer[0]
         self.peer = _peer_text(peer)
         self.on_finished = on_finished
@@ -117,6 +121,11 @@ class ReceiveApp(App):
         self._sha256: str | None = None
         self._path: str | None = None
         self._discarding = False
+        # slowloris: the header must be complete by header_deadline_s, and every
+        # MIN_RATE_INTERVAL_S after it at least min_rate_bytes_per_s x interval must arrive
+        self._rate_check_at: float | None = None
+        self._bytes_at_check = 0
+        self.bytes_in = 0  # stream bytes read from the connection
 
     # --- outcome -----------------------------------------------------------------------
 
@@ -222,6 +231,7 @@ class ReceiveApp(App):
         # (1400-byte datagrams) are joined first: one copy is cheaper than a parser step, a
         # write and a hash update for each.
         total = conn.readable
+        self.bytes_in += total
         chunks = conn.read_chunks()
         if len(chunks) > 1 and total < _JOIN_BELOW_BYTES * len(chunks):
             chunks = [b"".join(chunks)]
@@ -240,6 +250,21 @@ class ReceiveApp(App):
                 except Refusal as exc:
                     self._refuse(exc.verdict, now)
             elif isinstance(item, proto.HeaderReceived):
+                self._rate_check_at = now + lim.MIN_RATE_INTERVAL_S
+                self._bytes_at_check = self.bytes_in
+                largest = self.limits.max_size_bytes
+                if largest is not None and item.size > largest:
+                    if self.on_limit is not None:
+                        self.on_limit(lim.MAX_SIZE, self.peer, "refused")
+                    self._refuse(
+                        proto.Verdict(
+                            proto.Status.TOO_LARGE,
+                            f"{item.size} bytes, more than the receiver's limit "
+                            f"'{lim.MAX_SIZE}' of {largest} bytes (--max-size)",
+                        ),
+                        now,
+                    )
+                    continue
                 try:
                     self.incoming = self.out.open(item.name, item.size)
                 except Refusal as exc:
@@ -274,15 +299,49 @@ class ReceiveApp(App):
             return None
         if self.verdict_at is not None:
             return self.verdict_at + CLOSE_GRACE_S
-        return self.last_activity + self.idle_timeout_s
+        idle = self.last_activity + self.idle_timeout_s
+        if self.parser.header is None:
+            return min(idle, self.started + self.limits.header_deadline_s)
+        if self._rate_check_at is None:
+            return idle
+        return min(idle, self._rate_check_at)
 
     def on_deadline(self, now: float) -> None:
         if self.result is not None:
             return
         if self.verdict_at is None:
+            if self.parser.header is None and now >= self.started + self.limits.header_deadline_s:
+                self._cut_off(
+                    lim.HEADER_DEADLINE,
+                    f"no complete header within {self.limits.header_deadline_s:g} s",
+                    now,
+                )
+                return
+            if self._rate_check_at is not None and now >= self._rate_check_at:
+                moved = self.bytes_in - self._bytes_at_check
+                floor = self.limits.min_rate_bytes_per_s * lim.MIN_RATE_INTERVAL_S
+                if moved < floor:
+                    self._cut_off(
+                        lim.MIN_RATE,
+                        f"{moved} bytes in {lim.MIN_RATE_INTERVAL_S:g} s, below the minimum "
+                        f"rate of {self.limits.min_rate_bytes_per_s} bytes/s",
+                        now,
+                    )
+                    return
+                self._rate_check_at = now + lim.MIN_RATE_INTERVAL_S
+                self._bytes_at_check = self.bytes_in
+            if now < self.last_activity + self.idle_timeout_s:
+                return
             self._decide(
                 ExitCode.TIMEOUT, False, f"nothing from the sender for {self.idle_timeout_s:g} s"
             )
+        self.abort(now)
+
+    def _cut_off(self, limit: str, why: str, now: float) -> None:
+        """A limit ends this transfer: RST, the temporary removed, the limit named."""
+        if self.on_limit is not None:
+            self.on_limit(limit, self.peer, "cut off")
+        self._decide(ExitCode.TIMEOUT, False, f"cut off by the limit '{limit}': {why}")
         self.abort(now)
 
     def abort(self, now: float, reason: str | None = None) -> None:
@@ -325,7 +384,7 @@ class FileServer:
         on_result: Callable[[ReceiveResult], None] | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         limits: lim.ReceiverLimits | None = None,
-        on_refusal: Callable[[str, str], None] | None = None,
+        on_refusal: Callable[[str, str, str], None] | None = None,
     ):
         self.driver = driver
         self.out = out
@@ -342,9 +401,12 @@ class FileServer:
         driver.listen(lambda: replace(self.config), self._accept)
 
     def _refuse(self, limit: str, peer: tuple) -> None:
+        self._limit_hit(limit, _peer_text(peer), "refused")
+
+    def _limit_hit(self, limit: str, peer: str, action: str) -> None:
         self.counters.hit(limit)
         if self.on_refusal is not None:
-            self.on_refusal(limit, _peer_text(peer))
+            self.on_refusal(limit, peer, action)
 
     def _accept(self, peer: tuple) -> ReceiveApp | None:
         self.apps = [a for a in self.apps if a.result is None]
@@ -364,6 +426,8 @@ class FileServer:
             idle_timeout_s=self.idle_timeout_s,
             clock=self.driver.clock,
             budget=self.budget,
+            limits=self.limits,
+            on_limit=self._limit_hit,
         )
         self.apps.append(app)
         return app

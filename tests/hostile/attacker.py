@@ -118,3 +118,23 @@ def hold_windows_out_of_order(attackers, deadline_s: float, segment_bytes: int =
                     lo, hi = unwrap(left, c.iss, 2), unwrap(right, c.iss, 2)
                     if lo == 2:
                         st["held"] = (2, max(st["held"][1], hi))
+
+
+def drip(attackers, data: bytes, interval_s: float, until, deadline_s: float) -> None:
+    """Each attacker sends `data` one byte every interval_s through its connection (acked and
+    retransmitted as a real, slow sender), until until() is true or data runs out."""
+    end = time.monotonic() + deadline_s
+    sent = 0
+    next_at = time.monotonic()
+    while not until():
+        now = time.monotonic()
+        if now > end:
+            raise AssertionError(f"still dripping after {deadline_s} s")
+        if now >= next_at and sent < len(data):
+            for a in attackers:
+                if not a.handle.conn.is_closed:
+                    a.handle.conn.send(data[sent : sent + 1])
+            sent += 1
+            next_at = now + interval_s
+        for a in attackers:
+            a.driver.run_once(0.01)
