@@ -40,7 +40,7 @@ from rtcp.core import events as ev
 from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.connection import Connection
-from rtcp.core.validation import AmplificationLimit, RetryTokens
+from rtcp.core.validation import AmplificationLimit, PathValidator, RetryTokens
 from rtcp.net import udp
 
 _RECV_BUFFER_BYTES = udp.RECV_BUFFER_BYTES
@@ -115,6 +115,7 @@ class Handle:
     # when it does), and an address not validated: amplification-limited.
     half_open: bool = False
     amplification: AmplificationLimit | None = None
+    path: PathValidator | None = None  # created when a datagram comes from another address
 
     @property
     def closed(self) -> bool:
@@ -143,6 +144,9 @@ class DriverStats:
     half_open_expired: int = 0  # handshakes not complete within half_open_lifetime_s
     amplification_withheld: int = 0  # datagrams not sent to an unvalidated address (3x limit)
     half_open_peak: int = 0
+    path_challenges_sent: int = 0  # PATH_CHALLENGEs to a connection's new address
+    path_responses_sent: int = 0
+    migrations: int = 0  # connections moved to a new address once it answered
 
 
 class Driver:
@@ -295,6 +299,10 @@ class Driver:
                 t = h.created + self.listen_limits.half_open_lifetime_s
                 if best is None or t < best:
                     best = t
+            if h.path is not None:
+                t = h.path.next_deadline()
+                if t is not None and (best is None or t < best):
+                    best = t
         return best
 
     def run(self, until: Callable[[], bool], max_wait_s: float | None = None) -> None:
@@ -343,6 +351,8 @@ class Driver:
                 conn.handle_timer(now)
             if h.half_open and not self._settle_half_open(h, now):
                 continue
+            if h.path is not None:
+                self._challenge(h, now)
             t = h.app.deadline()
             if t is not None and t <= now:
                 h.app.on_deadline(now)
@@ -505,6 +515,7 @@ class Driver:
                     h is not None
                     and not h.removed
                     and h.amplification is None
+                    and addr == h.peer
                     and not h.conn.is_closed
                 ):
                     taken = h.conn.receive_datagrams(batch, now)
@@ -519,6 +530,9 @@ class Driver:
             self.stats.unroutable += 1
             return
         flags, src_id, dst_id = ids
+        if dst_id and not flags:
+            self._on_path_segment(data, addr, dst_id, now)
+            return
         if dst_id:
             h = self._by_id.get(dst_id)
             if h is None or h.removed or h.conn.is_closed:
@@ -530,6 +544,8 @@ class Driver:
             if h.amplification is not None and addr == h.peer:
                 h.amplification.on_received(len(data))
             h.conn.receive_datagram(data, now)
+            if addr != h.peer and not h.half_open:
+                self._on_new_address(h, addr, len(data), now)
             return
         key = (addr, src_id)
         h = self._by_syn.get(key)
@@ -542,6 +558,65 @@ class Driver:
             self.stats.unroutable += 1
             return
         self._on_new_syn(data, addr, key, now)
+
+    # --- path validation (rtcp/core/validation.py, RFC 9000 8.2 and 9) -----------------
+
+    def _on_new_address(self, h: Handle, addr: tuple, nbytes: int, now: float) -> None:
+        """A live connection's datagram came from another address (a NAT rebinding, a
+        restarted middlebox): challenge that address; the connection moves there only once
+        it answers. Replies keep going to the validated address meanwhile."""
+        if h.path is None:
+            h.path = PathValidator(h.peer)
+        h.path.on_datagram_from(addr, nbytes, now)
+        self._challenge(h, now)
+
+    def _challenge(self, h: Handle, now: float) -> None:
+        path = h.path
+        value = path.challenge_due(now)
+        if value is None:
+            return
+        dgram = wire.build(
+            0, h.conn.local_id, h.conn.peer_id, 0, 0, 0,
+            wire.opt_bytes(wire.OPT_PATH_CHALLENGE, value),
+        )
+        allowed = path.amplification.allow([dgram])  # 3x what the new address sent
+        if allowed:
+            self.stats.path_challenges_sent += 1
+            self._send(allowed, path.candidate)
+
+    def _on_path_segment(self, data, addr: tuple, dst_id: int, now: float) -> None:
+        """A segment with no flags: a PATH_CHALLENGE (answer it to where it came from, the
+        same size back) or a PATH_RESPONSE (which may validate a connection's new address)."""
+        h = self._by_id.get(dst_id)
+        if h is None or h.removed or h.half_open:
+            self.stats.unroutable += 1
+            return
+        try:
+            seg = wire.decode(data)
+        except wire.WireError:
+            self.stats.unroutable += 1
+            return
+        if seg.src_id != h.conn.peer_id:
+            self.stats.unroutable += 1
+            return
+        challenge = seg.option(wire.OPT_PATH_CHALLENGE)
+        if challenge is not None:
+            self.stats.path_responses_sent += 1
+            self._send(
+                [
+                    wire.build(
+                        0, h.conn.local_id, h.conn.peer_id, 0, 0, 0,
+                        wire.opt_bytes(wire.OPT_PATH_RESPONSE, challenge),
+                    )
+                ],
+                addr,
+            )
+            return
+        response = seg.option(wire.OPT_PATH_RESPONSE)
+        if response is not None and h.path is not None and h.path.on_response(response, addr):
+            h.peer = addr
+            self.stats.migrations += 1
+            self._flush(h, now)
 
     def _on_new_syn(self, data, addr: tuple, key: tuple, now: float) -> None:
         """A SYN for no connection yet. Under pressure (many half-open, or many from this
