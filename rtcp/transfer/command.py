@@ -732,6 +732,9 @@ def recv_command(
                 print(f"listening on {format_hostport(local[0], local[1])}", flush=True)
                 driver.run(lambda: stop["signal"] is not None or (once and bool(first)))
                 server.shutdown()
+                counts = server.limit_report()
+                if counts and not quiet:
+                    print(f"rtcp: limits and defences: {counts}", file=sys.stderr, flush=True)
             finally:
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)

@@ -438,6 +438,23 @@ class FileServer:
         if self.on_result is not None:
             self.on_result(result)
 
+    def limit_report(self) -> str:
+        """The counters of every limit hit and defence used, nonzero ones only, in one line
+        ("" when none): printed by `rtcp recv` when it stops."""
+        stats = self.driver.stats
+        counts = dict(self.counters)
+        for name, value in (
+            ("retries sent", stats.retries_sent),
+            ("invalid tokens", stats.tokens_invalid),
+            ("half-open refused", stats.half_open_refused),
+            ("half-open expired", stats.half_open_expired),
+            ("amplification withheld", stats.amplification_withheld),
+            ("path challenges", stats.path_challenges_sent),
+            ("migrations", stats.migrations),
+        ):
+            counts[name] = value
+        return ", ".join(f"{name} {n}" for name, n in counts.items() if n)
+
     @property
     def active(self) -> int:
         return sum(1 for a in self.apps if a.result is None)

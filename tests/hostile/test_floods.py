@@ -31,8 +31,11 @@ def syn(src_id: int, seq: int) -> bytes:
     return wire.build(wire.SYN, src_id, 0, seq, 0, 65535, opts)
 
 
-def flood(port: int, count: int, stop: threading.Event, sent: list) -> None:
-    """count SYNs from FLOOD_PORTS source ports, each SYN with its own connection id."""
+def flood(
+    port: int, count: int, stop: threading.Event, sent: list, per_s: float | None = None
+) -> None:
+    """count SYNs from FLOOD_PORTS source ports, each SYN with its own connection id; as fast
+    as possible, or per_s a second."""
     rng = random.Random(7)
     socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(FLOOD_PORTS)]
     deadline = time.monotonic() + FLOOD_DEADLINE_S
@@ -41,7 +44,11 @@ def flood(port: int, count: int, stop: threading.Event, sent: list) -> None:
             s.bind(("127.0.0.1", 0))
             s.setblocking(False)
         n = 0
+        start = time.monotonic()
         while n < count and not stop.is_set() and time.monotonic() < deadline:
+            if per_s is not None and n > (time.monotonic() - start) * per_s:
+                stop.wait(0.01)  # paced: the next SYN is not due yet
+                continue
             s = socks[n % FLOOD_PORTS]
             try:
                 s.sendto(syn(rng.getrandbits(32) or 1, rng.getrandbits(32)), ("127.0.0.1", port))
