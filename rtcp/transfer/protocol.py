@@ -57,6 +57,7 @@ class Status(IntEnum):
     PROTOCOL_ERROR = 5  # the stream is not a valid transfer (bad magic, truncated, ...)
     UNSUPPORTED_VERSION = 6  # the header's format version is unknown to the receiver
     TOO_LARGE = 7  # not enough space for the announced size
+    BUSY = 8  # a limit of the receiver refuses this connection (the message names it)
 
 
 STATUS_TEXT = {
@@ -68,6 +69,7 @@ STATUS_TEXT = {
     Status.PROTOCOL_ERROR: "protocol error",
     Status.UNSUPPORTED_VERSION: "unsupported format version",
     Status.TOO_LARGE: "file too large",
+    Status.BUSY: "receiver busy",
 }
 
 

@@ -34,6 +34,7 @@ _STATUS_EXIT = {
     proto.Status.FILE_EXISTS: ExitCode.FILE_EXISTS,
     proto.Status.IO_ERROR: ExitCode.LOCAL_IO,
     proto.Status.TOO_LARGE: ExitCode.LOCAL_IO,
+    proto.Status.BUSY: ExitCode.REFUSED,
     proto.Status.BAD_NAME: ExitCode.REFUSED,
     proto.Status.PROTOCOL_ERROR: ExitCode.REFUSED,
     proto.Status.UNSUPPORTED_VERSION: ExitCode.REFUSED,
@@ -354,6 +355,39 @@ class ReceiveApp(App):
         self._finish(now)
 
 
+class RefusingApp(App):
+    """A connection a limit refuses: it gets a BUSY verdict that names the limit (the sender
+    reports it, exit 8) instead of a bare RST; whatever the sender sent meanwhile is read and
+    dropped, its window is shrunk to the least, and it is gone within CLOSE_GRACE_S."""
+
+    REFUSING_WINDOW_BYTES = 1
+
+    def __init__(self, message: str):
+        self.message = message
+        self.until: float | None = None
+
+    def connection_made(self, handle) -> None:
+        super().connection_made(handle)
+        conn = handle.conn
+        conn.config.receive_buffer_bytes = self.REFUSING_WINDOW_BYTES
+        conn.send(proto.Verdict(proto.Status.BUSY, self.message).encode())
+        conn.close()
+
+    def event_received(self, event, now: float) -> None:
+        if self.until is None:
+            self.until = now + CLOSE_GRACE_S
+        if isinstance(event, ev.DataReceived | ev.StreamEnded):
+            self.handle.conn.read_chunks()
+
+    def deadline(self) -> float | None:
+        return self.until
+
+    def on_deadline(self, now: float) -> None:
+        self.until = None
+        if not self.handle.conn.is_closed:
+            self.handle.conn.abort()
+
+
 def _heap_trimmer() -> Callable[[], None]:
     """glibc's malloc_trim: give freed heap memory back to the system when a transfer ends
     (without it, the RSS that peers' buffers raised stays raised). A no-op elsewhere."""
@@ -400,25 +434,24 @@ class FileServer:
         # each connection gets its own copy of the config: its window is its memory grant
         driver.listen(lambda: replace(self.config), self._accept)
 
-    def _refuse(self, limit: str, peer: tuple) -> None:
+    def _refuse(self, limit: str, peer: tuple, value) -> RefusingApp:
         self._limit_hit(limit, _peer_text(peer), "refused")
+        return RefusingApp(f"limit '{limit}' ({value}) reached")
 
     def _limit_hit(self, limit: str, peer: str, action: str) -> None:
         self.counters.hit(limit)
         if self.on_refusal is not None:
             self.on_refusal(limit, peer, action)
 
-    def _accept(self, peer: tuple) -> ReceiveApp | None:
+    def _accept(self, peer: tuple) -> App:
         self.apps = [a for a in self.apps if a.result is None]
-        if len(self.apps) >= self.limits.max_connections:
-            self._refuse(lim.CONNECTIONS, peer)
-            return None
+        limits = self.limits
+        if len(self.apps) >= limits.max_connections:
+            return self._refuse(lim.CONNECTIONS, peer, limits.max_connections)
         if not self.budget.fits_another():
-            self._refuse(lim.MEMORY, peer)
-            return None
-        if sum(a.source == peer[0] for a in self.apps) >= self.limits.max_per_source:
-            self._refuse(lim.PER_SOURCE, peer)
-            return None
+            return self._refuse(lim.MEMORY, peer, f"{limits.max_memory_bytes} bytes")
+        if sum(a.source == peer[0] for a in self.apps) >= limits.max_per_source:
+            return self._refuse(lim.PER_SOURCE, peer, limits.max_per_source)
         app = ReceiveApp(
             self.out,
             peer,
