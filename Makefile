@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo lint clean bench readme-check
+.PHONY: venv test demo lint clean bench readme-check fuzz soak
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -67,3 +67,21 @@ wireshark-check: $(STAMP)
 	       $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tshark; }; }
 	@command -v tshark >/dev/null 2>&1 || { echo "wireshark-check: tshark is not installed" >&2; exit 1; }
 	$(PY) -m pytest tests/trace -k tshark -rs
+
+# Hostile peers (README: Security and limits), outside `make test`. `make fuzz MINUTES=N` runs
+# the connection state machine, the connection and the codec fuzzers again and again (new
+# random inputs each round) for N minutes; `make soak` runs 1,000 sequential and 50 concurrent
+# transfers through an impaired proxy during a SYN flood, then checks that the receiver's fds,
+# threads, RSS and temporaries return to their baseline.
+MINUTES ?= 10
+fuzz: $(STAMP)
+	@end=$$(( $$(date +%s) + 60 * $(MINUTES) )); round=0; \
+	while [ $$(date +%s) -lt $$end ]; do \
+	  round=$$((round + 1)); echo "make fuzz: round $$round"; \
+	  RTCP_FUZZ_EXAMPLES=500 $(PY) -m pytest -x -q -p no:cacheprovider \
+	    tests/hostile/test_connection_machine.py tests/core/test_connection_fuzz.py \
+	    tests/core/test_wire.py || exit 1; \
+	done
+
+soak: $(STAMP)
+	$(PY) -m tests.hostile.soak

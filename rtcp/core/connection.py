@@ -133,6 +133,7 @@ class ConnectionStats:
     fast_recoveries: int = 0
     duplicate_segments: int = 0
     out_of_order_segments: int = 0
+    out_of_order_refused: int = 0  # segments dropped: one more held range than MAX_HELD_RANGES
     checksum_failures: int = 0
     malformed_datagrams: int = 0
     foreign_datagrams: int = 0  # well-formed but for another connection id
@@ -617,6 +618,9 @@ class Connection:
     def _on_syn_sent(self, seg: wire.Segment, now: float) -> None:
         """RFC 9293 3.10.7.3."""
         flags = seg.flags
+        if flags & wire.RETRY:
+            self._on_retry(seg, now)
+            return
         if flags & ACK:
             ack = unwrap(seg.ack, self.iss, 1)
             if ack != 1:
@@ -654,6 +658,19 @@ class Connection:
                 self._process_data(seg, 1, now)
         else:
             self._set_state("recv SYN")
+
+    _retry_token: bytes | None = None
+
+    def _on_retry(self, seg: wire.Segment, now: float) -> None:
+        """The listener asks us to prove our address (rtcp/core/validation.py): send the SYN
+        again at once, echoing its token. Only one RETRY is followed (QUIC's rule), and only
+        one that acknowledges our SYN's sequence number (an off-path forger cannot)."""
+        token = seg.option(wire.OPT_RETRY_TOKEN)
+        if self._retry_token is not None or token is None or unwrap(seg.ack, self.iss, 1) != 1:
+            return
+        self._retry_token = token
+        self._syn_pending = True
+        self._trace("retry", token_len=len(token))
 
     def _rtt_sample_syn(self, seg: wire.Segment, now: float) -> None:
         """The handshake's RTT sample, for both sides. Karn (RFC 6298 3) with timestamps (RFC
@@ -1103,6 +1120,8 @@ class Connection:
             opts += wire.opt_sack_permitted()
         if cfg.timestamps and (not is_synack or self.ts_ok):
             opts += wire.opt_timestamps(self._ts(now), self._ts_recent)
+        if self._retry_token is not None and not is_synack:
+            opts += wire.opt_bytes(wire.OPT_RETRY_TOKEN, self._retry_token)
         flags = SYN | ACK if is_synack else SYN
         ack = wrap(self.rcv_nxt, self.irs) if is_synack else 0
         window = min(self._receive_window(), MAX_WINDOW_FIELD)
@@ -1639,6 +1658,7 @@ class Connection:
         if transition and self.state is not S.CLOSED:
             self._set_state("abort" if reason == "aborted" else "recv RST")
         self._clear_timers()
+        self._reasm.release()  # out-of-order bytes can never be delivered now: free them
         self._report_closed(reason, error)
 
     def _clear_timers(self) -> None:
@@ -1653,6 +1673,14 @@ class Connection:
 
     def _receive_window(self) -> int:
         return max(0, self.config.receive_buffer_bytes - self._rcv_buffered)
+
+    def receive_memory(self) -> tuple[int, int]:
+        """(bytes the receive side holds or must keep room for: unread bytes plus the extent of
+        the out-of-order data, holes included; out-of-order ranges held). An application that
+        shares memory between connections lowers config.receive_buffer_bytes, which the
+        window follows (rtcp.transfer.limits.ReceiveMemoryBudget)."""
+        reasm = self._reasm
+        return self._rcv_buffered + reasm.held_extent, reasm.held_ranges
 
     def _deliver(self, data: bytes) -> None:
         """Queue in-order bytes for read(); DataReceived only when the buffer was empty, so an
@@ -1756,6 +1784,7 @@ class Connection:
         s.peer_window_bytes = self.snd_wnd
         s.bytes_in_flight = self.scoreboard.pipe
         s.rto_s = self.rtt.rto_s
+        s.out_of_order_refused = self._reasm.ranges_refused
         return s
 
     # --- tracing (only when an event hook is set) --------------------------------------

@@ -1,11 +1,20 @@
 """Out-of-order receive buffer: segments in any order -> in-order bytes, plus SACK blocks.
 
 Like CS144's Reassembler, with the held (out-of-order) data kept as a few merged ranges:
-`_starts` is the sorted list of range starts (bisect) and `_ranges` maps a start to its
-`_Range` (end, list of byte pieces, recency stamp). A range keeps its bytes as a list of
-pieces rather than one buffer, so merging ranges only moves piece references and bytes are
-copied once on the way in and once (by `b"".join`) on the way out; no Python loop ever runs
-per byte, only per piece.
+`_starts` is the sorted list of range starts (bisect: O(log n) to find, a memmove of at most
+MAX_HELD_RANGES pointers to insert) and `_ranges` maps a start to its `_Range` (end, list of
+byte pieces) in recency order (a dict keeps insertion order; a touched range is moved to its
+end), so the most recently touched ranges that SACK reports first (RFC 2018 4) are read off
+its end without sorting. A range keeps its bytes as a list of pieces rather than one buffer,
+so merging ranges only moves piece references and bytes are copied once on the way in and once
+(by `b"".join`) on the way out; no Python loop ever runs per byte, only per piece.
+
+A hostile peer can send many tiny segments out of order, each one a new range: the number of
+held ranges is capped (MAX_HELD_RANGES), and a segment that would open one more is dropped
+(not acknowledged: the sender sends it again). Linux prunes its out-of-order queue from the
+highest sequence instead (tcp_prune_ofo_queue), which reneges on SACKed data; refusing the new
+island never takes back what was SACKed. `work_units` counts the ranges each insert visits,
+so that tests can bound the work a peer causes per segment it sends.
 
 All offsets are absolute 64-bit stream offsets (see seqnum.py).
 """
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import islice
 
 from rtcp.core.wire import MAX_SACK_BLOCKS
 
@@ -22,6 +32,10 @@ __all__ = ["InsertResult", "Reassembler"]
 # What one segment carries (TCP fits 4 in its 40 option bytes, RFC 2018 3; rtcp's options
 # are not so limited: see wire.MAX_SACK_BLOCKS).
 DEFAULT_MAX_SACK_BLOCKS = MAX_SACK_BLOCKS
+# Out-of-order ranges one connection may hold. A 4 MiB window of 1400-byte segments is ~3000
+# segments, so at most ~1500 islands even if every other segment were lost; beyond this a new
+# island is dropped (named limit "held out-of-order ranges", counter ranges_refused).
+MAX_HELD_RANGES = 2048
 
 
 @dataclass(slots=True)
@@ -40,12 +54,11 @@ _EMPTY = InsertResult(b"", False, False, False)
 class _Range:
     """One held out-of-order range [start, end); start is its key in Reassembler._ranges."""
 
-    __slots__ = ("end", "pieces", "stamp")
+    __slots__ = ("end", "pieces")
 
-    def __init__(self, end: int, pieces: list, stamp: int) -> None:
+    def __init__(self, end: int, pieces: list) -> None:
         self.end = end
         self.pieces = pieces  # bytes-like pieces, in order, total length end - start
-        self.stamp = stamp  # insert counter of the latest segment touching it (SACK order)
 
 
 def _drop_front(pieces: list, skip: int) -> list:
@@ -65,18 +78,41 @@ def _drop_front(pieces: list, skip: int) -> list:
 class Reassembler:
     """Accepts stream bytes at absolute offsets, delivers them in order exactly once."""
 
-    __slots__ = ("_ranges", "_stamp", "_starts", "buffered_bytes", "next_offset")
+    __slots__ = (
+        "_ranges", "_starts", "buffered_bytes", "max_ranges", "next_offset", "ranges_refused",
+        "work_units",
+    )
 
-    def __init__(self, next_offset: int = 0) -> None:
+    def __init__(self, next_offset: int = 0, max_ranges: int = MAX_HELD_RANGES) -> None:
         self.next_offset = next_offset  # absolute offset of the next in-order byte expected
         self.buffered_bytes = 0  # bytes held out of order (not yet delivered)
+        self.max_ranges = max_ranges
+        self.ranges_refused = 0  # segments dropped because they would open one range too many
+        self.work_units = 0  # inserts + held ranges visited by them (the cost a peer causes)
         self._starts: list[int] = []  # sorted starts of held ranges (disjoint, non-adjacent)
-        self._ranges: dict[int, _Range] = {}
-        self._stamp = 0
+        self._ranges: dict[int, _Range] = {}  # start -> range, least recently touched first
+
+    @property
+    def held_ranges(self) -> int:
+        return len(self._starts)
+
+    @property
+    def held_extent(self) -> int:
+        """Bytes from next_offset to the end of the furthest held range (holes included): the
+        memory the held data and the holes before it can take once filled."""
+        if not self._starts:
+            return 0
+        return self._ranges[self._starts[-1]].end - self.next_offset
 
     def has_gap(self) -> bool:
         """Whether any out-of-order bytes are held (there is a hole before them)."""
         return bool(self._starts)
+
+    def release(self) -> None:
+        """Drop every held range (the connection is closed: they can never be delivered)."""
+        self._starts.clear()
+        self._ranges.clear()
+        self.buffered_bytes = 0
 
     def insert(
         self, offset: int, data: bytes | bytearray | memoryview, window_end: int
@@ -90,6 +126,7 @@ class Reassembler:
         n = len(data)
         if not n:
             return _EMPTY
+        self.work_units += 1
         end = offset + n
         nxt = self.next_offset
         lo = max(nxt, offset)
@@ -130,6 +167,7 @@ class Reassembler:
             self.buffered_bytes -= r.end - s
             k += 1
         del starts[:k]
+        self.work_units += k
         self.next_offset = cur
         # filled_gap: held ranges were consumed (RFC 5681 4.2: ACK such a segment at once).
         return InsertResult(b"".join(pieces), new == 0 and all_in_window, False, True)
@@ -138,8 +176,6 @@ class Reassembler:
         """New bytes start beyond a hole: merge them into the held ranges."""
         starts = self._starts
         ranges = self._ranges
-        self._stamp += 1
-        stamp = self._stamp
         mv = memoryview(data)
 
         # First held range touching [lo, hi): the one before lo if it reaches lo, else the next.
@@ -150,20 +186,25 @@ class Reassembler:
         while j < count and starts[j] <= hi:
             j += 1
         # Held ranges starts[first:j] overlap or abut [lo, hi) and merge into one.
+        self.work_units += j - first
 
         if first == j:  # touches nothing: a new range
+            if count >= self.max_ranges:
+                self.ranges_refused += 1
+                return _EMPTY
             starts.insert(first, lo)
-            ranges[lo] = _Range(hi, [bytes(mv[lo - offset : hi - offset])], stamp)
+            ranges[lo] = _Range(hi, [bytes(mv[lo - offset : hi - offset])])
             self.buffered_bytes += hi - lo
             return InsertResult(b"", False, True, False)
 
         s0 = starts[first]
         if s0 <= lo:  # extend the range that already covers lo, in place
-            target = ranges[s0]
+            target = ranges.pop(s0)
+            ranges[s0] = target  # now the most recently touched (RFC 2018 section 4)
             cur = target.end
             k = first + 1
         else:  # the new bytes begin the merged range
-            target = _Range(lo, [], stamp)
+            target = _Range(lo, [])
             cur = lo
             k = first
         pieces = target.pieces
@@ -182,7 +223,6 @@ class Reassembler:
             new += hi - cur
             cur = hi
         target.end = cur
-        target.stamp = stamp  # RFC 2018 section 4: the block holding the latest segment first
         if s0 <= lo:
             del starts[first + 1 : j]
         else:
@@ -200,5 +240,4 @@ class Reassembler:
         if max_blocks <= 0 or not self._starts:
             return []
         ranges = self._ranges
-        order = sorted(ranges, key=lambda s: ranges[s].stamp, reverse=True)
-        return [(s, ranges[s].end) for s in order[:max_blocks]]
+        return [(s, ranges[s].end) for s in islice(reversed(ranges), max_blocks)]

@@ -42,9 +42,14 @@ RST = 0x04
 PSH = 0x08
 ACK = 0x10
 PROBE = 0x20  # a path-MTU probe: the payload is padding, it occupies no sequence space
+# A listener under a SYN flood answers a SYN statelessly with RETRY and a token (QUIC's Retry,
+# RFC 9000 8.1.2): seq 0, ack = the SYN's seq + 1, dst_id = the SYN's src_id, the token in an
+# OPT_RETRY_TOKEN option. The client sends its SYN again with the token (rtcp/core/validation.py).
+RETRY = 0x40
 
 _FLAG_NAMES = (
-    (SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"), (PROBE, "PROBE")
+    (SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"), (PROBE, "PROBE"),
+    (RETRY, "RETRY"),
 )
 
 HEADER = struct.Struct("!BBHIIIIHHI")
@@ -63,6 +68,12 @@ OPT_SACK_PERMITTED = 4
 OPT_SACK = 5
 OPT_TIMESTAMPS = 8
 OPT_PMTU_ACK = 30  # rtcp's own: "your probe of N bytes arrived" (RFC 8899 probe confirmation)
+# rtcp's own options carried as opaque bytes (Segment.extra_options, opt_bytes): any kind that
+# has no field of its own. Their values are at most MAX_OPTION_VALUE_BYTES long.
+OPT_RETRY_TOKEN = 31  # a listener's address-validation token (RETRY, and the SYN that echoes it)
+OPT_PATH_CHALLENGE = 32  # 8 random bytes: "answer from the address you are at" (RFC 9000 8.2)
+OPT_PATH_RESPONSE = 33  # the 8 bytes of a challenge, echoed
+MAX_OPTION_VALUE_BYTES = 253
 
 # SACK blocks per segment. TCP fits 4 in its 40 bytes of options; rtcp's options have no such
 # limit (the option's length byte allows 31), and with ACKs lost as well as data, 4 blocks
@@ -104,9 +115,17 @@ class Segment:
     ts_val: int | None = None
     ts_ecr: int | None = None
     pmtu_ack: int | None = None
+    extra_options: tuple[tuple[int, bytes], ...] = ()  # (kind, value) of kinds without a field
 
     def flag_names(self) -> str:
         return flag_names(self.flags)
+
+    def option(self, kind: int) -> bytes | None:
+        """The value of the first extra option of this kind, or None."""
+        for k, value in self.extra_options:
+            if k == kind:
+                return value
+        return None
 
 
 def flag_names(flags: int) -> str:
@@ -147,6 +166,13 @@ def opt_pmtu_ack(size: int) -> bytes:
     return _OPT_MSS.pack(OPT_PMTU_ACK, 4, size)
 
 
+def opt_bytes(kind: int, value: bytes) -> bytes:
+    """A generic TLV option (kind, length, value): tokens, challenges, key shares."""
+    if len(value) > MAX_OPTION_VALUE_BYTES:
+        raise ValueError(f"option {kind}: {len(value)} bytes, at most {MAX_OPTION_VALUE_BYTES}")
+    return bytes((kind, 2 + len(value))) + bytes(value)
+
+
 TIMESTAMPS_OPTION_BYTES = 10
 
 
@@ -181,6 +207,8 @@ def _parse_options(seg: Segment, data, start: int, end: int) -> None:
             seg.ts_val, seg.ts_ecr = _U32X2.unpack_from(data, i + 2)
         elif kind == OPT_PMTU_ACK and length == 4:
             seg.pmtu_ack = _U16.unpack_from(data, i + 2)[0]
+        elif kind > OPT_PMTU_ACK:
+            seg.extra_options += ((kind, bytes(data[i + 2 : i + length])),)
         i += length
 
 
@@ -223,6 +251,8 @@ def encode(seg: Segment) -> bytes:
         opts += opt_sack(seg.sack_blocks)
     if seg.pmtu_ack is not None:
         opts += opt_pmtu_ack(seg.pmtu_ack)
+    for kind, value in seg.extra_options:
+        opts += opt_bytes(kind, value)
     return build(seg.flags, seg.src_id, seg.dst_id, seg.seq, seg.ack, seg.window, opts, seg.payload)
 
 

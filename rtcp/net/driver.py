@@ -49,6 +49,7 @@ from rtcp.core import events as ev
 from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.connection import Connection
+from rtcp.core.validation import AmplificationLimit, PathValidator, RetryTokens
 from rtcp.net import udp
 
 _RECV_BUFFER_BYTES = udp.RECV_BUFFER_BYTES
@@ -66,6 +67,20 @@ _MAX_GRO_DATAGRAMS_PER_WAKEUP = 128
 _LINGER_S = 2.0
 # Queued datagrams (EAGAIN) handed to one send_batch call when the socket is writable again.
 _MAX_PENDING_BATCH = 1024
+
+
+@dataclass
+class ListenLimits:
+    """What SYNs may make a listener spend (README: Security and limits). A half-open
+    connection (a SYN answered, its handshake not complete) has no application yet and sends
+    at most 3x what its address sent (validation.AmplificationLimit)."""
+
+    max_half_open: int = 1024  # half-open connections in all; a SYN beyond is dropped
+    # Pressure: with this many half-open (or this many from one IP address), a SYN without a
+    # token is answered statelessly with RETRY and only a SYN echoing a valid token gets state.
+    retry_above_half_open: int = 64
+    retry_above_half_open_per_source: int = 8
+    half_open_lifetime_s: float = 5.0  # a handshake not complete by then is dropped, silently
 
 
 class App:
@@ -109,6 +124,11 @@ class Handle:
     local_id: int | None = None
     removed: bool = False
     extra: dict = field(default_factory=dict)
+    # A listener's connection before its handshake completes: no app yet (app_factory runs
+    # when it does), and an address not validated: amplification-limited.
+    half_open: bool = False
+    amplification: AmplificationLimit | None = None
+    path: PathValidator | None = None  # created when a datagram comes from another address
 
     @property
     def closed(self) -> bool:
@@ -136,6 +156,15 @@ class DriverStats:
     icmp_too_big: int = 0  # ICMP "too big" reports that quoted a live connection: hints used
     icmp_too_big_ignored: int = 0  # ones that did not (forged, or for a closed connection)
     icmp_other: int = 0  # other errors read from the error queue (port unreachable, ...)
+    retries_sent: int = 0  # stateless RETRY answers to SYNs under pressure
+    tokens_invalid: int = 0  # SYNs with a token that did not validate (dropped)
+    half_open_refused: int = 0  # SYNs dropped: limit "half-open connections" reached
+    half_open_expired: int = 0  # handshakes not complete within half_open_lifetime_s
+    amplification_withheld: int = 0  # datagrams not sent to an unvalidated address (3x limit)
+    half_open_peak: int = 0
+    path_challenges_sent: int = 0  # PATH_CHALLENGEs to a connection's new address
+    path_responses_sent: int = 0
+    migrations: int = 0  # connections moved to a new address once it answered
 
 
 class Driver:
@@ -187,6 +216,10 @@ class Driver:
         self._want_write = False
         self._listen: tuple[Callable[[], ConnectionConfig], Callable[[tuple], App | None]] | None
         self._listen = None
+        self.listen_limits = ListenLimits()
+        self._tokens = RetryTokens()
+        self._half_open: set[Handle] = set()
+        self._half_open_by_source: dict[str, int] = {}
         self._more_to_read = False
         self._closed = False
         self._old_wakeup_fd: int | None = None
@@ -206,10 +239,18 @@ class Driver:
         self,
         config: ConnectionConfig | Callable[[], ConnectionConfig],
         app_factory: Callable[[tuple], App | None],
+        limits: ListenLimits | None = None,
     ) -> None:
-        """Accept connections: app_factory(peer) returns the App for a new SYN (None refuses)."""
+        """Accept connections: app_factory(peer) returns the App for a connection whose
+        handshake just completed (None refuses it: RST). SYNs are bounded by limits."""
         factory = config if callable(config) else (lambda: config)
         self._listen = (factory, app_factory)
+        if limits is not None:
+            self.listen_limits = limits
+
+    @property
+    def half_open(self) -> int:
+        return len(self._half_open)
 
     def stop_listening(self) -> None:
         self._listen = None
@@ -291,6 +332,14 @@ class Driver:
                 t = h.closed_at + _LINGER_S
                 if best is None or t < best:
                     best = t
+            if h.half_open:
+                t = h.created + self.listen_limits.half_open_lifetime_s
+                if best is None or t < best:
+                    best = t
+            if h.path is not None:
+                t = h.path.next_deadline()
+                if t is not None and (best is None or t < best):
+                    best = t
         return best
 
     def run(self, until: Callable[[], bool], max_wait_s: float | None = None) -> None:
@@ -337,6 +386,10 @@ class Driver:
             t = conn.get_timer()
             if t is not None and t <= now:
                 conn.handle_timer(now)
+            if h.half_open and not self._settle_half_open(h, now):
+                continue
+            if h.path is not None:
+                self._challenge(h, now)
             t = h.app.deadline()
             if t is not None and t <= now:
                 h.app.on_deadline(now)
@@ -349,6 +402,45 @@ class Driver:
                 now >= h.closed_at + _LINGER_S or _state_name(conn) == "CLOSED"
             ):
                 self._remove(h)
+
+    def _settle_half_open(self, h: Handle, now: float) -> bool:
+        """A half-open connection: give it its app once the handshake completed (the peer's
+        ACK proves its address), drop it once it failed or outlived its lifetime. False: it
+        is still half-open (or gone) and needs nothing more this iteration."""
+        conn = h.conn
+        state = _state_name(conn)
+        if state == "SYN_RECEIVED":
+            if now >= h.created + self.listen_limits.half_open_lifetime_s:
+                self.stats.half_open_expired += 1
+                self._remove(h)
+                return False
+            self._flush(h, now)  # a retransmitted SYN-ACK, within the amplification limit
+            return False
+        self._leave_half_open(h)
+        if conn.is_closed or self._listen is None:
+            self._remove(h)
+            return False
+        h.amplification = None  # validated: the ACK echoed our SYN-ACK's ids and ISS
+        app = self._listen[1](h.peer)
+        if app is None:
+            conn.abort()  # "refused": RST
+            self._flush(h, now)
+            self._remove(h)
+            return False
+        h.app = app
+        app.connection_made(h)
+        return True
+
+    def _leave_half_open(self, h: Handle) -> None:
+        if h.half_open:
+            h.half_open = False
+            self._half_open.discard(h)
+            source = h.peer[0]
+            left = self._half_open_by_source.get(source, 1) - 1
+            if left > 0:
+                self._half_open_by_source[source] = left
+            else:
+                self._half_open_by_source.pop(source, None)
 
     def _drain_events(self, h: Handle, now: float) -> None:
         conn, app = h.conn, h.app
@@ -364,10 +456,17 @@ class Driver:
 
     def _flush(self, h: Handle, now: float) -> None:
         datagrams = h.conn.datagrams_to_send(now)
-        if datagrams and self._send(datagrams, h.peer):
-            limit = udp.path_mtu_payload(h.peer)
-            if limit is not None:
-                h.conn.datagram_too_big(limit, now)
+        if datagrams:
+            if h.amplification is not None:
+                before = h.amplification.withheld
+                datagrams = h.amplification.allow(datagrams)
+                self.stats.amplification_withheld += h.amplification.withheld - before
+                if not datagrams:
+                    return
+            if self._send(datagrams, h.peer):
+                limit = udp.path_mtu_payload(h.peer)
+                if limit is not None:
+                    h.conn.datagram_too_big(limit, now)
 
     def _remove(self, h: Handle) -> None:
         if h.removed:
@@ -377,6 +476,7 @@ class Driver:
             del self._by_id[h.local_id]
         if h.syn_key is not None and self._by_syn.get(h.syn_key) is h:
             del self._by_syn[h.syn_key]
+        self._leave_half_open(h)
         try:
             self._handles.remove(h)
         except ValueError:
@@ -486,7 +586,13 @@ class Driver:
             taken = 0
             if ids is not None and ids[2]:
                 h = self._by_id.get(ids[2])
-                if h is not None and not h.removed and not h.conn.is_closed:
+                if (
+                    h is not None
+                    and not h.removed
+                    and h.amplification is None
+                    and addr == h.peer
+                    and not h.conn.is_closed
+                ):
                     taken = h.conn.receive_datagrams(batch, now)
             if not taken:
                 self._route(first, addr, now)
@@ -499,6 +605,9 @@ class Driver:
             self.stats.unroutable += 1
             return
         flags, src_id, dst_id = ids
+        if dst_id and not flags:
+            self._on_path_segment(data, addr, dst_id, now)
+            return
         if dst_id:
             h = self._by_id.get(dst_id)
             if h is None or h.removed or h.conn.is_closed:
@@ -507,31 +616,130 @@ class Driver:
                 if not flags & wire.RST:
                     self._reply_rst(data, addr)
                 return
+            if h.amplification is not None and addr == h.peer:
+                h.amplification.on_received(len(data))
             h.conn.receive_datagram(data, now)
+            if addr != h.peer and not h.half_open:
+                self._on_new_address(h, addr, len(data), now)
             return
         key = (addr, src_id)
         h = self._by_syn.get(key)
         if h is not None and not h.removed:
+            if h.amplification is not None:
+                h.amplification.on_received(len(data))
             h.conn.receive_datagram(data, now)
             return
         if self._listen is None or not (flags & wire.SYN) or (flags & wire.ACK):
             self.stats.unroutable += 1
             return
-        config_factory, app_factory = self._listen
-        config = _fit_to_first_hop(config_factory(), addr)
-        conn = Connection(config, is_client=False, now=now)
-        conn.receive_datagram(data, now)
-        if _state_name(conn) in ("LISTEN", "CLOSED"):
-            # the SYN did not pass the core's checks (checksum, ...): nothing to keep
+        self._on_new_syn(data, addr, key, now)
+
+    # --- path validation (rtcp/core/validation.py, RFC 9000 8.2 and 9) -----------------
+
+    def _on_new_address(self, h: Handle, addr: tuple, nbytes: int, now: float) -> None:
+        """A live connection's datagram came from another address (a NAT rebinding, a
+        restarted middlebox): challenge that address; the connection moves there only once
+        it answers. Replies keep going to the validated address meanwhile."""
+        if h.path is None:
+            h.path = PathValidator(h.peer)
+        h.path.on_datagram_from(addr, nbytes, now)
+        self._challenge(h, now)
+
+    def _challenge(self, h: Handle, now: float) -> None:
+        path = h.path
+        value = path.challenge_due(now)
+        if value is None:
+            return
+        dgram = wire.build(
+            0, h.conn.local_id, h.conn.peer_id, 0, 0, 0,
+            wire.opt_bytes(wire.OPT_PATH_CHALLENGE, value),
+        )
+        allowed = path.amplification.allow([dgram])  # 3x what the new address sent
+        if allowed:
+            self.stats.path_challenges_sent += 1
+            self._send(allowed, path.candidate)
+
+    def _on_path_segment(self, data, addr: tuple, dst_id: int, now: float) -> None:
+        """A segment with no flags: a PATH_CHALLENGE (answer it to where it came from, the
+        same size back) or a PATH_RESPONSE (which may validate a connection's new address)."""
+        h = self._by_id.get(dst_id)
+        if h is None or h.removed or h.half_open:
             self.stats.unroutable += 1
             return
-        app = app_factory(addr)
-        if app is None:
-            self._reply_rst(data, addr)  # "connection refused"
+        try:
+            seg = wire.decode(data)
+        except wire.WireError:
+            self.stats.unroutable += 1
             return
-        h = self._add(conn, addr, app, now)
+        if seg.src_id != h.conn.peer_id:
+            self.stats.unroutable += 1
+            return
+        challenge = seg.option(wire.OPT_PATH_CHALLENGE)
+        if challenge is not None:
+            self.stats.path_responses_sent += 1
+            self._send(
+                [
+                    wire.build(
+                        0, h.conn.local_id, h.conn.peer_id, 0, 0, 0,
+                        wire.opt_bytes(wire.OPT_PATH_RESPONSE, challenge),
+                    )
+                ],
+                addr,
+            )
+            return
+        response = seg.option(wire.OPT_PATH_RESPONSE)
+        if response is not None and h.path is not None and h.path.on_response(response, addr):
+            h.peer = addr
+            self.stats.migrations += 1
+            self._flush(h, now)
+
+    def _on_new_syn(self, data, addr: tuple, key: tuple, now: float) -> None:
+        """A SYN for no connection yet. Under pressure (many half-open, or many from this
+        source) it is answered statelessly with RETRY (validation.RetryTokens) unless it
+        echoes a valid token; otherwise a half-open connection answers it with a SYN-ACK
+        (within 3x the bytes its address sent, until the handshake completes)."""
+        try:
+            seg = wire.decode(data)
+        except wire.WireError:
+            self.stats.unroutable += 1
+            return
+        limits, stats = self.listen_limits, self.stats
+        token = seg.option(wire.OPT_RETRY_TOKEN)
+        if token is not None:
+            if not self._tokens.valid(token, addr, seg.src_id, now):
+                stats.tokens_invalid += 1
+                return
+        elif (
+            len(self._half_open) >= limits.retry_above_half_open
+            or self._half_open_by_source.get(addr[0], 0)
+            >= limits.retry_above_half_open_per_source
+        ):
+            stats.retries_sent += 1
+            self._send([self._tokens.retry_for(seg, addr, now)], addr)
+            return
+        if len(self._half_open) >= limits.max_half_open:
+            stats.half_open_refused += 1
+            return
+        conn = Connection(_fit_to_first_hop(self._listen[0](), addr), is_client=False, now=now)
+        conn.receive_datagram(data, now)
+        if _state_name(conn) in ("LISTEN", "CLOSED"):
+            # the SYN did not pass the core's checks: nothing to keep
+            stats.unroutable += 1
+            return
+        h = Handle(conn=conn, peer=addr, app=_HALF_OPEN_APP, driver=self, created=now)
+        h.local_id = conn.local_id
+        h.half_open = True
         h.syn_key = key
+        if token is None:  # a valid token proved the address already
+            h.amplification = AmplificationLimit()
+            h.amplification.on_received(len(data))
+        self._by_id[conn.local_id] = h
         self._by_syn[key] = h
+        self._handles.append(h)
+        self._half_open.add(h)
+        self._half_open_by_source[addr[0]] = self._half_open_by_source.get(addr[0], 0) + 1
+        stats.half_open_peak = max(stats.half_open_peak, len(self._half_open))
+        self._flush(h, now)  # the SYN-ACK
 
     def _reply_rst(self, data, addr) -> None:
         """Answer a segment for a connection that does not exist (any more) with a RST, as
@@ -644,6 +852,9 @@ class Driver:
             pending.popleft()
         self._want_write = False
         self._sel.modify(self.sock, selectors.EVENT_READ, "sock")
+
+
+_HALF_OPEN_APP = App()  # stands in until the handshake completes (it ignores everything)
 
 
 def _state_name(conn) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,17 +29,20 @@ from rtcp.errors import (
     TransferRefused,
     UsageError,
 )
+from rtcp.transfer import limits as _limits
 from rtcp.units import (
     format_bytes,
     format_hostport,
     format_rate,
     parse_duration,
     parse_hostport,
+    parse_rate,
     parse_size,
 )
 
 _PANEL_TUNING = "Protocol tuning"
 _PANEL_TRACE = "Watching TCP work"
+_PANEL_LIMITS = "Limits (what peers may make the receiver spend)"
 _ERRORS_BY_CODE: dict[ExitCode, type[RtcpError]] = {
     ExitCode.TIMEOUT: PeerTimeout,
     ExitCode.RESET: PeerReset,
@@ -486,6 +490,71 @@ def _print_json(obj: dict) -> None:
 # --- recv ----------------------------------------------------------------------------
 
 
+def _receiver_limits(
+    *,
+    max_connections: str,
+    max_per_source: str,
+    max_memory: str,
+    max_size: str | None,
+    header_deadline: str,
+    min_rate: str,
+):
+    """The named limits of `rtcp recv` from its flags (README: Security and limits)."""
+    limits = _limits.ReceiverLimits(
+        max_connections=_parse_int("--max-connections", max_connections, 1),
+        max_per_source=_parse_int("--max-per-source", max_per_source, 1),
+        max_memory_bytes=_parse_flag("--max-memory", parse_size, max_memory),
+        max_size_bytes=(
+            None if max_size is None else _parse_flag("--max-size", parse_size, max_size)
+        ),
+        header_deadline_s=_positive_seconds("--header-deadline", header_deadline),
+        min_rate_bytes_per_s=int(_parse_flag("--min-rate", parse_rate, min_rate)),
+    )
+    if limits.max_memory_bytes < _limits.MIN_GRANT_BYTES:
+        raise UsageError(
+            f"--max-memory: {max_memory!r} is less than one connection's smallest window "
+            f"({_limits.MIN_GRANT_BYTES} bytes)"
+        )
+    return limits
+
+
+class _RefusalLog:
+    """One stderr line when a limit refuses or cuts off a peer, at most one per limit every
+    REFUSAL_LOG_INTERVAL_S (a flood must not flood the log): it names the limit and its flag."""
+
+    REFUSAL_LOG_INTERVAL_S = 5.0
+
+    def __init__(self, limits) -> None:
+        self.limits = limits
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def __call__(self, limit: str, peer: str, action: str) -> None:
+        now = time.monotonic()
+        last = self._last.get(limit)
+        if last is not None and now - last < self.REFUSAL_LOG_INTERVAL_S:
+            self._quiet[limit] = self._quiet.get(limit, 0) + 1
+            return
+        self._last[limit] = now
+        more = self._quiet.pop(limit, 0)
+        also = f" (and {more} more since the last report)" if more else ""
+        print(
+            f"rtcp: {action} {peer}: limit '{limit}' reached{_LIMIT_FLAGS.get(limit, '')}{also}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+_LIMIT_FLAGS = {
+    _limits.CONNECTIONS: " (--max-connections)",
+    _limits.PER_SOURCE: " (--max-per-source)",
+    _limits.MEMORY: " (--max-memory)",
+    _limits.HEADER_DEADLINE: " (--header-deadline)",
+    _limits.MIN_RATE: " (--min-rate)",
+    _limits.MAX_SIZE: " (--max-size)",
+}
+
+
 def recv_command(
     listen: str = typer.Option(
         ...,
@@ -519,6 +588,49 @@ def recv_command(
         help="Receive buffer: the window offered to senders.",
         rich_help_panel=_PANEL_TUNING,
     ),
+    max_connections: str = typer.Option(
+        str(_limits.DEFAULT_MAX_CONNECTIONS),
+        "--max-connections",
+        metavar="N",
+        help="Transfers served at once; more are refused.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
+    max_per_source: str = typer.Option(
+        str(_limits.DEFAULT_MAX_PER_SOURCE),
+        "--max-per-source",
+        metavar="N",
+        help="Transfers served at once from one IP address.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
+    max_memory: str = typer.Option(
+        "256MiB",
+        "--max-memory",
+        metavar="SIZE",
+        help="Receive memory of all transfers together: the windows offered share it.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
+    max_size: str | None = typer.Option(
+        None,
+        "--max-size",
+        metavar="SIZE",
+        help="Largest file accepted (default: any that fits on the disk).",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
+    header_deadline: str = typer.Option(
+        f"{_limits.DEFAULT_HEADER_DEADLINE_S:g}s",
+        "--header-deadline",
+        metavar="SECONDS",
+        help="Cut off a transfer whose header is not complete this long after its handshake.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
+    min_rate: str = typer.Option(
+        "1kbps",
+        "--min-rate",
+        metavar="RATE",
+        help=f"Cut off a transfer that moves less than this over "
+        f"{_limits.MIN_RATE_INTERVAL_S:g} s (kbps = 1000 bytes/s).",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
     trace: str | None = _trace_option(),
     pcap: str | None = _pcap_option(),
 ) -> None:
@@ -551,6 +663,14 @@ def recv_command(
     timeout_s = _positive_seconds("--timeout", timeout)
     host, port = _parse_flag("--listen", parse_hostport, listen)
     config = build_config(window=window, timeout_s=timeout_s)
+    limits = _receiver_limits(
+        max_connections=max_connections,
+        max_per_source=max_per_source,
+        max_memory=max_memory,
+        max_size=max_size,
+        header_deadline=header_deadline,
+        min_rate=min_rate,
+    )
     output = OutputDir(Path(out), force=force)
     removed = output.cleanup_leftovers()
     if removed and not quiet:
@@ -589,7 +709,13 @@ def recv_command(
         previous = {}
         with driver:
             server = FileServer(
-                driver, output, config=config, on_result=on_result, idle_timeout_s=timeout_s
+                driver,
+                output,
+                config=config,
+                on_result=on_result,
+                idle_timeout_s=timeout_s,
+                limits=limits,
+                on_refusal=None if quiet else _RefusalLog(limits),
             )
             try:
                 for signum in (signal.SIGINT, signal.SIGTERM):
@@ -599,6 +725,9 @@ def recv_command(
                 print(f"listening on {format_hostport(local[0], local[1])}", flush=True)
                 driver.run(lambda: stop["signal"] is not None or (once and bool(first)))
                 server.shutdown()
+                counts = server.limit_report()
+                if counts and not quiet:
+                    print(f"rtcp: limits and defences: {counts}", file=sys.stderr, flush=True)
             finally:
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)

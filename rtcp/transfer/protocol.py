@@ -57,6 +57,7 @@ class Status(IntEnum):
     PROTOCOL_ERROR = 5  # the stream is not a valid transfer (bad magic, truncated, ...)
     UNSUPPORTED_VERSION = 6  # the header's format version is unknown to the receiver
     TOO_LARGE = 7  # not enough space for the announced size
+    BUSY = 8  # a limit of the receiver refuses this connection (the message names it)
 
 
 STATUS_TEXT = {
@@ -68,6 +69,7 @@ STATUS_TEXT = {
     Status.PROTOCOL_ERROR: "protocol error",
     Status.UNSUPPORTED_VERSION: "unsupported format version",
     Status.TOO_LARGE: "file too large",
+    Status.BUSY: "receiver busy",
 }
 
 
@@ -386,6 +388,13 @@ class FileSender:
         self._acc += chunk
         if self._msg_len is None and len(self._acc) >= _VERDICT_HEAD.size:
             self._msg_len = _VERDICT_HEAD.unpack_from(self._acc)[1]
+            if self._msg_len > MAX_MESSAGE_BYTES:  # a verdict is short: bound what we wait for
+                self.failure = ProtocolFailure(
+                    Status.PROTOCOL_ERROR,
+                    f"a verdict message of {self._msg_len} bytes (at most {MAX_MESSAGE_BYTES})",
+                )
+                out.append(self.failure)
+                return out
         if self._msg_len is not None:
             total = _VERDICT_HEAD.size + self._msg_len
             if len(self._acc) >= total:

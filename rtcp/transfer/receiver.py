@@ -9,15 +9,18 @@ connection that dies first (reset, timeout, shutdown) leaves no file and no temp
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.connection import LocalProtocolError
 from rtcp.errors import ExitCode
 from rtcp.net.driver import App, Driver
+from rtcp.transfer import limits as lim
 from rtcp.transfer import protocol as proto
 from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
 from rtcp.units import format_rate
@@ -35,6 +38,7 @@ _STATUS_EXIT = {
     proto.Status.FILE_EXISTS: ExitCode.FILE_EXISTS,
     proto.Status.IO_ERROR: ExitCode.LOCAL_IO,
     proto.Status.TOO_LARGE: ExitCode.LOCAL_IO,
+    proto.Status.BUSY: ExitCode.REFUSED,
     proto.Status.BAD_NAME: ExitCode.REFUSED,
     proto.Status.PROTOCOL_ERROR: ExitCode.REFUSED,
     proto.Status.UNSUPPORTED_VERSION: ExitCode.REFUSED,
@@ -89,8 +93,15 @@ class ReceiveApp(App):
         on_finished: Callable[[ReceiveResult], None],
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        budget: lim.ReceiveMemoryBudget | None = None,
+        limits: lim.ReceiverLimits | None = None,
+        on_limit: Callable[[str, str, str], None] | None = None,
     ):
         self.out = out
+        self.budget = budget
+        self.limits = limits or lim.ReceiverLimits()
+        self.on_limit = on_limit
+        self.source = peer[0]
         self.peer = _peer_text(peer)
         self.on_finished = on_finished
         self.idle_timeout_s = idle_timeout_s
@@ -108,6 +119,11 @@ class ReceiveApp(App):
         self._sha256: str | None = None
         self._path: str | None = None
         self._discarding = False
+        # slowloris: the header must be complete by header_deadline_s, and every
+        # MIN_RATE_INTERVAL_S after it at least min_rate_bytes_per_s x interval must arrive
+        self._rate_check_at: float | None = None
+        self._bytes_at_check = 0
+        self.bytes_in = 0  # stream bytes read from the connection
 
     # --- outcome -----------------------------------------------------------------------
 
@@ -116,9 +132,11 @@ class ReceiveApp(App):
             self._outcome = (code, verified, reason)
 
     def _finish(self, now: float) -> None:
-        """Report the outcome once; removes any temporary left."""
+        """Report the outcome once; removes any temporary left, returns its memory grant."""
         if self.result is not None:
             return
+        if self.budget is not None:
+            self.budget.remove(self.handle.conn)
         if self.incoming is not None and not self.incoming.committed:
             self.incoming.abort()
         code, verified, reason = self._outcome or (ExitCode.FAILURE, False, "unknown")
@@ -172,6 +190,11 @@ class ReceiveApp(App):
 
     # --- App ---------------------------------------------------------------------------
 
+    def connection_made(self, handle) -> None:
+        super().connection_made(handle)
+        if self.budget is not None:
+            self.budget.add(handle.conn)
+
     def event_received(self, event, now: float) -> None:
         if isinstance(event, ev.DataReceived):
             self.last_activity = now
@@ -206,6 +229,7 @@ class ReceiveApp(App):
         # (1400-byte datagrams) are joined first: one copy is cheaper than a parser step, a
         # write and a hash update for each.
         total = conn.readable
+        self.bytes_in += total
         chunks = conn.read_chunks()
         if len(chunks) > 1 and total < _JOIN_BELOW_BYTES * len(chunks):
             chunks = [b"".join(chunks)]
@@ -224,6 +248,21 @@ class ReceiveApp(App):
                 except Refusal as exc:
                     self._refuse(exc.verdict, now)
             elif isinstance(item, proto.HeaderReceived):
+                self._rate_check_at = now + lim.MIN_RATE_INTERVAL_S
+                self._bytes_at_check = self.bytes_in
+                largest = self.limits.max_size_bytes
+                if largest is not None and item.size > largest:
+                    if self.on_limit is not None:
+                        self.on_limit(lim.MAX_SIZE, self.peer, "refused")
+                    self._refuse(
+                        proto.Verdict(
+                            proto.Status.TOO_LARGE,
+                            f"{item.size} bytes, more than the receiver's limit "
+                            f"'{lim.MAX_SIZE}' of {largest} bytes (--max-size)",
+                        ),
+                        now,
+                    )
+                    continue
                 try:
                     self.incoming = self.out.open(item.name, item.size)
                 except Refusal as exc:
@@ -248,6 +287,8 @@ class ReceiveApp(App):
         self._answer(verdict, now)
 
     def poll(self, now: float) -> None:
+        if self.budget is not None:
+            self.budget.maybe_regrant(now)
         if self._verdict_out is not None:
             self._push_verdict()
 
@@ -256,7 +297,12 @@ class ReceiveApp(App):
             return None
         if self._close_grace_from is not None:
             return self._close_grace_from + CLOSE_GRACE_S
-        return self.last_activity + self.idle_timeout_s
+        idle = self.last_activity + self.idle_timeout_s
+        if self.parser.header is None:
+            return min(idle, self.started + self.limits.header_deadline_s)
+        if self._rate_check_at is None:
+            return idle
+        return min(idle, self._rate_check_at)
 
     def on_deadline(self, now: float) -> None:
         if self.result is not None:
@@ -266,9 +312,38 @@ class ReceiveApp(App):
             self._close_grace_from = now  # the verdict is still on its way
             return
         if self.verdict_at is None:
+            if self.parser.header is None and now >= self.started + self.limits.header_deadline_s:
+                self._cut_off(
+                    lim.HEADER_DEADLINE,
+                    f"no complete header within {self.limits.header_deadline_s:g} s",
+                    now,
+                )
+                return
+            if self._rate_check_at is not None and now >= self._rate_check_at:
+                moved = self.bytes_in - self._bytes_at_check
+                floor = self.limits.min_rate_bytes_per_s * lim.MIN_RATE_INTERVAL_S
+                if moved < floor:
+                    self._cut_off(
+                        lim.MIN_RATE,
+                        f"{moved} bytes in {lim.MIN_RATE_INTERVAL_S:g} s, below the minimum "
+                        f"rate of {self.limits.min_rate_bytes_per_s} bytes/s",
+                        now,
+                    )
+                    return
+                self._rate_check_at = now + lim.MIN_RATE_INTERVAL_S
+                self._bytes_at_check = self.bytes_in
+            if now < self.last_activity + self.idle_timeout_s:
+                return
             self._decide(
                 ExitCode.TIMEOUT, False, f"nothing from the sender for {self.idle_timeout_s:g} s"
             )
+        self.abort(now)
+
+    def _cut_off(self, limit: str, why: str, now: float) -> None:
+        """A limit ends this transfer: RST, the temporary removed, the limit named."""
+        if self.on_limit is not None:
+            self.on_limit(limit, self.peer, "cut off")
+        self._decide(ExitCode.TIMEOUT, False, f"cut off by the limit '{limit}': {why}")
         self.abort(now)
 
     def abort(self, now: float, reason: str | None = None) -> None:
@@ -281,8 +356,59 @@ class ReceiveApp(App):
         self._finish(now)
 
 
+class RefusingApp(App):
+    """A connection a limit refuses: it gets a BUSY verdict that names the limit (the sender
+    reports it, exit 8) instead of a bare RST; whatever the sender sent meanwhile is read and
+    dropped, its window is shrunk to the least, and it is gone within CLOSE_GRACE_S."""
+
+    REFUSING_WINDOW_BYTES = 1
+
+    def __init__(self, message: str):
+        self.message = message
+        self.until: float | None = None
+
+    def connection_made(self, handle) -> None:
+        super().connection_made(handle)
+        conn = handle.conn
+        conn.config.receive_buffer_bytes = self.REFUSING_WINDOW_BYTES
+        conn.send(proto.Verdict(proto.Status.BUSY, self.message).encode())
+        conn.close()
+
+    def event_received(self, event, now: float) -> None:
+        if self.until is None:
+            self.until = now + CLOSE_GRACE_S
+        if isinstance(event, ev.DataReceived | ev.StreamEnded):
+            self.handle.conn.read_chunks()
+
+    def deadline(self) -> float | None:
+        return self.until
+
+    def on_deadline(self, now: float) -> None:
+        self.until = None
+        if not self.handle.conn.is_closed:
+            self.handle.conn.abort()
+
+
+def _heap_trimmer() -> Callable[[], None]:
+    """glibc's malloc_trim: give freed heap memory back to the system when a transfer ends
+    (without it, the RSS that peers' buffers raised stays raised). A no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+_trim_heap = _heap_trimmer()
+
+
 class FileServer:
-    """Accepts transfers on a driver; calls on_result(ReceiveResult) for each one finished."""
+    """Accepts transfers on a driver; calls on_result(ReceiveResult) for each one finished.
+
+    Its limits (limits.ReceiverLimits) bound what peers can make it hold: connections,
+    receive memory (each connection's window is its share of the budget), and the time a
+    transfer may take to send its header or spend below the minimum rate."""
 
     def __init__(
         self,
@@ -292,36 +418,76 @@ class FileServer:
         config: ConnectionConfig | None = None,
         on_result: Callable[[ReceiveResult], None] | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-        max_connections: int = 256,
+        limits: lim.ReceiverLimits | None = None,
+        on_refusal: Callable[[str, str, str], None] | None = None,
     ):
         self.driver = driver
         self.out = out
         self.config = config or ConnectionConfig()
         self.on_result = on_result
+        self.on_refusal = on_refusal
         self.idle_timeout_s = idle_timeout_s
-        self.max_connections = max_connections
+        self.limits = limits or lim.ReceiverLimits()
+        self.counters = lim.LimitCounters()
+        self.budget = lim.ReceiveMemoryBudget(self.limits.max_memory_bytes)
         self.results: list[ReceiveResult] = []
         self.apps: list[ReceiveApp] = []
-        driver.listen(self.config, self._accept)
+        # each connection gets its own copy of the config: its window is its memory grant
+        driver.listen(lambda: replace(self.config), self._accept)
 
-    def _accept(self, peer: tuple) -> ReceiveApp | None:
+    def _refuse(self, limit: str, peer: tuple, value) -> RefusingApp:
+        self._limit_hit(limit, _peer_text(peer), "refused")
+        return RefusingApp(f"limit '{limit}' ({value}) reached")
+
+    def _limit_hit(self, limit: str, peer: str, action: str) -> None:
+        self.counters.hit(limit)
+        if self.on_refusal is not None:
+            self.on_refusal(limit, peer, action)
+
+    def _accept(self, peer: tuple) -> App:
         self.apps = [a for a in self.apps if a.result is None]
-        if len(self.apps) >= self.max_connections:
-            return None
+        limits = self.limits
+        if len(self.apps) >= limits.max_connections:
+            return self._refuse(lim.CONNECTIONS, peer, limits.max_connections)
+        if not self.budget.fits_another():
+            return self._refuse(lim.MEMORY, peer, f"{limits.max_memory_bytes} bytes")
+        if sum(a.source == peer[0] for a in self.apps) >= limits.max_per_source:
+            return self._refuse(lim.PER_SOURCE, peer, limits.max_per_source)
         app = ReceiveApp(
             self.out,
             peer,
             on_finished=self._finished,
             idle_timeout_s=self.idle_timeout_s,
             clock=self.driver.clock,
+            budget=self.budget,
+            limits=self.limits,
+            on_limit=self._limit_hit,
         )
         self.apps.append(app)
         return app
 
     def _finished(self, result: ReceiveResult) -> None:
         self.results.append(result)
+        _trim_heap()
         if self.on_result is not None:
             self.on_result(result)
+
+    def limit_report(self) -> str:
+        """The counters of every limit hit and defence used, nonzero ones only, in one line
+        ("" when none): printed by `rtcp recv` when it stops."""
+        stats = self.driver.stats
+        counts = dict(self.counters)
+        for name, value in (
+            ("retries sent", stats.retries_sent),
+            ("invalid tokens", stats.tokens_invalid),
+            ("half-open refused", stats.half_open_refused),
+            ("half-open expired", stats.half_open_expired),
+            ("amplification withheld", stats.amplification_withheld),
+            ("path challenges", stats.path_challenges_sent),
+            ("migrations", stats.migrations),
+        ):
+            counts[name] = value
+        return ", ".join(f"{name} {n}" for name, n in counts.items() if n)
 
     @property
     def active(self) -> int:

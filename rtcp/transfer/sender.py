@@ -157,7 +157,7 @@ class SendApp(App):
         self.verdict_at: float | None = None
         self.closing_since: float | None = None
         self.last_progress = self.started
-        self._last_space = -1
+        self._last_acked = 0  # stream bytes acknowledged when progress was last noted
         self.verdict: proto.Verdict | None = None
         self.error: RtcpError | None = None
         self.done = False
@@ -168,6 +168,15 @@ class SendApp(App):
 
     def _progress(self, now: float) -> None:
         self.last_progress = now
+
+    def _note_acked(self, now: float) -> None:
+        """Progress is file bytes acknowledged (or a complete verdict, see _read_verdict):
+        nothing else a receiver sends, so that a receiver that offers a zero window and drips
+        a never-ending verdict cannot keep the sender waiting past --timeout."""
+        acked = self.stream_bytes_acked
+        if acked > self._last_acked:
+            self._last_acked = acked
+            self._progress(now)
 
     @property
     def stream_bytes_acked(self) -> int:
@@ -242,7 +251,19 @@ class SendApp(App):
 
     @property
     def succeeded(self) -> bool:
-        return self.verdict is not None and self.verdict.ok and self._trailer_queued
+        return (
+            self.verdict is not None
+            and self.verdict.ok
+            and self._trailer_queued
+            and self._digest_confirmed
+        )
+
+    @property
+    def _digest_confirmed(self) -> bool:
+        """An OK verdict carries the receiver's SHA-256 of the stored file: it must be ours.
+        (A lying receiver could echo our digest; only authentication rules that out.)"""
+        digest = self.fs.hexdigest
+        return digest is not None and self.verdict.message.strip().lower() == digest
 
     # --- App ---------------------------------------------------------------------------
 
@@ -252,10 +273,9 @@ class SendApp(App):
             self.established_at = now
             self._progress(now)
         elif isinstance(event, ev.DataReceived):
-            self._progress(now)
             self._read_verdict(now)
         elif isinstance(event, ev.SendSpaceAvailable):
-            self._progress(now)
+            self._note_acked(now)
         elif isinstance(event, ev.StreamEnded):
             self._read_verdict(now)
             for item in self.fs.end_of_stream():
@@ -286,7 +306,15 @@ class SendApp(App):
                         self.fail(verdict_error(item.verdict))
                     elif not self._trailer_queued:
                         self.fail(TransferRefused("the receiver answered OK before the trailer"))
+                    elif not self._digest_confirmed:
+                        self.fail(
+                            HashMismatch(
+                                f"the receiver answered OK with SHA-256 "
+                                f"{item.verdict.message[:64]!r}, not ours ({self.fs.hexdigest})"
+                            )
+                        )
                     elif self.closing_since is None:
+                        self._progress(now)
                         conn.close()
                         self.closing_since = now
                 elif isinstance(item, proto.ProtocolFailure):
@@ -303,9 +331,8 @@ class SendApp(App):
                 self.fail(self._not_rtcp_error(count))
             return
         conn = self.handle.conn
+        self._note_acked(now)
         space = conn.send_buffer_space
-        if space > self._last_space >= 0:
-            self._progress(now)
         while space > 0 and not self._trailer_queued:
             # Wait for the next chunk only when less than a full segment is queued: otherwise
             # the connection sends a runt (the end of a chunk) while the rest is being read.
@@ -321,7 +348,6 @@ class SendApp(App):
         if self._out is None and self._trailer_pending_sent():
             self._trailer_queued = True
         conn.cork = not self._trailer_queued  # a chunk's tail waits for the next chunk
-        self._last_space = conn.send_buffer_space
 
     def _trailer_pending_sent(self) -> bool:
         return self._header_queued and self.fs.digest is not None and self._out is None
@@ -521,6 +547,8 @@ def _fill_result(result: SendResult, app: SendApp, handle: Handle | None) -> Non
     result.verified = app.succeeded
     if app.verdict is not None:
         result.verdict = app.verdict.describe()
+        if app.verdict.ok and not app.succeeded:
+            result.verdict = "OK, with a SHA-256 that is not the sender's: not verified"
     if result.verified:
         result.goodput_bytes_per_s = result.bytes / result.seconds if result.seconds > 0 else 0.0
     elif result.seconds > 0:

@@ -374,3 +374,40 @@ def test_reverse_order_many_segments():
         r.insert(s, data[s : s + 100], BIG)
     assert r.sack_ranges() == [(100, n * 100)]
     assert r.insert(0, data[:100], BIG).delivered == data
+
+
+# -- hostile peers (issue 14) -----------------------------------------------------------------
+
+
+class TestHostile:
+    def test_one_byte_islands_cost_constant_work_each(self):
+        """48,500 one-byte segments, each a new island: the work per segment stays constant
+        (it was a sort of every held range per segment, twice: O(n^2 log n))."""
+        r = Reassembler(max_ranges=1 << 20)
+        n = 48_500
+        for i in range(n):
+            r.insert(2 * i + 1, b"x", BIG)
+            assert r.sack_ranges(1) == [(2 * i + 1, 2 * i + 2)]  # the newest first, O(1)
+        assert r.held_ranges == n
+        assert r.work_units <= 2 * n
+
+    def test_held_ranges_are_capped_and_the_new_island_dropped(self):
+        r = Reassembler(max_ranges=4)
+        for i in range(6):
+            r.insert(2 * i + 1, b"x", BIG)
+        assert r.held_ranges == 4 and r.ranges_refused == 2
+        assert held(r) == [(1, 2), (3, 4), (5, 6), (7, 8)]  # what was SACKed stays held
+        # bytes that join a held range are still taken at the cap
+        assert r.insert(2, b"y", BIG).out_of_order
+        assert held(r) == [(1, 4), (5, 6), (7, 8)]
+        assert r.insert(0, b"z", BIG).delivered == b"zxyx"
+
+    def test_sack_order_is_most_recently_touched_first(self):
+        r = Reassembler()
+        r.insert(10, b"a", BIG)
+        r.insert(20, b"b", BIG)
+        r.insert(30, b"c", BIG)
+        r.insert(11, b"a", BIG)  # touches the oldest range: it becomes the first block
+        assert r.sack_ranges(2) == [(10, 12), (30, 31)]
+        r.insert(19, b"b", BIG)  # extends a range at its front: a new start, first again
+        assert r.sack_ranges(3) == [(19, 21), (10, 12), (30, 31)]
