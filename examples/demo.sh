@@ -49,11 +49,12 @@ start_and_get_port() {
     rm -f "$fifo"
     local deadline=$((SECONDS + START_DEADLINE_S))
     port=""
+    local closed=0
     while ((SECONDS < deadline)); do
         local rc=0
         IFS= read -r -t "$((deadline - SECONDS))" -u "$fd" line || rc=$?
         ((rc > 128)) && continue # timed out: the loop's condition ends it
-        ((rc != 0)) && break     # end of file: the command exited
+        ((rc != 0)) && closed=1 && break # end of file: the command exited
         if [[ "$line" =~ ^listening\ on\ .*:([0-9]+)$ ]]; then
             port="${BASH_REMATCH[1]}"
             break
@@ -61,9 +62,11 @@ start_and_get_port() {
     done
     if [[ -z "$port" ]]; then
         exec {fd}<&-
-        if kill -0 "$pid" 2>/dev/null; then
+        if ((closed == 0)); then
             echo "demo: '$*' did not report its port within ${START_DEADLINE_S} s" >&2
         else
+            # it closed its stdout: it has exited, or is about to (kill -0 would still see it)
+            wait "$pid" 2>/dev/null || true
             echo "demo: '$*' failed to start:" >&2
             cat "$log.err" >&2
         fi
