@@ -12,7 +12,7 @@ def test_ok_verdict_with_a_wrong_digest_is_a_mismatch(pyproc, tmp_path):
     evil = pyproc("tests.hostile.evil_receiver", "lying")
     port = evil.wait_port()
     src = make_file(tmp_path / "a.bin", 300_000)
-    r = send(src, port, "--json", "--timeout", "10")
+    r = send(src, port, "--json", "--timeout", "10s")
     assert r.returncode == 5, r.stderr
     result = json.loads(r.stdout)
     assert result["verified"] is False
@@ -25,7 +25,7 @@ def test_dripping_verdict_under_zero_window_times_out(pyproc, tmp_path):
     port = evil.wait_port()
     src = make_file(tmp_path / "b.bin", 1_000_000)
     # the drip would last 1000 * 0.3 s: the sender gives up after --timeout without progress
-    r = send(src, port, "--timeout", "3", timeout=120)
+    r = send(src, port, "--timeout", "3s", timeout=120)
     assert r.returncode == 3, r.stderr
     assert "no progress" in r.stderr
 
