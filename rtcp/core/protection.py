@@ -42,6 +42,7 @@ import secrets
 import struct
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidTag
@@ -332,8 +333,9 @@ class ClientProtection:
     """The client's layer. With secret None it protects nothing and only watches the handshake
     for a receiver that requires a key, so that this is told apart from a timeout."""
 
-    def __init__(self, secret: Secret | None):
+    def __init__(self, secret: Secret | None, keylog: Callable[[str], None] | None = None):
         self.secret = secret
+        self.keylog = keylog  # called with a --keylog line once the traffic keys exist
         self.stats = ProtectionStats()
         self.failure: str | None = None
         self.cipher: PacketCipher | None = None
@@ -459,6 +461,8 @@ class ClientProtection:
             return None
         self.cipher = PacketCipher(k_c2s, k_s2c, self.stats)
         self.stats.handshakes += 1
+        if self.keylog is not None:
+            self.keylog(self.keylog_line())
         return data
 
     def keylog_line(self) -> str | None:
@@ -566,8 +570,11 @@ class Acceptor:
     unconfirmed attempts (one online guess each), and the code is used up after `code_uses`
     handshakes that proved it."""
 
-    def __init__(self, secret: Secret, *, code_uses: int = 1):
+    def __init__(
+        self, secret: Secret, *, code_uses: int = 1, keylog: Callable[[str], None] | None = None
+    ):
         self.secret = secret
+        self.keylog = keylog
         self.stats = ProtectionStats()
         self.code = None if secret.code is None else normalize_code(secret.code)
         self.code_uses = code_uses
@@ -645,6 +652,8 @@ class Acceptor:
         if len(self._shares) > REPLAY_CACHE_SHARES:
             self._shares.popitem(last=False)
         self.attempts += 1
+        if self.keylog is not None:
+            self.keylog(protection.keylog_line())
         return protection, None, ""
 
     def _refuse(self, reply: bytes | None, why: str):

@@ -96,6 +96,9 @@ class Handle:
     local_id: int | None = None
     removed: bool = False
     extra: dict = field(default_factory=dict)
+    # packet protection (rtcp.core.protection): seals what the connection sends and opens
+    # what it receives; None = plaintext
+    protection: object | None = None
 
     @property
     def closed(self) -> bool:
@@ -117,6 +120,7 @@ class DriverStats:
     receive_errors: int = 0
     unroutable: int = 0  # datagrams for no known connection (or too short to route)
     resets_sent: int = 0  # RSTs answering segments for no (open) connection
+    handshakes_refused: int = 0  # SYNs the listener's Acceptor refused (wrong or no key, ...)
     send_queue_peak: int = 0
 
 
@@ -165,6 +169,8 @@ class Driver:
         self._want_write = False
         self._listen: tuple[Callable[[], ConnectionConfig], Callable[[tuple], App | None]] | None
         self._listen = None
+        self._acceptor = None  # rtcp.core.protection.Acceptor: listen only to keyed senders
+        self._on_refused: Callable[[tuple, str], None] | None = None
         self._more_to_read = False
         self._closed = False
         self._old_wakeup_fd: int | None = None
@@ -188,14 +194,26 @@ class Driver:
         factory = config if callable(config) else (lambda: config)
         self._listen = (factory, app_factory)
 
+    def require_key(self, acceptor, on_refused: Callable[[tuple, str], None] | None = None) -> None:
+        """Accept only SYNs that the Acceptor accepts (packet protection); on_refused(peer,
+        why) is called for every SYN it refuses, and for a peer whose code did not match."""
+        self._acceptor = acceptor
+        self._on_refused = on_refused
+
     def stop_listening(self) -> None:
         self._listen = None
 
-    def connect(self, peer: tuple, config: ConnectionConfig, app: App) -> Handle:
-        """Open a client connection to peer (a resolved socket address) driven by app."""
+    def connect(
+        self, peer: tuple, config: ConnectionConfig, app: App, protection=None
+    ) -> Handle:
+        """Open a client connection to peer (a resolved socket address) driven by app;
+        protection: a rtcp.core.protection.ClientProtection between it and the socket."""
         now = self.clock()
+        if protection is not None:
+            config = protection.adjust_config(config)
         conn = Connection(config, is_client=True, now=now)
         handle = self._add(conn, peer, app, now)
+        handle.protection = protection
         conn.connect(now)
         self._flush(handle, now)
         return handle
@@ -327,8 +345,24 @@ class Driver:
 
     def _flush(self, h: Handle, now: float) -> None:
         datagrams = h.conn.datagrams_to_send(now)
+        if h.protection is not None:
+            datagrams = h.protection.seal_all(datagrams)
         if datagrams:
             self._send(datagrams, h.peer)
+
+    def _open(self, h: Handle, data):
+        """The plaintext of a datagram for h, through its protection layer; None = dropped.
+        A layer that found the handshake cannot succeed (another key, or a key on one side
+        only) ends the connection: its app reads the reason from h.protection.failure."""
+        p = h.protection
+        opened = p.open(data)
+        if p.failure is not None and not h.conn.is_closed:
+            if not h.conn.is_client and self._on_refused is not None:
+                self._on_refused(h.peer, "a sender whose code did not match")
+            h.conn.abort()
+        elif p.transparent:
+            h.protection = None
+        return opened
 
     def _remove(self, h: Handle) -> None:
         if h.removed:
@@ -413,11 +447,38 @@ class Driver:
             if ids is not None and ids[2]:
                 h = self._by_id.get(ids[2])
                 if h is not None and not h.removed and not h.conn.is_closed:
-                    taken = h.conn.receive_datagrams(batch, now)
+                    if h.protection is None:
+                        taken = h.conn.receive_datagrams(batch, now)
+                    else:
+                        taken = self._receive_protected(h, batch, ids[2], now)
             if not taken:
                 self._route(first, addr, now)
                 taken = 1
             batch = batch[taken:]
+
+    def _receive_protected(self, h: Handle, batch: list, dst_id: int, now: float) -> int:
+        """_route_batch for a protected connection: open the run of datagrams addressed to it,
+        then hand the plaintexts to the connection together (its receive fast path)."""
+        run = 0
+        for data in batch:
+            ids = wire.peek_ids(data)
+            if ids is None or ids[2] != dst_id:
+                break
+            run += 1
+        opened = []
+        for data in batch[:run]:
+            plain = self._open(h, data)
+            if plain is not None:
+                opened.append(plain)
+            if h.protection is None or h.conn.is_closed:
+                break
+        while opened:
+            taken = h.conn.receive_datagrams(opened, now)
+            if not taken:  # each one carries its id: only for safety, one by one
+                h.conn.receive_datagram(opened[0], now)
+                taken = 1
+            opened = opened[taken:]
+        return run
 
     def _route(self, data: bytes, addr: tuple, now: float) -> None:
         ids = wire.peek_ids(data)
@@ -433,11 +494,19 @@ class Driver:
                 if not flags & wire.RST:
                     self._reply_rst(data, addr)
                 return
+            if h.protection is not None:
+                data = self._open(h, data)
+                if data is None:
+                    return
             h.conn.receive_datagram(data, now)
             return
         key = (addr, src_id)
         h = self._by_syn.get(key)
         if h is not None and not h.removed:
+            if h.protection is not None:
+                data = self._open(h, data)
+                if data is None:
+                    return
             h.conn.receive_datagram(data, now)
             return
         if self._listen is None or not (flags & wire.SYN) or (flags & wire.ACK):
@@ -445,6 +514,19 @@ class Driver:
             return
         config_factory, app_factory = self._listen
         config = config_factory()
+        protection = None
+        if self._acceptor is not None:
+            # the SYN proves the key before anything is kept for the peer
+            protection, reply, why = self._acceptor.accept(data)
+            if protection is None:
+                self.stats.handshakes_refused += 1
+                if reply is not None:
+                    self.stats.resets_sent += 1
+                    self._send([reply], addr)
+                if self._on_refused is not None:
+                    self._on_refused(addr, why)
+                return
+            config = protection.adjust_config(config)
         conn = Connection(config, is_client=False, now=now)
         conn.receive_datagram(data, now)
         if _state_name(conn) in ("LISTEN", "CLOSED"):
@@ -456,6 +538,7 @@ class Driver:
             self._reply_rst(data, addr)  # "connection refused"
             return
         h = self._add(conn, addr, app, now)
+        h.protection = protection
         h.syn_key = key
         self._by_syn[key] = h
 

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
+from rtcp.core.protection import FAILURE_MESSAGES, ClientProtection, Secret
 from rtcp.errors import (
     ExitCode,
     FileExistsRefused,
     HashMismatch,
+    KeyRejected,
     LocalIOError,
     PeerReset,
     PeerTimeout,
@@ -223,6 +225,9 @@ class SendApp(App):
         elif isinstance(event, ev.ConnectionClosed):
             self.close()
             self.close_reason = event.reason
+            failure = getattr(self.handle.protection, "failure", None)
+            if failure is not None and self.error is None:
+                self.error = KeyRejected(FAILURE_MESSAGES[failure])
             if not self.succeeded and self.error is None:
                 self.error = closed_error(event.reason, event.error, self.peer_text, self.timeout_s)
             self.done = True
@@ -383,13 +388,17 @@ def send_file(
     on_progress: Callable[[SendApp, float], None] | None = None,
     progress_interval_s: float = 0.1,
     pcap=None,
+    secret: Secret | None = None,
+    keylog: Callable[[str], None] | None = None,
 ) -> SendResult:
     """Send one file to an `rtcp recv` at host:port. Never raises for a failed transfer:
     the returned SendResult carries exit_code and error (RtcpError for local problems that
     happen before anything is sent: a missing file, an unresolvable host).
 
     pcap: a rtcp.trace.pcap.PcapWriter (--pcap) that records every datagram of the socket;
-    the caller closes it. Tracing goes through config.event_hook."""
+    the caller closes it. Tracing goes through config.event_hook. secret: a key or a code
+    (rtcp.core.protection): the transfer is then authenticated and encrypted; without one,
+    a receiver that requires a key is still told apart from a timeout."""
     f, size, name = open_source(path)
     with f:
         try:
@@ -414,7 +423,7 @@ def send_file(
         with driver:
             handle: Handle | None = None
             try:
-                handle = driver.connect(addr, cfg, app)
+                handle = driver.connect(addr, cfg, app, ClientProtection(secret, keylog))
                 next_report = 0.0
                 while not app.done:
                     driver.run_once(progress_interval_s if on_progress else None)

@@ -1,0 +1,160 @@
+"""End to end with real processes: `rtcp keygen`, send/recv with --psk-file and --code, through
+the impairing proxy, and the mismatches (wrong key, key on one side only, wrong code) that end in
+one clear line and exit code 9 while the receiver keeps serving."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+
+from rtcp.errors import ExitCode
+from tests.e2e.conftest import RTCP, make_file, needs_proxy, send
+
+REJECTED = "rtcp: error: the receiver did not accept our key (wrong --psk-file or --code)"
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _keygen(path) -> None:
+    res = subprocess.run([RTCP, "keygen", str(path)], check=False, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_keygen_refuses_to_replace_a_key(tmp_path):
+    key = tmp_path / "k"
+    _keygen(key)
+    before = key.read_bytes()
+    res = subprocess.run([RTCP, "keygen", str(key)], check=False, capture_output=True, text=True, timeout=30)
+    assert res.returncode == ExitCode.USAGE
+    assert _error_lines(res.stderr) == [
+        f"rtcp: error: {key} exists: keygen never replaces a key (remove it first)"
+    ]
+    assert key.read_bytes() == before
+
+
+def test_transfer_with_a_key_file_and_the_environment_variable(receiver, tmp_path):
+    key = tmp_path / "team.key"
+    _keygen(key)
+    recv, port, out = receiver("--psk-file", key)
+    src = make_file(tmp_path / "secret.bin", 3_000_000, seed=3)
+    capture = tmp_path / "send.pcap"
+    res = send(src, port, "--psk-file", key, "--pcap", capture)
+    assert res.returncode == 0, res.stderr
+    assert _sha(out / "secret.bin") == _sha(src)
+    data, wire_bytes = src.read_bytes(), capture.read_bytes()
+    # no piece of the file crosses the wire in the clear
+    assert not any(data[i : i + 32] in wire_bytes for i in range(0, len(data), 100_003))
+    env = dict(os.environ, RTCP_PSK_FILE=str(key))
+    res = subprocess.run(
+        [RTCP, "send", str(src), "--to", f"127.0.0.1:{port}", "--quiet"],
+        check=False, capture_output=True, text=True, timeout=60, env=env,
+    )
+    # the file exists now: refused by the application, which needs the key to say so
+    assert res.returncode == ExitCode.FILE_EXISTS, res.stderr
+    recv.signal(signal.SIGTERM)
+    assert recv.wait(10) == 0
+
+
+def test_wrong_key_is_one_line_exit_9_and_the_receiver_keeps_serving(receiver, tmp_path):
+    key, other = tmp_path / "a.key", tmp_path / "b.key"
+    _keygen(key)
+    _keygen(other)
+    recv, port, out = receiver("--psk-file", key)
+    src = make_file(tmp_path / "f.bin", 200_000)
+    res = send(src, port, "--psk-file", other)
+    assert res.returncode == ExitCode.KEY_REJECTED, res.stderr
+    assert _error_lines(res.stderr) == [REJECTED]
+    assert not (out / "f.bin").exists()
+    # the right key still works afterwards
+    res = send(src, port, "--psk-file", key)
+    assert res.returncode == 0, res.stderr
+    assert _sha(out / "f.bin") == _sha(src)
+    recv.signal(signal.SIGTERM)
+    assert recv.wait(10) == 0
+    refused = [line for line in recv.stderr.splitlines() if "refused a handshake" in line]
+    assert len(refused) == 1 and refused[0].endswith("a sender with another key"), recv.stderr
+
+
+def test_key_on_one_side_only_is_not_a_timeout(receiver, tmp_path):
+    key = tmp_path / "k"
+    _keygen(key)
+    src = make_file(tmp_path / "f.bin", 50_000)
+    _keyed, kport, kout = receiver("--psk-file", key, out=tmp_path / "keyed")
+    res = send(src, kport, "--timeout", "30")
+    assert res.returncode == ExitCode.KEY_REJECTED, res.stderr
+    assert _error_lines(res.stderr) == [
+        "rtcp: error: the receiver requires a key (use --psk-file or --code)"
+    ]
+    _plain, pport, pout = receiver(out=tmp_path / "plain")
+    res = send(src, pport, "--psk-file", key, "--timeout", "30")
+    assert res.returncode == ExitCode.KEY_REJECTED, res.stderr
+    assert _error_lines(res.stderr) == [
+        (
+            "rtcp: error: the receiver uses no key (it runs without --psk-file or --code): "
+            "not sending in the clear"
+        )
+    ]
+    assert not (kout / "f.bin").exists() and not (pout / "f.bin").exists()
+
+
+def test_transfer_with_a_code_then_the_code_is_used_up(spawn, tmp_path):
+    recv = spawn(["recv", "--listen", "127.0.0.1:0", "--out", tmp_path / "out", "--code"])
+    port = recv.wait_port()
+    code = recv.wait_line(r"^code: (\S+)$").group(1)
+    assert re.fullmatch(r"\d{1,3}(-[a-z]+){3}", code)
+    src = make_file(tmp_path / "f.bin", 500_000)
+    res = send(src, port, "--code", code)
+    assert res.returncode == 0, res.stderr
+    assert _sha(tmp_path / "out" / "f.bin") == _sha(src)
+    assert recv.wait(20) == 0  # one use: the receiver exits once the transfer is done
+
+
+def test_wrong_code_is_one_line_exit_9(spawn, tmp_path):
+    recv = spawn(["recv", "--listen", "127.0.0.1:0", "--out", tmp_path / "out", "--code"])
+    port = recv.wait_port()
+    code = recv.wait_line(r"^code: (\S+)$").group(1)
+    number, *words = code.split("-")
+    wrong = "-".join([str((int(number) + 1) % 1000), *words])
+    src = make_file(tmp_path / "f.bin", 10_000)
+    res = send(src, port, "--code", wrong)
+    assert res.returncode == ExitCode.KEY_REJECTED, res.stderr
+    assert _error_lines(res.stderr) == [REJECTED]
+    res = send(src, port, "--code", code)  # the right code still works after one wrong guess
+    assert res.returncode == 0, res.stderr
+    assert recv.wait(20) == 0
+
+
+def test_receiver_beyond_loopback_needs_a_key(tmp_path):
+    res = subprocess.run(
+        [RTCP, "recv", "--listen", "0.0.0.0:0", "--out", str(tmp_path / "o"), "--once"],
+        check=False, capture_output=True, text=True, timeout=30,
+    )
+    assert res.returncode == ExitCode.USAGE
+    assert _error_lines(res.stderr) == [
+        (
+            "rtcp: error: --listen 0.0.0.0:0 is reachable from other machines: give --psk-file "
+            "FILE or --code (or --insecure to accept anyone's files, unencrypted)"
+        )
+    ]
+
+
+@needs_proxy
+def test_keyed_transfer_through_the_proxy_at_five_percent_loss(receiver, proxy, tmp_path):
+    key = tmp_path / "k"
+    _keygen(key)
+    _recv, port, out = receiver("--psk-file", key)
+    _proxy, pport = proxy(port, "--loss", "5%", "--delay", "2ms", "--mtu", "1400")
+    src = make_file(tmp_path / "lossy.bin", 2_000_000, seed=9)
+    res = send(src, pport, "--psk-file", key, "--json", timeout=90)
+    assert res.returncode == 0, res.stderr
+    assert _sha(out / "lossy.bin") == _sha(src)
