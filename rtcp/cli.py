@@ -53,6 +53,10 @@ def _register() -> None:
 
     app.command("keygen")(keygen_command)
 
+    from rtcp.trace.decrypt import decrypt_command
+
+    app.command("decrypt")(decrypt_command)
+
     from rtcp.bench.command import bench_command
 
     app.command("bench")(bench_command)

@@ -158,3 +158,42 @@ def test_keyed_transfer_through_the_proxy_at_five_percent_loss(receiver, proxy, 
     res = send(src, pport, "--psk-file", key, "--json", timeout=90)
     assert res.returncode == 0, res.stderr
     assert _sha(out / "lossy.bin") == _sha(src)
+
+
+def test_keylog_and_decrypt_give_back_a_plaintext_capture(receiver, tmp_path):
+    from rtcp.core import wire
+    from rtcp.trace.pcap import read_pcap
+
+    key = tmp_path / "k"
+    _keygen(key)
+    recv_keys = tmp_path / "recv-keys.log"
+    recv, port, _out = receiver("--psk-file", key, "--keylog", recv_keys)
+    src = make_file(tmp_path / "f.bin", 300_000, seed=4)
+    capture, keys = tmp_path / "send.pcap", tmp_path / "keys.log"
+    res = send(src, port, "--psk-file", key, "--pcap", capture, "--keylog", keys)
+    assert res.returncode == 0, res.stderr
+    assert os.stat(keys).st_mode & 0o777 == 0o600
+    assert keys.read_text() == recv_keys.read_text()  # both ends logged the same keys
+    plain = tmp_path / "plain.pcap"
+    res = subprocess.run(
+        [RTCP, "decrypt", str(capture), "--keylog", str(keys), "-o", str(plain)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith(" without their keys") and " 0 without" in res.stdout
+    payloads = [p.payload for p in read_pcap(plain)]
+    assert payloads and all(p[0] == wire.VERSION for p in payloads)
+    for p in payloads:
+        wire.decode(p)  # a valid plaintext segment, CRC-32 included
+    data = src.read_bytes()
+    assert data[1000:1064] in b"".join(payloads)
+    # without the keys: nothing decrypted, everything copied
+    other = tmp_path / "other.log"
+    other.write_text("RTCP_TRAFFIC " + "00" * 32 + " " + "11" * 32 + " " + "22" * 32 + "\n")
+    res = subprocess.run(
+        [RTCP, "decrypt", str(capture), "--keylog", str(other), "-o", str(tmp_path / "x.pcap")],
+        check=False, capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 0 and " 0 decrypted" in res.stdout, res.stderr
+    recv.signal(signal.SIGTERM)
+    assert recv.wait(10) == 0
