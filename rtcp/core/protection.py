@@ -342,6 +342,8 @@ class ClientProtection:
         self._pending: list[bytes] = []  # our own notices to the peer (a KEY_REJECTED RST)
         self._syn_seq: int | None = None
         self._peer_answered = False
+        self.wire_bytes_sent = 0  # datagram bytes as sealed (the Connection counts plaintext)
+        self.wire_bytes_received = 0
         self._private = X25519PrivateKey.generate()
         self.share = self._private.public_key().public_bytes_raw()
         self._pake = None
@@ -379,6 +381,7 @@ class ClientProtection:
             elif _is_plain_segment(data) and data[_FLAGS_OFFSET] & wire.SYN:
                 out.append(self._seal_syn(data))
             # before the keys, nothing else leaves in the clear
+        self.wire_bytes_sent += sum(map(len, out))
         return out
 
     def _seal_syn(self, data) -> bytes:
@@ -392,6 +395,7 @@ class ClientProtection:
         return _add_proof(data, options, key)
 
     def open(self, data) -> bytes | None:
+        self.wire_bytes_received += len(data)
         if self.cipher is not None:
             return self.cipher.open(data)
         if not _is_plain_segment(data) or not _crc_ok(data):

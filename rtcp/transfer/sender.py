@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
-from rtcp.core.protection import FAILURE_MESSAGES, ClientProtection, Secret
+from rtcp.core.protection import FAILURE_MESSAGES, TAG_BYTES, ClientProtection, Secret
 from rtcp.errors import (
     ExitCode,
     FileExistsRefused,
@@ -472,6 +472,7 @@ def _fill_result(result: SendResult, app: SendApp, handle: Handle | None) -> Non
         if srtt:
             result.rtt_ms = round(float(srtt) * 1000.0, 3)
         result.stats = stats_dict(stats)
+        _protection_stats(result.stats, handle.protection)
     if app.succeeded:
         result.exit_code = int(ExitCode.OK)
         result.error = None
@@ -479,6 +480,21 @@ def _fill_result(result: SendResult, app: SendApp, handle: Handle | None) -> Non
         err = app.error or RtcpError("the transfer did not complete")
         result.exit_code = int(err.exit_code)
         result.error = str(err)
+
+
+def _protection_stats(stats: dict, protection) -> None:
+    """With a key or a code: the counters of packet protection, and the byte counts and the
+    datagram size as they were on the wire (each protected datagram carries a 16-byte tag)."""
+    if protection is None or getattr(protection, "secret", None) is None:
+        stats["encrypted"] = False
+        return
+    stats["encrypted"] = True
+    stats["auth_failures"] = protection.stats.auth_failures
+    stats["replayed"] = protection.stats.replayed
+    stats["bytes_sent"] = protection.wire_bytes_sent
+    stats["bytes_received"] = protection.wire_bytes_received
+    if stats.get("datagram_bytes"):
+        stats["datagram_bytes"] += TAG_BYTES
 
 
 def result_error(result: SendResult) -> RtcpError | None:
