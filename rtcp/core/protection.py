@@ -74,6 +74,8 @@ _SEQ = struct.Struct("!I")
 _FLAGS_OFFSET = 1
 _SEQ_OFFSET = 12
 _ACK_OFFSET = 16
+_PLAIN_VERSION_BYTE = bytes((PLAINTEXT_VERSION,))
+_NO_CRC = bytes(4)
 
 # Reasons carried by a KEY_REJECTED option (one byte), and the failures they give the sender.
 REJECT_BAD_KEY = 0  # the proof did not match: another key or code
@@ -288,7 +290,8 @@ class PacketCipher:
         return header + self._seal.encrypt(_NONCE.pack(0, pn), body, header)
 
     def open(self, data) -> bytes | None:
-        """The plaintext datagram (with its CRC-32, as the Connection expects it), or None."""
+        """The plaintext datagram, or None. Its CRC-32 field holds 0: the tag authenticated
+        it, and a Connection behind this layer runs with config.checksums off."""
         if len(data) < wire.HEADER_BYTES + TAG_BYTES or data[0] != PROTECTED_VERSION:
             self.stats.auth_failures += 1
             return None
@@ -311,16 +314,15 @@ class PacketCipher:
             self._top = pn
         else:
             self._seen |= 1 << (self._top - pn)
-        prefix = bytearray(header[: wire.CHECKSUM_OFFSET])
-        prefix[0] = PLAINTEXT_VERSION
-        crc = zlib.crc32(body, zlib.crc32(prefix))
-        return b"".join((prefix, _PN.pack(crc), body))
+        return b"".join((_PLAIN_VERSION_BYTE, header[1 : wire.CHECKSUM_OFFSET], _NO_CRC, body))
 
 
 def adjust_config(config):
-    """The Connection's config with room for the tag in every datagram (MSS, probe ceiling)."""
+    """The Connection's config with room for the tag in every datagram (MSS, probe ceiling),
+    and no CRC-32 of its own: the tag authenticates every protected datagram."""
     return replace(
         config,
+        checksums=False,
         mss_bytes=config.mss_bytes - TAG_BYTES,
         max_datagram_bytes=config.max_datagram_bytes - TAG_BYTES,
     )

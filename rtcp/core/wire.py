@@ -286,8 +286,9 @@ def encode(seg: Segment) -> bytes:
     return build(seg.flags, seg.src_id, seg.dst_id, seg.seq, seg.ack, seg.window, opts, seg.payload)
 
 
-def decode(data) -> Segment:
-    """Decode one datagram (bytes, bytearray or memoryview). Raises only WireError."""
+def decode(data, verify_checksum: bool = True) -> Segment:
+    """Decode one datagram (bytes, bytearray or memoryview). Raises only WireError.
+    verify_checksum=False: a layer below already authenticated it (packet protection)."""
     n = len(data)
     if n < HEADER_BYTES:
         raise WireError(f"datagram of {n} bytes is shorter than the {HEADER_BYTES}-byte header")
@@ -299,8 +300,9 @@ def decode(data) -> Segment:
     # The CRC first: it covers every field, so a flipped version or options-length bit is
     # reported (and counted) as corruption, not as a malformed datagram.
     view = memoryview(data)
-    crc = zlib.crc32(view[HEADER_BYTES:], zlib.crc32(view[:CHECKSUM_OFFSET]))
-    if crc != checksum:
+    if verify_checksum and checksum != zlib.crc32(
+        view[HEADER_BYTES:], zlib.crc32(view[:CHECKSUM_OFFSET])
+    ):
         raise ChecksumError("checksum mismatch")
     if version != VERSION:
         raise WireError(f"unknown version {version}")
