@@ -59,6 +59,11 @@ _LINGER_S = 2.0
 _MAX_PENDING_BATCH = 1024
 
 
+# on_refused's reason for a sender that failed to prove its code after the SYN (SPAKE2 needs the
+# round trip): its connection existed, half-open, and is aborted
+MID_HANDSHAKE_REFUSAL = "a sender whose code did not match"
+
+
 class App:
     """Base class of a per-connection application. Override what you need."""
 
@@ -358,7 +363,7 @@ class Driver:
         opened = p.open(data)
         if p.failure is not None and not h.conn.is_closed:
             if not h.conn.is_client and self._on_refused is not None:
-                self._on_refused(h.peer, "a sender whose code did not match")
+                self._on_refused(h.peer, MID_HANDSHAKE_REFUSAL)
             h.conn.abort()
         elif p.transparent:
             h.protection = None

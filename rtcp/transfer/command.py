@@ -621,7 +621,11 @@ def recv_command(
 
             driver.sock = TapSocket(driver.sock, recording.pcap)  # the selector keys on the fd
 
+        refused_log = keys.RefusedLog(driver.clock, quiet)
+
         def on_result(result) -> None:
+            if refused_log.told(result):
+                return  # a wrong code: the "refused a handshake" line said it
             if not quiet:
                 try:
                     print(result.log_line(), flush=True)
@@ -639,7 +643,7 @@ def recv_command(
         with driver:
             if secret is not None:
                 acceptor = prot.Acceptor(secret, code_uses=uses, keylog=keylog_write)
-                driver.require_key(acceptor, keys.RefusedLog(driver.clock, quiet))
+                driver.require_key(acceptor, refused_log)
             server = FileServer(
                 driver, output, config=config, on_result=on_result, idle_timeout_s=timeout_s
             )

@@ -14,6 +14,7 @@ import typer
 
 from rtcp.core import protection as prot
 from rtcp.errors import LocalIOError, UsageError
+from rtcp.net.driver import MID_HANDSHAKE_REFUSAL
 
 PANEL_KEYS = "Keys and encryption"
 # Lines a receiver prints about refused handshakes: at most one per this many seconds; the
@@ -122,17 +123,30 @@ class RefusedLog:
         self.count = 0
         self._last: float | None = None
         self._suppressed = 0
+        # peers whose half-open connection was aborted for a wrong code: this line tells, so
+        # the transfer's own "failed (no header)" line is left out (bounded by the attempts
+        # a code allows)
+        self.aborted_peers: set[str] = set()
+
+    def told(self, result) -> bool:
+        """True for a transfer result that this log's line already explained."""
+        if result.name is None and result.peer in self.aborted_peers:
+            self.aborted_peers.discard(result.peer)
+            return True
+        return False
 
     def __call__(self, peer: tuple, why: str) -> None:
         self.count += 1
+        host, port = peer[0], peer[1]
+        where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        if why == MID_HANDSHAKE_REFUSAL:
+            self.aborted_peers.add(where)
         now = self.clock()
         if self.quiet or (self._last is not None and now - self._last < REFUSED_LOG_INTERVAL_S):
             self._suppressed += 1
             return
         more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
         self._last, self._suppressed = now, 0
-        host, port = peer[0], peer[1]
-        where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
         try:
             print(f"rtcp: refused a handshake from {where}: {why}{more}", file=sys.stderr,
                   flush=True)

@@ -132,6 +132,12 @@ def test_wrong_code_is_one_line_exit_9(spawn, tmp_path):
     res = send(src, port, "--code", code)  # the right code still works after one wrong guess
     assert res.returncode == 0, res.stderr
     assert recv.wait(20) == 0
+    # one line for the wrong code (stderr), one for the transfer (stdout), nothing else
+    refused = [line for line in recv.stderr.splitlines() if line.strip()]
+    assert len(refused) == 1 and refused[0].endswith("a sender whose code did not match")
+    assert [line for line in recv.lines[2:] if line.strip()] == [
+        line for line in recv.lines if line.startswith("received 'f.bin'")
+    ]
 
 
 def test_receiver_beyond_loopback_needs_a_key(tmp_path):
