@@ -346,8 +346,8 @@ class ClientProtection:
         self._peer_answered = False
         self.wire_bytes_sent = 0  # datagram bytes as sealed (the Connection counts plaintext)
         self.wire_bytes_received = 0
-        self._private = X25519PrivateKey.generate()
-        self.share = self._private.public_key().public_bytes_raw()
+        self._private = X25519PrivateKey.generate() if secret is not None else None
+        self.share = b"" if secret is None else self._private.public_key().public_bytes_raw()
         self._pake = None
         self._pake_message = b""
         if secret is not None and secret.code is not None:
@@ -400,6 +400,16 @@ class ClientProtection:
         self.wire_bytes_received += len(data)
         if self.cipher is not None:
             return self.cipher.open(data)
+        if self.secret is None:
+            # plaintext: everything goes to the Connection (it checks the CRC-32), except the
+            # RST that says the receiver requires a key
+            if _is_plain_segment(data) and _crc_ok(data):
+                flags = data[_FLAGS_OFFSET]
+                if flags & wire.RST:
+                    return self._on_rst(data)
+                if flags & wire.SYN and flags & wire.ACK:
+                    self._peer_answered = True
+            return data
         if not _is_plain_segment(data) or not _crc_ok(data):
             self.stats.auth_failures += 1
             return None
@@ -407,12 +417,7 @@ class ClientProtection:
         if flags & wire.RST:
             return self._on_rst(data)
         if flags & wire.SYN and flags & wire.ACK:
-            self._peer_answered = True
-            if self.secret is None:
-                return data
             return self._on_syn_ack(data)
-        if self.secret is None:
-            return data
         self.stats.auth_failures += 1
         return None
 

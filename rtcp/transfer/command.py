@@ -548,12 +548,13 @@ def recv_command(
         help="Print a fresh one-time code; accept only senders that give it (SPAKE2).",
         rich_help_panel=keys.PANEL_KEYS,
     ),
-    code_uses: str = typer.Option(
-        "1",
+    code_uses: str | None = typer.Option(
+        None,
         "--code-uses",
         metavar="N",
-        help="Transfers one code allows; then the receiver exits.",
+        help="Transfers one --code allows (default 1); then the receiver exits.",
         rich_help_panel=keys.PANEL_KEYS,
+        show_default=False,
     ),
     insecure: bool = typer.Option(
         False,
@@ -595,7 +596,9 @@ def recv_command(
     timeout_s = _positive_seconds("--timeout", timeout)
     host, port = _parse_flag("--listen", parse_hostport, listen)
     config = build_config(window=window, timeout_s=timeout_s)
-    uses = _parse_int("--code-uses", code_uses, 1)
+    if code_uses is not None and not code:
+        raise UsageError("--code-uses needs --code")
+    uses = 1 if code_uses is None else _parse_int("--code-uses", code_uses, 1)
     secret = keys.load_secret(psk_file, prot.generate_code() if code else None)
     keylog_write = keys.keylog_writer(keylog)
     output = OutputDir(Path(out), force=force)
@@ -668,6 +671,10 @@ def recv_command(
                     signal.signal(signum, handler)
     finally:
         recording.finish()
+    if acceptor is not None and not quiet:
+        line = keys.protection_summary(acceptor.stats)
+        if line:
+            print(line, file=sys.stderr, flush=True)
     if acceptor is not None and acceptor.code_retired and not acceptor.code_used_up:
         raise KeyRejected(
             f"the code was retired after {prot.MAX_UNCONFIRMED_CODE_ATTEMPTS} attempts that did "

@@ -153,3 +153,14 @@ class RefusedLog:
         except OSError:
             pass
 
+
+
+def protection_summary(stats: prot.ProtectionStats) -> str | None:
+    """The receiver's last line about packet protection, when something was refused."""
+    if not (stats.auth_failures or stats.replayed):
+        return None
+    return (
+        f"rtcp: packet protection: {stats.handshakes} handshakes proved the key; dropped "
+        f"{stats.auth_failures} that failed authentication (auth_failures) and "
+        f"{stats.replayed} replayed datagrams"
+    )

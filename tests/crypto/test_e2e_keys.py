@@ -133,8 +133,10 @@ def test_wrong_code_is_one_line_exit_9(spawn, tmp_path):
     assert res.returncode == 0, res.stderr
     assert recv.wait(20) == 0
     # one line for the wrong code (stderr), one for the transfer (stdout), nothing else
-    refused = [line for line in recv.stderr.splitlines() if line.strip()]
-    assert len(refused) == 1 and refused[0].endswith("a sender whose code did not match")
+    lines = [line for line in recv.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2, recv.stderr
+    assert lines[0].endswith("a sender whose code did not match")
+    assert lines[1].startswith("rtcp: packet protection: 1 handshakes proved the key; dropped 1")
     assert [line for line in recv.lines[2:] if line.strip()] == [
         line for line in recv.lines if line.startswith("received 'f.bin'")
     ]

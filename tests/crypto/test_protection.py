@@ -345,3 +345,50 @@ def test_keylog_lets_a_capture_be_decrypted():
     for d in plain:
         wire.decode(d)  # valid CRC-32 again
     assert any(MARKER in d for d in plain)
+
+
+def _mutations(datagram: bytes):
+    return st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda i, x: datagram[:i] + bytes((x,)) + datagram[i + 1 :],
+            st.integers(0, len(datagram) - 1),
+            st.integers(0, 255),
+        ),
+        st.integers(0, len(datagram)).map(lambda n: datagram[:n]),
+    )
+
+
+_SYN = prot.ClientProtection(PSK).seal_all([wire.build(wire.SYN, 7, 0, 1, 0, 100)])[0]
+
+
+@settings(**{**SETTINGS, "max_examples": 200})
+@given(data=_mutations(_SYN), code=st.booleans())
+def test_nothing_from_the_network_raises(data, code):
+    secret = Secret(code="7-guitar-oxygen-banjo") if code else PSK
+    acceptor = prot.Acceptor(secret)
+    layer, _reply, _why = acceptor.accept(data)
+    if layer is not None:
+        layer.open(data)
+        layer.open(data[:40])
+    for client_secret in (secret, None):
+        client = prot.ClientProtection(client_secret)
+        client.seal_all([wire.build(wire.SYN, 7, 0, 1, 0, 100)])
+        client.open(data)
+        client.open(memoryview(data))
+    decryptor = prot.CaptureDecryptor({})
+    decryptor.datagram(data)
+
+
+def test_code_uses_allows_that_many_transfers():
+    code = prot.generate_code()
+    acceptor = prot.Acceptor(Secret(code=code), code_uses=2)
+    for _ in range(2):
+        client = prot.ClientProtection(Secret(code=code))
+        syn = client.seal_all([wire.build(wire.SYN, 9, 0, 1, 0, 100)])[0]
+        server, _, _ = acceptor.accept(syn)
+        synack = server.seal_all([wire.build(wire.SYN | wire.ACK, 5, 9, 1, 2, 100)])[0]
+        assert client.open(synack) is not None
+        ack = client.seal_all([wire.build(wire.ACK, 9, 5, 2, 2, 100)])[0]
+        assert server.open(ack) is not None
+    assert acceptor.code_used_up and acceptor.code_retired
