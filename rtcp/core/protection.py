@@ -75,7 +75,9 @@ _FLAGS_OFFSET = 1
 _SEQ_OFFSET = 12
 _ACK_OFFSET = 16
 _PLAIN_VERSION_BYTE = bytes((PLAINTEXT_VERSION,))
+_PROTECTED_VERSION_BYTE = bytes((PROTECTED_VERSION,))
 _NO_CRC = bytes(4)
+_WINDOW_MASK = (1 << REPLAY_WINDOW_PACKETS) - 1
 
 # Reasons carried by a KEY_REJECTED option (one byte), and the failures they give the sender.
 REJECT_BAD_KEY = 0  # the proof did not match: another key or code
@@ -282,12 +284,9 @@ class PacketCipher:
         if pn > MAX_PACKET_NUMBER:
             return None
         self.next_pn = pn + 1
-        header = bytearray(data[: wire.HEADER_BYTES])
-        header[0] = PROTECTED_VERSION
-        _PN.pack_into(header, wire.CHECKSUM_OFFSET, pn)
-        header = bytes(header)
-        body = memoryview(data)[wire.HEADER_BYTES :]
-        return header + self._seal.encrypt(_NONCE.pack(0, pn), body, header)
+        view = memoryview(data)
+        header = b"".join((_PROTECTED_VERSION_BYTE, view[1 : wire.CHECKSUM_OFFSET], _PN.pack(pn)))
+        return header + self._seal.encrypt(_NONCE.pack(0, pn), view[wire.HEADER_BYTES :], header)
 
     def open(self, data) -> bytes | None:
         """The plaintext datagram, or None. Its CRC-32 field holds 0: the tag authenticated
@@ -296,25 +295,27 @@ class PacketCipher:
             self.stats.auth_failures += 1
             return None
         pn = _PN.unpack_from(data, wire.CHECKSUM_OFFSET)[0]
-        if pn <= self._top and (
-            self._top - pn >= REPLAY_WINDOW_PACKETS or (self._seen >> (self._top - pn)) & 1
-        ):
+        top = self._top
+        if pn <= top and (top - pn >= REPLAY_WINDOW_PACKETS or (self._seen >> (top - pn)) & 1):
             self.stats.replayed += 1
             return None
         view = memoryview(data)
-        header = bytes(view[: wire.HEADER_BYTES])
         try:
-            body = self._open.decrypt(_NONCE.pack(0, pn), view[wire.HEADER_BYTES :], header)
+            body = self._open.decrypt(
+                _NONCE.pack(0, pn), view[wire.HEADER_BYTES :], view[: wire.HEADER_BYTES]
+            )
         except InvalidTag:
             self.stats.auth_failures += 1
             return None
-        if pn > self._top:
-            shift = pn - self._top
-            self._seen = ((self._seen << shift) | 1) & ((1 << REPLAY_WINDOW_PACKETS) - 1)
+        if pn > top:
+            seen = (self._seen << (pn - top)) | 1
+            if seen.bit_length() > 2 * REPLAY_WINDOW_PACKETS:  # trim now and then, not always
+                seen &= _WINDOW_MASK
+            self._seen = seen
             self._top = pn
         else:
-            self._seen |= 1 << (self._top - pn)
-        return b"".join((_PLAIN_VERSION_BYTE, header[1 : wire.CHECKSUM_OFFSET], _NO_CRC, body))
+            self._seen |= 1 << (top - pn)
+        return b"".join((_PLAIN_VERSION_BYTE, view[1 : wire.CHECKSUM_OFFSET], _NO_CRC, body))
 
 
 def adjust_config(config):
