@@ -11,7 +11,7 @@ import signal
 import subprocess
 
 from rtcp.errors import ExitCode
-from tests.e2e.conftest import RTCP, make_file, needs_proxy, send
+from tests.e2e.conftest import RTCP, make_file, needs_proxy, send, wait_for
 
 REJECTED = "rtcp: error: the receiver did not accept our key (wrong --psk-file or --code)"
 
@@ -205,3 +205,29 @@ def test_keylog_and_decrypt_give_back_a_plaintext_capture(receiver, tmp_path):
     assert res.returncode == 0 and " 0 decrypted" in res.stdout, res.stderr
     recv.signal(signal.SIGTERM)
     assert recv.wait(10) == 0
+
+
+def test_a_replayed_captured_handshake_stores_nothing(receiver, tmp_path):
+    import socket
+
+    from rtcp.core import wire
+    from rtcp.trace.pcap import read_pcap
+
+    key = tmp_path / "k"
+    _keygen(key)
+    recv, port, out = receiver("--psk-file", key)
+    src = make_file(tmp_path / "f.bin", 100_000)
+    capture = tmp_path / "send.pcap"
+    res = send(src, port, "--psk-file", key, "--pcap", capture)
+    assert res.returncode == 0, res.stderr
+    (out / "f.bin").unlink()
+    sent = [p.payload for p in read_pcap(capture) if p.dst[1] == port]
+    syn = next(d for d in sent if d[1] & wire.SYN)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        attacker.bind(("127.0.0.1", 0))
+        for d in [syn, *sent[1:20]]:  # the handshake, then its data, from another address
+            attacker.sendto(d, ("127.0.0.1", port))
+    wait_for(lambda: "a replayed handshake" in recv.stderr, 20, "the receiver's refusal line")
+    recv.signal(signal.SIGTERM)
+    assert recv.wait(10) == 0
+    assert not (out / "f.bin").exists() and not [p for p in out.iterdir()]
