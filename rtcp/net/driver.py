@@ -463,7 +463,8 @@ class Driver:
 
     def _receive_protected(self, h: Handle, batch: list, dst_id: int, now: float) -> int:
         """_route_batch for a protected connection: open the run of datagrams addressed to it,
-        then hand the plaintexts to the connection together (its receive fast path)."""
+        then hand the plaintexts to the connection together (its receive fast path). Returns
+        how many datagrams of the batch it consumed."""
         run = 0
         for data in batch:
             ids = wire.peek_ids(data)
@@ -471,19 +472,21 @@ class Driver:
                 break
             run += 1
         opened = []
+        used = 0
         for data in batch[:run]:
+            used += 1
             plain = self._open(h, data)
             if plain is not None:
                 opened.append(plain)
             if h.protection is None or h.conn.is_closed:
-                break
+                break  # the layer is done (or failed): the rest is routed as usual
         while opened:
             taken = h.conn.receive_datagrams(opened, now)
             if not taken:  # each one carries its id: only for safety, one by one
                 h.conn.receive_datagram(opened[0], now)
                 taken = 1
             opened = opened[taken:]
-        return run
+        return used
 
     def _route(self, data: bytes, addr: tuple, now: float) -> None:
         ids = wire.peek_ids(data)
