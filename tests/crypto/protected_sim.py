@@ -74,29 +74,8 @@ class ProtectedSim(SimNetwork):
             ep.conn.abort()
         return opened
 
-    def step(self) -> bool:
-        for ep in (self.client, self.server):
-            deadline = ep.conn.get_timer()
-            if deadline is not None and deadline <= self.now:
-                ep.conn.handle_timer(self.now)
-        queue = self._queue
-        while queue and queue[0][0] <= self.now:
-            _, _, dest, data = heapq.heappop(queue)
-            opened = self._open(dest, data)
+    def _receive(self, ep, batch) -> None:
+        for data in batch:
+            opened = self._open(ep.name, data)
             if opened is not None:
-                (self.client if dest == "client" else self.server).conn.receive_datagram(
-                    opened, self.now
-                )
-        for ep in (self.client, self.server):
-            ep.step()
-            self._transmit(ep)
-            ep.step()
-        nxt = queue[0][0] if queue else None
-        for ep in (self.client, self.server):
-            deadline = ep.conn.get_timer()
-            if deadline is not None and (nxt is None or deadline < nxt):
-                nxt = deadline
-        if nxt is None:
-            return False
-        self.now = max(self.now, nxt)
-        return True
+                ep.conn.receive_datagram(opened, self.now)
