@@ -15,7 +15,8 @@ app = typer.Typer(
         "Move files intact over an unreliable datagram network with a user-space TCP over UDP."
         "\n\nExit codes: 0 ok (send: verified by the receiver), 1 internal error, 2 usage,"
         " 3 timeout, 4 reset by the peer, 5 SHA-256 mismatch, 6 file exists on the receiver,"
-        " 7 local file or socket error, 8 refused by the receiver, 130 interrupted."
+        " 7 local file or socket error, 8 refused by the receiver, 9 the keys do not match,"
+        " 130 interrupted."
     ),
     no_args_is_help=True,
     add_completion=True,
@@ -69,6 +70,14 @@ def _register() -> None:
 
     app.command("send")(send_command)
     app.command("recv")(recv_command)
+
+    from rtcp.transfer.keys import keygen_command
+
+    app.command("keygen")(keygen_command)
+
+    from rtcp.trace.decrypt import decrypt_command
+
+    app.command("decrypt")(decrypt_command)
 
     from rtcp.bench.command import bench_command
 

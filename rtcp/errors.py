@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     FILE_EXISTS = 6  # the receiver refused: the file exists and --force was not given
     LOCAL_IO = 7  # a local file or socket error (missing file, disk full, permission)
     REFUSED = 8  # the receiver refused the transfer for another reason (bad name, protocol)
+    KEY_REJECTED = 9  # the keys do not match: another --psk-file or --code, or one side has none
     INTERRUPTED = 130  # SIGINT / Ctrl-C
 
 
@@ -65,3 +66,7 @@ class LocalIOError(RtcpError):
 
 class TransferRefused(RtcpError):
     exit_code = ExitCode.REFUSED
+
+
+class KeyRejected(RtcpError):
+    exit_code = ExitCode.KEY_REJECTED

@@ -17,11 +17,18 @@
 --   0 version(1) 1 flags(1) 2 window(2) 4 src conn id(4) 8 dst conn id(4) 12 seq(4) 16 ack(4)
 --   20 options length(2) 22 reserved(2) 24 CRC-32(4) 28 options (TLV) then payload.
 -- The CRC-32 (zlib's) covers bytes 0..23 and 28..end. Wireshark 4.x bundles Lua 5.2: bit32.
+-- Protected datagrams (--psk-file, --code; rtcp/core/protection.py) have version 2: the header
+-- stays readable, bytes 24..27 hold the packet number (the nonce) instead of the CRC-32, and
+-- options and payload are encrypted, followed by a 16-byte ChaCha20-Poly1305 tag. The dissector
+-- shows the header and marks the rest as encrypted; `rtcp decrypt CAPTURE --keylog FILE -o
+-- PLAIN.pcap` turns a capture into plaintext datagrams with the traffic keys of --keylog.
 
 local rtcpu = Proto("rtcpu", "rtcp: user-space TCP over UDP")
 
 local FLAG_FIN, FLAG_SYN, FLAG_RST, FLAG_PSH, FLAG_ACK, FLAG_PROBE = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 local HEADER_LEN = 28
+local PROTECTED_VERSION = 2
+local TAG_LEN = 16
 
 local option_names = {
     [0] = "End of options",
@@ -32,6 +39,10 @@ local option_names = {
     [5] = "SACK",
     [8] = "Timestamps",
     [30] = "Path MTU probe acknowledged",
+    [40] = "Key share (X25519)",
+    [41] = "Code exchange (SPAKE2)",
+    [42] = "Key proof",
+    [43] = "Key rejected",
 }
 
 local f = rtcpu.fields
@@ -58,6 +69,10 @@ f.checksum_calc = ProtoField.uint32("rtcpu.checksum_calculated", "Calculated che
 f.checksum_good = ProtoField.bool("rtcpu.checksum_good", "Checksum good")
 f.len = ProtoField.uint32("rtcpu.len", "Payload length", base.DEC)
 f.payload = ProtoField.bytes("rtcpu.payload", "Payload")
+f.protected = ProtoField.bool("rtcpu.protected", "Encrypted (packet protection)")
+f.pn = ProtoField.uint32("rtcpu.pn", "Packet number (the nonce)", base.DEC)
+f.encrypted = ProtoField.bytes("rtcpu.encrypted", "Encrypted options and payload")
+f.tag = ProtoField.bytes("rtcpu.tag", "Authentication tag (replaces the CRC-32)")
 f.options = ProtoField.bytes("rtcpu.options", "Options")
 f.opt_kind = ProtoField.uint8("rtcpu.opt.kind", "Kind", base.DEC, option_names)
 f.opt_length = ProtoField.uint8("rtcpu.opt.len", "Length", base.DEC)
@@ -79,7 +94,10 @@ local ef_malformed = ProtoExpert.new("rtcpu.malformed", "Malformed rtcp segment"
 local ef_retransmission = ProtoExpert.new("rtcpu.analysis.retransmission",
     "This segment repeats sequence space already sent (retransmission)",
     expert.group.SEQUENCE, expert.severity.NOTE)
-rtcpu.experts = { ef_bad_checksum, ef_malformed, ef_retransmission }
+local ef_encrypted = ProtoExpert.new("rtcpu.encrypted.note",
+    "Encrypted: decode it with rtcp decrypt CAPTURE --keylog FILE -o PLAIN.pcap",
+    expert.group.DECRYPTION, expert.severity.NOTE)
+rtcpu.experts = { ef_bad_checksum, ef_malformed, ef_retransmission, ef_encrypted }
 
 rtcpu.prefs.ports = Pref.range("UDP ports", "", "UDP ports to decode as rtcp (besides the heuristic)", 65535)
 rtcpu.prefs.heuristic = Pref.bool("Heuristic on UDP", true, "Find rtcp datagrams on any UDP port")
@@ -158,10 +176,14 @@ end
 local function looks_like_rtcp(tvb)
     local n = tvb:len()
     if n < HEADER_LEN then return false end
-    if tvb(0, 1):uint() ~= 1 then return false end
+    local version = tvb(0, 1):uint()
+    if version ~= 1 and version ~= PROTECTED_VERSION then return false end
     if bit32.band(tvb(1, 1):uint(), 0xC0) ~= 0 then return false end
     if tvb(22, 2):uint() ~= 0 then return false end
     local opt_len = tvb(20, 2):uint()
+    if version == PROTECTED_VERSION then
+        return HEADER_LEN + opt_len + TAG_LEN <= n  -- the options are encrypted: no TLV walk
+    end
     if HEADER_LEN + opt_len > n then return false end
     local i, e = HEADER_LEN, HEADER_LEN + opt_len
     while i < e do
@@ -275,8 +297,9 @@ local function dissect(tvb, pinfo, tree)
     local ack = tvb(16, 4):uint()
     local opt_len = tvb(20, 2):uint()
     local checksum = tvb(24, 4):uint()
+    local protected = (version == PROTECTED_VERSION)
     local body = HEADER_LEN + opt_len
-    local payload_len = n - body
+    local payload_len = n - body - (protected and TAG_LEN or 0)
     if payload_len < 0 then payload_len = 0 end
 
     local syn = bit32.band(flags, FLAG_SYN) ~= 0
@@ -307,8 +330,8 @@ local function dissect(tvb, pinfo, tree)
         rel_of_frame[pinfo.number] = state
     end
 
-    local calc = crc32_of_segment(tvb)
-    local good = (calc == checksum)
+    local calc = protected and checksum or crc32_of_segment(tvb)
+    local good = (calc == checksum)  -- protected: the tag checks integrity, not shown here
 
     local shown_seq = state.seq_rel or seq
     local shown_ack = state.ack_rel or ack
@@ -342,27 +365,46 @@ local function dissect(tvb, pinfo, tree)
     end
     root:add(f.opt_len, tvb(20, 2))
     root:add(f.reserved, tvb(22, 2))
-    local ctree = root:add(f.checksum, tvb(24, 4))
-    if good then
+    if protected then
+        root:add(f.protected, tvb(0, 1), true):set_generated()
+        root:add(f.pn, tvb(24, 4))
+    end
+    local ctree = protected and root or root:add(f.checksum, tvb(24, 4))
+    if protected then
+        -- no CRC-32 to check: the AEAD tag covers everything
+    elseif good then
         ctree:append_text(" [correct]")
     else
         ctree:append_text(string.format(" [incorrect, should be 0x%08x]", calc))
         ctree:add_proto_expert_info(ef_bad_checksum)
     end
-    ctree:add(f.checksum_calc, tvb(24, 4), calc):set_generated()
-    ctree:add(f.checksum_good, tvb(24, 4), good):set_generated()
-    if version ~= 1 then
+    if not protected then
+        ctree:add(f.checksum_calc, tvb(24, 4), calc):set_generated()
+        ctree:add(f.checksum_good, tvb(24, 4), good):set_generated()
+    end
+    if version ~= 1 and not protected then
         root:add_proto_expert_info(ef_malformed, "unknown version " .. version)
     end
 
     local option_info = {}
-    if body > n then
+    if protected then
+        if n >= HEADER_LEN + TAG_LEN then
+            if n > HEADER_LEN + TAG_LEN then
+                root:add(f.encrypted, tvb(HEADER_LEN, n - HEADER_LEN - TAG_LEN))
+            end
+            root:add(f.tag, tvb(n - TAG_LEN, TAG_LEN))
+        else
+            root:add_proto_expert_info(ef_malformed, "shorter than its authentication tag")
+        end
+        root:add_proto_expert_info(ef_encrypted)
+        option_info = { "[encrypted]" }
+    elseif body > n then
         root:add_proto_expert_info(ef_malformed, "options run past the end of the datagram")
     elseif opt_len > 0 then
         option_info = add_options(tvb, pinfo, root, opt_len, src_id, dst_id)
     end
     root:add(f.len, tvb(0, 0), payload_len):set_generated()
-    if payload_len > 0 and body <= n then
+    if payload_len > 0 and body <= n and not protected then
         root:add(f.payload, tvb(body, payload_len))
     end
     if state.retransmission then

@@ -97,9 +97,11 @@ def run_rtcp(
     deadline_s: float,
     cli: list[str] | None = None,
     send_args: list[str] | None = None,
+    recv_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Send every file at once (one `rtcp send` each) through the proxy or direct; one run.
-    send_args: extra `rtcp send` flags (the traced row adds --trace)."""
+    send_args / recv_args: extra `rtcp send` / `rtcp recv` flags (the traced row adds --trace,
+    the encrypted rows --psk-file)."""
     cli = cli or rtcp_cli()
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     out_dir = run_dir / "out"
@@ -118,6 +120,7 @@ def run_rtcp(
                     str(out_dir),
                     "--quiet",
                     "--force",
+                    *(recv_args or []),
                 ],
             )
             host, port = recv.wait_listening()

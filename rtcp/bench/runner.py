@@ -102,19 +102,38 @@ def _rtcp_row(
     senders: int = 1,
     impaired: bool = False,
     send_args: list[str] | None = None,
+    encrypted: bool = False,
 ) -> Row:
     def run(ctx: Context) -> dict[str, Any]:
         size = ctx.impaired_size if impaired else ctx.size
         files = ctx.file_set(senders, size)
         extra = [a.replace("{workdir}", str(ctx.workdir)) for a in send_args or []]
+        recv_extra: list[str] = []
+        if encrypted:
+            key = _bench_key(ctx.workdir)
+            extra += ["--psk-file", key]
+            recv_extra += ["--psk-file", key]
         return run_rtcp(
-            files, proxy, ctx.workdir, ctx.startup_cpu_s, ctx.deadline_s(size), send_args=extra
+            files, proxy, ctx.workdir, ctx.startup_cpu_s, ctx.deadline_s(size), send_args=extra,
+            recv_args=recv_extra,
         )
 
     params = {"proxy_args": proxy, "senders": senders, "size": "impaired" if impaired else "size"}
     if send_args:
         params["send_args"] = send_args
+    if encrypted:
+        params["encrypted"] = True
     return Row(name, "rtcp", description, params, run)
+
+
+def _bench_key(workdir) -> str:
+    """The key of the encrypted rows (--psk-file), made once per benchmark's work folder."""
+    from rtcp.core import protection
+
+    path = workdir / "bench.key"
+    if not path.exists():
+        protection.write_key_file(path, protection.generate_key())
+    return str(path)
 
 
 # (name, description, proxy flags, impaired: sends --impaired-size); each condition becomes two
@@ -188,6 +207,15 @@ def all_rows() -> list[Row]:
             None,
             send_args=["--trace", "{workdir}/send-trace.jsonl"],
         ),
+        # Packet protection (--psk-file: X25519 + ChaCha20-Poly1305) beside the plaintext rows:
+        # the cost of encryption is the ratio of each to its plaintext twin in the same run.
+        _rtcp_row("rtcp-direct-encrypted", "rtcp-direct with --psk-file (encrypted)", None,
+                  encrypted=True),
+        _rtcp_row("rtcp-proxy-clean-encrypted", "rtcp-proxy-clean with --psk-file (encrypted)",
+                  [], encrypted=True),
+        _rtcp_row("rtcp-proxy-clean-encrypted-mtu1400",
+                  "rtcp-proxy-clean-mtu1400 with --psk-file (encrypted)", ["--mtu", "1400"],
+                  encrypted=True),
     ]
     conditions = PROXY_CONDITIONS + [
         (

@@ -48,3 +48,7 @@ class ConnectionConfig:
     random_seed: int | None = None  # seeds the controller's random choices (BBR's first
     # ProbeBW phase) so that a simulation is reproducible from its seed; None = from the OS
     event_hook: Callable[[str, dict], None] | None = None  # tracing; None costs nothing
+    # CRC-32 on every datagram; off when a layer below authenticates each datagram (packet
+    # protection's AEAD tag replaces it): bulk data then goes out with 0 in the field, and
+    # what arrives is not checked again
+    checksums: bool = True

@@ -74,6 +74,11 @@ OPT_RETRY_TOKEN = 31  # a listener's address-validation token (RETRY, and the SY
 OPT_PATH_CHALLENGE = 32  # 8 random bytes: "answer from the address you are at" (RFC 9000 8.2)
 OPT_PATH_RESPONSE = 33  # the 8 bytes of a challenge, echoed
 MAX_OPTION_VALUE_BYTES = 253
+# Handshake options of packet protection (rtcp/core/protection.py), in the SYN and SYN-ACK.
+OPT_KEY_SHARE = 40  # an ephemeral X25519 public key (32 bytes)
+OPT_PAKE = 41  # a SPAKE2 message (--code)
+OPT_KEY_PROOF = 42  # HMAC proving the key; always the last option of its segment
+OPT_KEY_REJECTED = 43  # in a RST answering a SYN: the receiver did not accept the key
 
 # SACK blocks per segment. TCP fits 4 in its 40 bytes of options; rtcp's options have no such
 # limit (the option's length byte allows 31), and with ACKs lost as well as data, 4 blocks
@@ -217,6 +222,61 @@ def parse_options(seg: Segment, options: bytes) -> None:
     _parse_options(seg, options, 0, len(options))
 
 
+def options_span(data) -> tuple[int, int]:
+    """(start, end) of the options area of an encoded datagram (its header read unchecked)."""
+    return HEADER_BYTES, HEADER_BYTES + _U16.unpack_from(data, 20)[0]
+
+
+def find_option(data, kind: int) -> tuple[int, bytes] | None:
+    """(offset of the option, its value) for the first option of `kind` in an encoded datagram,
+    or None. Generic TLV walk for options the core does not interpret (handshake extensions)."""
+    if len(data) < HEADER_BYTES:
+        return None
+    i, end = options_span(data)
+    end = min(end, len(data))
+    while i < end:
+        k = data[i]
+        if k == OPT_END:
+            return None
+        if k == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return None
+        length = data[i + 1]
+        if length < 2 or i + length > end:
+            return None
+        if k == kind:
+            return i, bytes(data[i + 2 : i + length])
+        i += length
+    return None
+
+
+def opt_generic(kind: int, value: bytes) -> bytes:
+    """One TLV option; the value holds at most 253 bytes (the length byte counts the header)."""
+    if len(value) > 253:
+        raise ValueError(f"option {kind}: {len(value)} bytes do not fit one option")
+    return bytes((kind, 2 + len(value))) + value
+
+
+def append_options(data, options: bytes) -> bytes:
+    """The datagram with `options` added after its own (before the payload), the options length
+    and the CRC-32 updated."""
+    start, end = options_span(data)
+    head = bytearray(data[:CHECKSUM_OFFSET])
+    struct.pack_into("!H", head, 20, end - start + len(options))
+    rest = (bytes(data[start:end]), options, bytes(data[end:]))
+    crc = zlib.crc32(b"".join(rest), zlib.crc32(head))
+    return b"".join((bytes(head), _CHECKSUM.pack(crc), *rest))
+
+
+def with_checksum(data) -> bytes:
+    """The datagram with its CRC-32 recomputed (after a layer rewrote some of its bytes)."""
+    view = memoryview(data)
+    crc = zlib.crc32(view[HEADER_BYTES:], zlib.crc32(view[:CHECKSUM_OFFSET]))
+    return b"".join((bytes(view[:CHECKSUM_OFFSET]), _CHECKSUM.pack(crc), view[HEADER_BYTES:]))
+
+
 # --- segments ------------------------------------------------------------------------
 
 
@@ -256,8 +316,9 @@ def encode(seg: Segment) -> bytes:
     return build(seg.flags, seg.src_id, seg.dst_id, seg.seq, seg.ack, seg.window, opts, seg.payload)
 
 
-def decode(data) -> Segment:
-    """Decode one datagram (bytes, bytearray or memoryview). Raises only WireError."""
+def decode(data, verify_checksum: bool = True) -> Segment:
+    """Decode one datagram (bytes, bytearray or memoryview). Raises only WireError.
+    verify_checksum=False: a layer below already authenticated it (packet protection)."""
     n = len(data)
     if n < HEADER_BYTES:
         raise WireError(f"datagram of {n} bytes is shorter than the {HEADER_BYTES}-byte header")
@@ -269,8 +330,9 @@ def decode(data) -> Segment:
     # The CRC first: it covers every field, so a flipped version or options-length bit is
     # reported (and counted) as corruption, not as a malformed datagram.
     view = memoryview(data)
-    crc = zlib.crc32(view[HEADER_BYTES:], zlib.crc32(view[:CHECKSUM_OFFSET]))
-    if crc != checksum:
+    if verify_checksum and checksum != zlib.crc32(
+        view[HEADER_BYTES:], zlib.crc32(view[:CHECKSUM_OFFSET])
+    ):
         raise ChecksumError("checksum mismatch")
     if version != VERSION:
         raise WireError(f"unknown version {version}")

@@ -81,6 +81,9 @@ class ListenLimits:
     retry_above_half_open: int = 64
     retry_above_half_open_per_source: int = 8
     half_open_lifetime_s: float = 5.0  # a handshake not complete by then is dropped, silently
+# on_refused's reason for a sender that failed to prove its code after the SYN (SPAKE2 needs the
+# round trip): its connection existed, half-open, and is aborted
+MID_HANDSHAKE_REFUSAL = "a sender whose code did not match"
 
 
 class App:
@@ -129,6 +132,9 @@ class Handle:
     half_open: bool = False
     amplification: AmplificationLimit | None = None
     path: PathValidator | None = None  # created when a datagram comes from another address
+    # packet protection (rtcp.core.protection): seals what the connection sends and opens
+    # what it receives; None = plaintext
+    protection: object | None = None
 
     @property
     def closed(self) -> bool:
@@ -150,6 +156,7 @@ class DriverStats:
     receive_errors: int = 0
     unroutable: int = 0  # datagrams for no known connection (or too short to route)
     resets_sent: int = 0  # RSTs answering segments for no (open) connection
+    handshakes_refused: int = 0  # SYNs the listener's Acceptor refused (wrong or no key, ...)
     send_queue_peak: int = 0
     refused: int = 0  # ECONNREFUSED on a connected socket: nothing bound at the peer's port
     too_big: int = 0  # datagrams the kernel refused as larger than the first hop (EMSGSIZE)
@@ -220,6 +227,8 @@ class Driver:
         self._tokens = RetryTokens()
         self._half_open: set[Handle] = set()
         self._half_open_by_source: dict[str, int] = {}
+        self._acceptor = None  # rtcp.core.protection.Acceptor: listen only to keyed senders
+        self._on_refused: Callable[[tuple, str], None] | None = None
         self._more_to_read = False
         self._closed = False
         self._old_wakeup_fd: int | None = None
@@ -252,14 +261,27 @@ class Driver:
     def half_open(self) -> int:
         return len(self._half_open)
 
+    def require_key(self, acceptor, on_refused: Callable[[tuple, str], None] | None = None) -> None:
+        """Accept only SYNs that the Acceptor accepts (packet protection); on_refused(peer,
+        why) is called for every SYN it refuses, and for a peer whose code did not match."""
+        self._acceptor = acceptor
+        self._on_refused = on_refused
+
     def stop_listening(self) -> None:
         self._listen = None
 
-    def connect(self, peer: tuple, config: ConnectionConfig, app: App) -> Handle:
-        """Open a client connection to peer (a resolved socket address) driven by app."""
+    def connect(
+        self, peer: tuple, config: ConnectionConfig, app: App, protection=None
+    ) -> Handle:
+        """Open a client connection to peer (a resolved socket address) driven by app;
+        protection: a rtcp.core.protection.ClientProtection between it and the socket."""
         now = self.clock()
-        conn = Connection(_fit_to_first_hop(config, peer), is_client=True, now=now)
+        config = _fit_to_first_hop(config, peer)
+        if protection is not None:
+            config = protection.adjust_config(config)
+        conn = Connection(config, is_client=True, now=now)
         handle = self._add(conn, peer, app, now)
+        handle.protection = protection
         conn.connect(now)
         self._flush(handle, now)
         return handle
@@ -456,6 +478,8 @@ class Driver:
 
     def _flush(self, h: Handle, now: float) -> None:
         datagrams = h.conn.datagrams_to_send(now)
+        if h.protection is not None:
+            datagrams = h.protection.seal_all(datagrams)
         if datagrams:
             if h.amplification is not None:
                 before = h.amplification.withheld
@@ -466,7 +490,21 @@ class Driver:
             if self._send(datagrams, h.peer):
                 limit = udp.path_mtu_payload(h.peer)
                 if limit is not None:
-                    h.conn.datagram_too_big(limit, now)
+                    h.conn.datagram_too_big(limit - _sealing_overhead(h), now)
+
+    def _open(self, h: Handle, data):
+        """The plaintext of a datagram for h, through its protection layer; None = dropped.
+        A layer that found the handshake cannot succeed (another key, or a key on one side
+        only) ends the connection: its app reads the reason from h.protection.failure."""
+        p = h.protection
+        opened = p.open(data)
+        if p.failure is not None and not h.conn.is_closed:
+            if not h.conn.is_client and self._on_refused is not None:
+                self._on_refused(h.peer, MID_HANDSHAKE_REFUSAL)
+            h.conn.abort()
+        elif p.transparent:
+            h.protection = None
+        return opened
 
     def _remove(self, h: Handle) -> None:
         if h.removed:
@@ -575,7 +613,9 @@ class Driver:
                 stats.icmp_too_big_ignored += 1
                 continue
             stats.icmp_too_big += 1
-            h.conn.packet_too_big(report.mtu - udp.ip_udp_overhead(h.peer), now)
+            h.conn.packet_too_big(
+                report.mtu - udp.ip_udp_overhead(h.peer) - _sealing_overhead(h), now
+            )
 
     def _route_batch(self, batch: list, addr: tuple, now: float) -> None:
         """Route datagrams read together: a run addressed to one live connection goes to it in
@@ -593,11 +633,41 @@ class Driver:
                     and addr == h.peer
                     and not h.conn.is_closed
                 ):
-                    taken = h.conn.receive_datagrams(batch, now)
+                    if h.protection is None:
+                        taken = h.conn.receive_datagrams(batch, now)
+                    else:
+                        taken = self._receive_protected(h, batch, ids[2], now)
             if not taken:
                 self._route(first, addr, now)
                 taken = 1
             batch = batch[taken:]
+
+    def _receive_protected(self, h: Handle, batch: list, dst_id: int, now: float) -> int:
+        """_route_batch for a protected connection: open the run of datagrams addressed to it,
+        then hand the plaintexts to the connection together (its receive fast path). Returns
+        how many datagrams of the batch it consumed."""
+        run = 0
+        for data in batch:
+            ids = wire.peek_ids(data)
+            if ids is None or ids[2] != dst_id:
+                break
+            run += 1
+        opened = []
+        used = 0
+        for data in batch[:run]:
+            used += 1
+            plain = self._open(h, data)
+            if plain is not None:
+                opened.append(plain)
+            if h.protection is None or h.conn.is_closed:
+                break  # the layer is done (or failed): the rest is routed as usual
+        while opened:
+            taken = h.conn.receive_datagrams(opened, now)
+            if not taken:  # each one carries its id: only for safety, one by one
+                h.conn.receive_datagram(opened[0], now)
+                taken = 1
+            opened = opened[taken:]
+        return used
 
     def _route(self, data: bytes, addr: tuple, now: float) -> None:
         ids = wire.peek_ids(data)
@@ -618,6 +688,10 @@ class Driver:
                 return
             if h.amplification is not None and addr == h.peer:
                 h.amplification.on_received(len(data))
+            if h.protection is not None:
+                data = self._open(h, data)
+                if data is None:
+                    return
             h.conn.receive_datagram(data, now)
             if addr != h.peer and not h.half_open:
                 self._on_new_address(h, addr, len(data), now)
@@ -627,6 +701,10 @@ class Driver:
         if h is not None and not h.removed:
             if h.amplification is not None:
                 h.amplification.on_received(len(data))
+            if h.protection is not None:
+                data = self._open(h, data)
+                if data is None:
+                    return
             h.conn.receive_datagram(data, now)
             return
         if self._listen is None or not (flags & wire.SYN) or (flags & wire.ACK):
@@ -720,7 +798,21 @@ class Driver:
         if len(self._half_open) >= limits.max_half_open:
             stats.half_open_refused += 1
             return
-        conn = Connection(_fit_to_first_hop(self._listen[0](), addr), is_client=False, now=now)
+        config = _fit_to_first_hop(self._listen[0](), addr)
+        protection = None
+        if self._acceptor is not None:
+            # the SYN proves the key before anything is kept for the peer
+            protection, reply, why = self._acceptor.accept(data)
+            if protection is None:
+                stats.handshakes_refused += 1
+                if reply is not None:
+                    stats.resets_sent += 1
+                    self._send([reply], addr)
+                if self._on_refused is not None:
+                    self._on_refused(addr, why)
+                return
+            config = protection.adjust_config(config)
+        conn = Connection(config, is_client=False, now=now)
         conn.receive_datagram(data, now)
         if _state_name(conn) in ("LISTEN", "CLOSED"):
             # the SYN did not pass the core's checks: nothing to keep
@@ -868,6 +960,12 @@ def _dual_stack(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _sealing_overhead(h: Handle) -> int:
+    """Bytes that packet protection adds to each of h's datagrams (its AEAD tag): a size
+    limit from the kernel or from ICMP counts sealed bytes, the Connection plaintext ones."""
+    return 0 if h.protection is None else h.protection.overhead_bytes
 
 
 def _fit_to_first_hop(config: ConnectionConfig, peer: tuple) -> ConnectionConfig:

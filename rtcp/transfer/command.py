@@ -17,11 +17,13 @@ from typing import Any
 
 import typer
 
+from rtcp.core import protection as prot
 from rtcp.core.config import ConnectionConfig
 from rtcp.errors import (
     ExitCode,
     FileExistsRefused,
     HashMismatch,
+    KeyRejected,
     LocalIOError,
     PeerReset,
     PeerTimeout,
@@ -29,6 +31,7 @@ from rtcp.errors import (
     TransferRefused,
     UsageError,
 )
+from rtcp.transfer import keys
 from rtcp.transfer import limits as _limits
 from rtcp.units import (
     format_bytes,
@@ -394,6 +397,16 @@ def send_command(
         help="Width of the --explain drawing (at least 72).",
         rich_help_panel=_PANEL_TRACE,
     ),
+    psk_file: str | None = keys.psk_file_option(),
+    code: str | None = typer.Option(
+        None,
+        "--code",
+        metavar="CODE",
+        help="The one-time code that `rtcp recv --code` printed (7-guitar-oxygen-banjo).",
+        rich_help_panel=keys.PANEL_KEYS,
+        show_default=False,
+    ),
+    keylog: str | None = keys.keylog_option(),
 ) -> None:
     """Send FILE to an `rtcp recv`; succeed only once the receiver verified its SHA-256.
 
@@ -416,6 +429,7 @@ def send_command(
       7    local file or socket error (missing file, permission)
       8    refused by the receiver (bad name, no space, I/O error there, protocol error),
            or the peer answers but is not rtcp
+      9    the keys do not match (another --psk-file or --code, or a key on one side only)
       130  interrupted (Ctrl-C)
     """
     from rtcp.transfer.sender import SendResult, send_file
@@ -429,6 +443,8 @@ def send_command(
         mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc, timeout_s=timeout_s
     )
     width = _explain_width(explain_width)
+    secret = keys.load_secret(psk_file, code)
+    keylog_write = keys.keylog_writer(keylog)
     show_bar = not quiet and sys.stderr.isatty()
     try:
         size = path.stat().st_size
@@ -450,6 +466,8 @@ def send_command(
                 on_progress=progress,
                 pcap=recording.pcap,
                 wait_ready=wait_ready,
+                secret=secret,
+                keylog=keylog_write,
             )
         except KeyboardInterrupt:
             # typer would turn it into a silent exit 130: say what happened (send_file reset
@@ -633,10 +651,34 @@ def recv_command(
     ),
     trace: str | None = _trace_option(),
     pcap: str | None = _pcap_option(),
+    psk_file: str | None = keys.psk_file_option(),
+    code: bool = typer.Option(
+        False,
+        "--code",
+        help="Print a fresh one-time code; accept only senders that give it (SPAKE2).",
+        rich_help_panel=keys.PANEL_KEYS,
+    ),
+    code_uses: str | None = typer.Option(
+        None,
+        "--code-uses",
+        metavar="N",
+        help="Transfers one --code allows (default 1); then the receiver exits.",
+        rich_help_panel=keys.PANEL_KEYS,
+        show_default=False,
+    ),
+    insecure: bool = typer.Option(
+        False,
+        "--insecure",
+        help="Listen beyond loopback without a key: anyone may store files, unencrypted.",
+        rich_help_panel=keys.PANEL_KEYS,
+    ),
+    keylog: str | None = keys.keylog_option(),
 ) -> None:
     """Receive files from `rtcp send` into DIR, each verified by SHA-256 before it appears.
 
-    Example: rtcp recv --listen 0.0.0.0:9000 --out ./inbox
+    Example: rtcp recv --listen 0.0.0.0:9000 --out ./inbox --psk-file team.key
+
+    An address other than loopback needs --psk-file, --code or --insecure.
 
     Prints "listening on HOST:PORT" first, then one line per finished transfer.
 
@@ -655,6 +697,7 @@ def recv_command(
       6    the file exists (refused)
       7    local I/O error (cannot create the folder or the file, disk full)
       8    refused: bad name or protocol error
+      9    --code: the code was retired after attempts with a wrong code
     """
     from rtcp.net.driver import Driver, resolve
     from rtcp.transfer.receiver import FileServer
@@ -671,6 +714,11 @@ def recv_command(
         header_deadline=header_deadline,
         min_rate=min_rate,
     )
+    if code_uses is not None and not code:
+        raise UsageError("--code-uses needs --code")
+    uses = 1 if code_uses is None else _parse_int("--code-uses", code_uses, 1)
+    secret = keys.load_secret(psk_file, prot.generate_code() if code else None)
+    keylog_write = keys.keylog_writer(keylog)
     output = OutputDir(Path(out), force=force)
     removed = output.cleanup_leftovers()
     if removed and not quiet:
@@ -685,6 +733,7 @@ def recv_command(
     try:
         try:
             family, addr = resolve(host, port, passive=True)
+            keys.check_protected_mode(listen, addr, secret is not None, insecure)
             driver = Driver(addr, family=family)
         except OSError as exc:
             raise LocalIOError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
@@ -693,7 +742,11 @@ def recv_command(
 
             driver.sock = TapSocket(driver.sock, recording.pcap)  # the selector keys on the fd
 
+        refused_log = keys.RefusedLog(driver.clock, quiet)
+
         def on_result(result) -> None:
+            if refused_log.told(result):
+                return  # a wrong code: the "refused a handshake" line said it
             if not quiet:
                 try:
                     print(result.log_line(), flush=True)
@@ -707,7 +760,11 @@ def recv_command(
             stop["signal"] = signum
 
         previous = {}
+        acceptor = None
         with driver:
+            if secret is not None:
+                acceptor = prot.Acceptor(secret, code_uses=uses, keylog=keylog_write)
+                driver.require_key(acceptor, refused_log)
             server = FileServer(
                 driver,
                 output,
@@ -717,13 +774,21 @@ def recv_command(
                 limits=limits,
                 on_refusal=None if quiet else _RefusalLog(limits),
             )
+
+            def finished() -> bool:
+                if stop["signal"] is not None or (once and bool(first)):
+                    return True
+                return acceptor is not None and acceptor.code_retired and server.active == 0
+
             try:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     previous[signum] = signal.signal(signum, on_signal)
                 driver.install_signal_wakeup()
                 local = driver.local_address
                 print(f"listening on {format_hostport(local[0], local[1])}", flush=True)
-                driver.run(lambda: stop["signal"] is not None or (once and bool(first)))
+                if secret is not None and secret.code is not None:
+                    print(f"code: {secret.code}", flush=True)
+                driver.run(finished)
                 server.shutdown()
                 counts = server.limit_report()
                 if counts and not quiet:
@@ -733,6 +798,15 @@ def recv_command(
                     signal.signal(signum, handler)
     finally:
         recording.finish()
+    if acceptor is not None and not quiet:
+        line = keys.protection_summary(acceptor.stats)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+    if acceptor is not None and acceptor.code_retired and not acceptor.code_used_up:
+        raise KeyRejected(
+            f"the code was retired after {prot.MAX_UNCONFIRMED_CODE_ATTEMPTS} attempts that did "
+            "not prove it: run `rtcp recv --code` again for a new code"
+        )
     if once and first and stop["signal"] is None:
         result = first[0]
         if result.exit_code != ExitCode.OK:

@@ -18,11 +18,13 @@ from pathlib import Path
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.congestion import INFINITE_SSTHRESH_BYTES
+from rtcp.core.protection import FAILURE_MESSAGES, TAG_BYTES, ClientProtection, Secret
 from rtcp.errors import (
     ConnectionRefused,
     ExitCode,
     FileExistsRefused,
     HashMismatch,
+    KeyRejected,
     LocalIOError,
     PeerReset,
     PeerTimeout,
@@ -287,6 +289,9 @@ class SendApp(App):
         elif isinstance(event, ev.ConnectionClosed):
             self.close()
             self.close_reason = event.reason
+            failure = getattr(self.handle.protection, "failure", None)
+            if failure is not None and self.error is None:
+                self.error = KeyRejected(FAILURE_MESSAGES[failure])
             if not self.succeeded and self.error is None:
                 self.error = closed_error(event.reason, event.error, self.peer_text, self.timeout_s)
             self.done = True
@@ -464,6 +469,8 @@ def send_file(
     progress_interval_s: float = 0.1,
     pcap=None,
     wait_ready: bool = False,
+    secret: Secret | None = None,
+    keylog: Callable[[str], None] | None = None,
 ) -> SendResult:
     """Send one file to an `rtcp recv` at host:port. Never raises for a failed transfer:
     the returned SendResult carries exit_code and error (RtcpError for local problems that
@@ -476,7 +483,11 @@ def send_file(
     unreachable) arrives as ECONNREFUSED and ends the transfer at once (ConnectionRefused,
     exit 3). wait_ready (--wait-ready) waits instead: for an address of this host until a
     socket is bound there, before the first SYN (rtcp.net.ready: nothing is sent meanwhile);
-    elsewhere the SYN's retransmissions keep knocking. Both within timeout_s."""
+    elsewhere the SYN's retransmissions keep knocking. Both within timeout_s.
+
+    secret: a key or a code (rtcp.core.protection): the transfer is then authenticated and
+    encrypted; without one, a receiver that requires a key is still told apart from a
+    timeout."""
     f, size, name = open_source(path)
     with f:
         try:
@@ -513,7 +524,7 @@ def send_file(
         with driver:
             handle: Handle | None = None
             try:
-                handle = driver.connect(addr, cfg, app)
+                handle = driver.connect(addr, cfg, app, ClientProtection(secret, keylog))
                 next_report = 0.0
                 while not app.done:
                     driver.run_once(progress_interval_s if on_progress else None)
@@ -566,6 +577,7 @@ def _fill_result(result: SendResult, app: SendApp, handle: Handle | None) -> Non
         result.stats = stats_dict(stats)
         if handle.driver is not None:
             result.driver = stats_dict(handle.driver.stats)
+        _protection_stats(result.stats, handle.protection)
     if app.succeeded:
         result.exit_code = int(ExitCode.OK)
         result.error = None
@@ -573,6 +585,21 @@ def _fill_result(result: SendResult, app: SendApp, handle: Handle | None) -> Non
         err = app.error or RtcpError("the transfer did not complete")
         result.exit_code = int(err.exit_code)
         result.error = str(err)
+
+
+def _protection_stats(stats: dict, protection) -> None:
+    """With a key or a code: the counters of packet protection, and the byte counts and the
+    datagram size as they were on the wire (each protected datagram carries a 16-byte tag)."""
+    if protection is None or getattr(protection, "secret", None) is None:
+        stats["encrypted"] = False
+        return
+    stats["encrypted"] = True
+    stats["auth_failures"] = protection.stats.auth_failures
+    stats["replayed"] = protection.stats.replayed
+    stats["bytes_sent"] = protection.wire_bytes_sent
+    stats["bytes_received"] = protection.wire_bytes_received
+    if stats.get("datagram_bytes"):
+        stats["datagram_bytes"] += TAG_BYTES
 
 
 def result_error(result: SendResult) -> RtcpError | None:

@@ -136,15 +136,8 @@ class SimNetwork:
         while queue and queue[0][0] <= self.now:
             _, _, dest, data = heapq.heappop(queue)
             due[dest].append(data)
-        # Everything due at one moment arrives together, like one GRO read of a real socket.
         for ep in (self.client, self.server):
-            batch = due[ep.name]
-            while batch:
-                taken = ep.conn.receive_datagrams(batch, self.now)
-                if taken < len(batch):  # addressed elsewhere (a SYN's dst_id 0): one by one
-                    ep.conn.receive_datagram(batch[taken], self.now)
-                    taken += 1
-                batch = batch[taken:]
+            self._receive(ep, due[ep.name])
         for ep in (self.client, self.server):
             ep.step()
             self._transmit(ep)
@@ -158,6 +151,15 @@ class SimNetwork:
             return False
         self.now = max(self.now, nxt)
         return True
+
+    def _receive(self, ep: Endpoint, batch: list[bytes]) -> None:
+        """Everything due at one moment arrives together, like one GRO read of a real socket."""
+        while batch:
+            taken = ep.conn.receive_datagrams(batch, self.now)
+            if taken < len(batch):  # addressed elsewhere (a SYN's dst_id 0): one by one
+                ep.conn.receive_datagram(batch[taken], self.now)
+                taken += 1
+            batch = batch[taken:]
 
     def run(self, *, until=None, max_time_s: float = 600.0, max_steps: int = 5_000_000) -> None:
         """Run until `until()` is true, both ends are done, or nothing is left to happen."""
