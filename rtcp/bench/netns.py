@@ -109,7 +109,7 @@ def run_rtcp(path: Path, mtu: int, startup_cpu: float, deadline_s: float) -> dic
     ) as out, Processes() as procs:
         recv = procs.start("rtcp recv", _in(receiver_ns, [
             *cli, "recv", "--listen", f"{RECEIVER_ADDR}:{PORT}", "--out", out, "--quiet",
-            "--force",
+            "--force", "--insecure",  # compared with kernel TCP, which is plaintext too
         ]))
         recv.wait_listening()
         before = frag_creates(sender_ns)

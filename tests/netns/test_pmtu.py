@@ -17,7 +17,10 @@ TRANSFER_TIMEOUT_S = 120.0
 
 
 def _receiver(bed, tmp_path, listen="[::]:9000"):
-    proc = bed.rtcp(bed.receiver, "recv", "--listen", listen, "--out", tmp_path / "out")
+    # plaintext on purpose: these tests read the datagrams and the IP counters of the link
+    proc = bed.rtcp(
+        bed.receiver, "recv", "--listen", listen, "--out", tmp_path / "out", "--insecure"
+    )
     proc.wait_port()
     return proc
 
