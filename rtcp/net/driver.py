@@ -821,6 +821,7 @@ class Driver:
         h = Handle(conn=conn, peer=addr, app=_HALF_OPEN_APP, driver=self, created=now)
         h.local_id = conn.local_id
         h.half_open = True
+        h.protection = protection
         h.syn_key = key
         if token is None:  # a valid token proved the address already
             h.amplification = AmplificationLimit()

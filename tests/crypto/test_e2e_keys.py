@@ -90,13 +90,13 @@ def test_key_on_one_side_only_is_not_a_timeout(receiver, tmp_path):
     _keygen(key)
     src = make_file(tmp_path / "f.bin", 50_000)
     _keyed, kport, kout = receiver("--psk-file", key, out=tmp_path / "keyed")
-    res = send(src, kport, "--timeout", "30")
+    res = send(src, kport, "--timeout", "30s")
     assert res.returncode == ExitCode.KEY_REJECTED, res.stderr
     assert _error_lines(res.stderr) == [
         "rtcp: error: the receiver requires a key (use --psk-file or --code)"
     ]
     _plain, pport, pout = receiver(out=tmp_path / "plain")
-    res = send(src, pport, "--psk-file", key, "--timeout", "30")
+    res = send(src, pport, "--psk-file", key, "--timeout", "30s")
     assert res.returncode == ExitCode.KEY_REJECTED, res.stderr
     assert _error_lines(res.stderr) == [
         (

@@ -392,3 +392,36 @@ def test_code_uses_allows_that_many_transfers():
         ack = client.seal_all([wire.build(wire.ACK, 9, 5, 2, 2, 100)])[0]
         assert server.open(ack) is not None
     assert acceptor.code_used_up and acceptor.code_retired
+
+
+def test_a_keyed_sender_follows_a_retry_and_its_token_syn_proves_the_key():
+    """A listener under SYN pressure answers with a stateless RETRY (rtcp/core/validation.py):
+    the keyed client's layer passes it to its core, and the SYN sent again carries both the
+    token and the key share with its proof, which the Acceptor accepts."""
+    from rtcp.core.config import ConnectionConfig
+    from rtcp.core.connection import Connection
+    from rtcp.core.validation import RetryTokens
+
+    secret = Secret(psk=os.urandom(prot.KEY_BYTES))
+    peer = ("192.0.2.1", 4000)
+    layer = prot.ClientProtection(secret)
+    client = Connection(layer.adjust_config(ConnectionConfig()), is_client=True, now=0.0)
+    client.connect(0.0)
+    (syn,) = layer.seal_all(client.datagrams_to_send(0.0))
+    tokens = RetryTokens()
+    retry = tokens.retry_for(wire.decode(syn), peer, 0.0)
+    opened = layer.open(retry)
+    assert opened is not None and layer.stats.auth_failures == 0
+    client.receive_datagram(opened, 0.01)
+    (again,) = layer.seal_all(client.datagrams_to_send(0.01))
+    seg = wire.decode(again)
+    assert tokens.valid(seg.option(wire.OPT_RETRY_TOKEN), peer, seg.src_id, 0.01)
+    server_layer, reply, why = prot.Acceptor(secret).accept(again)
+    assert server_layer is not None, why
+    server = Connection(server_layer.adjust_config(ConnectionConfig()), is_client=False, now=0.01)
+    server.receive_datagram(again, 0.01)
+    for synack in server_layer.seal_all(server.datagrams_to_send(0.01)):
+        plain = layer.open(synack)
+        assert plain is not None
+        client.receive_datagram(plain, 0.02)
+    assert client.state == State.ESTABLISHED

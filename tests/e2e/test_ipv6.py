@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopba
 
 
 def test_a_dual_stack_receiver_serves_ipv4_and_ipv6_senders(spawn, tmp_path):
-    recv = spawn(["recv", "--listen", "[::]:0", "--out", tmp_path / "out"])
+    recv = spawn(["recv", "--listen", "[::]:0", "--out", tmp_path / "out", "--insecure"])
     port = recv.wait_port()
     for i, to in enumerate((f"127.0.0.1:{port}", f"[::1]:{port}")):
         src = make_file(tmp_path / f"f{i}.bin", 300_000, seed=i)
