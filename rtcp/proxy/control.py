@@ -259,7 +259,9 @@ class Controller:
 
 
 def _directions(directions: tuple[str, ...]) -> str:
-    return "both directions" if len(directions) == len(DIRECTIONS) else directions[0]
+    if len(directions) == len(DIRECTIONS):
+        return "both directions"
+    return f"{directions[0]} only"
 
 
 def _counters(stats: Any) -> dict[str, Any]:
