@@ -80,11 +80,19 @@ def plot_command(
             help="Where to write the graph (.png, .svg or .pdf).",
         ),
     ],
+    network: Annotated[
+        Path | None,
+        typer.Option(
+            "--network", metavar="PROXY.jsonl", show_default=False,
+            help="The proxy's trace: mark its live changes (scenario steps, control API) "
+            "on the time axis.",
+        ),
+    ] = None,
 ) -> None:
     """Draw the time-sequence graph (tcptrace style) of a transfer, with cwnd, bytes in flight
     and SRTT below it.
 
-    Example: rtcp plot send.jsonl -o transfer.png
+    Example: rtcp plot send.jsonl -o transfer.png --network proxy.jsonl
 
     Needs matplotlib: pip install 'rtcp\\[plot]'.
     """
@@ -96,8 +104,16 @@ def plot_command(
         r.get("event", "").startswith("segment_") for r in loaded.records
     ):
         raise UsageError(f"{trace} is a proxy trace: plot the sender's or the receiver's")
+    marks: list[tuple[float, str]] = []
+    if network is not None:
+        from rtcp.trace.ladder import _time_bases
+        from rtcp.trace.network_changes import change_marks
+
+        proxy = _load(Path(network))
+        bases = _time_bases([loaded, proxy])  # the proxy's times on this trace's axis
+        marks = [(t - bases[0], label) for t, _, label in change_marks([proxy], bases[1:])]
     try:
-        plot_trace(loaded.records, output)
+        plot_trace(loaded.records, output, marks=marks)
     except OSError as exc:
         raise LocalIOError(f"cannot write {output}: {exc.strerror or exc}") from None
     except ValueError as exc:  # matplotlib: unknown output format

@@ -361,6 +361,9 @@ def build_ladder(traces: Sequence[Any]) -> Ladder:
 
     rows = [Row(tx.t, tx.order, "tx", tx.side, tx=tx) for tx in txs]
     rows += [Row(t, order, kind, side, text=text) for t, order, side, kind, text in loose]
+    from rtcp.trace.network_changes import change_marks  # the proxy's live changes
+
+    rows += [Row(t, order, "note", 0, text=label) for t, order, label in change_marks(items, bases)]
     rows.sort(key=lambda r: r.order)
     t0 = rows[0].t if rows else 0.0
     names = _names(left, right, items)

@@ -176,8 +176,9 @@ def extract(records: Sequence[dict], conn: Any = None) -> Series:
     return s
 
 
-def plot_series(s: Series) -> Any:
-    """A matplotlib Figure of the series (not saved)."""
+def plot_series(s: Series, marks: Sequence[tuple[float, str]] = ()) -> Any:
+    """A matplotlib Figure of the series (not saved). `marks`: (time, label) of the network's
+    changes (rtcp.trace.network_changes), drawn as dotted lines across the three graphs."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
@@ -242,16 +243,29 @@ def plot_series(s: Series) -> Any:
     ax_rtt.grid(True, alpha=0.3)
     for ax in (ax_seq, ax_cwnd):
         ax.tick_params(labelbottom=False)
+    merged: dict[float, list[str]] = {}  # changes at the same moment share one line
+    for t, label in marks:
+        merged.setdefault(t, []).append(label)
+    for t, labels in merged.items():
+        label = "; ".join(labels)
+        for ax in (ax_seq, ax_cwnd, ax_rtt):
+            ax.axvline(t, color="tab:pink", linestyle=":", linewidth=1.2)
+        ax_seq.text(t, 0.98, " " + label, transform=ax_seq.get_xaxis_transform(), rotation=90,
+                    va="top", ha="right", fontsize="x-small", color="tab:pink")
     return fig
 
 
 def plot_trace(
-    records: Sequence[dict], output: str | os.PathLike[str] | None = None, *, conn: Any = None
+    records: Sequence[dict],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    conn: Any = None,
+    marks: Sequence[tuple[float, str]] = (),
 ) -> Any:
     """Draw the graph of one trace's records; save it to output (format from its suffix)
-    when given. Returns the Figure."""
+    when given. Returns the Figure. `marks`: see plot_series (times on this trace's axis)."""
     series = extract(records, conn)
-    fig = plot_series(series)
+    fig = plot_series(series, marks)
     if output is not None:
         fig.savefig(os.fspath(output), dpi=110)
     return fig
