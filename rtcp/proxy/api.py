@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -101,9 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         change = change_from_request(action, body)
         controller = self.server.controller
-        record = self.server.call(
-            lambda: controller.apply(change, time.monotonic(), self.server.source)
-        )
+        record = self.server.call(lambda: controller.apply_now(change, self.server.source))
         return 200, {"change": record}
 
     def _body(self) -> dict[str, Any]:

@@ -167,6 +167,10 @@ class Controller:
         self._trace(record, now)
         return record
 
+    def apply_now(self, change: Change, source: str) -> dict[str, Any]:
+        """apply() at the loop's current time; for calls handed over by Proxy.call_soon."""
+        return self.apply(change, self.proxy.now(), source)
+
     def _apply_logged(
         self, change: Change, now: float, source: str, context: dict[str, Any]
     ) -> None:

@@ -22,7 +22,6 @@ control API (`lab.control_url`), `trace=PATH` records the decisions and changes 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any, Self
 
@@ -195,7 +194,7 @@ class Lab:
         change = change_from_request(action, body)
         controller = self.controller
         assert controller is not None
-        return self._call(lambda: controller.apply(change, time.monotonic(), "lab"))
+        return self._call(lambda: controller.apply_now(change, "lab"))
 
     def _running(self) -> Proxy:
         if self.proxy is None or self._thread is None:

@@ -144,6 +144,7 @@ class Proxy:
         # held by a pause, in arrival order: (impairer, datagram, client address, is_up)
         self._paused: deque[tuple[Any, bytes, tuple[Any, ...], bool]] = deque()
         self._paused_bytes = 0
+        self._holding = False  # some direction is paused: _impair checks which
         self.controller: Any = None  # rtcp.proxy.control.Controller: live changes, timers
         self.first_datagram_s: float | None = None  # when the first client datagram arrived
         self._buf = bytearray(RECV_BUFFER_BYTES)
@@ -210,10 +211,16 @@ class Proxy:
             except Exception as exc:  # noqa: BLE001 - handed to the caller, never lost
                 future.set_exception(exc)
 
+    def now(self) -> float:
+        """The loop's clock: what release times, change records and timers count in."""
+        return time.monotonic()
+
     def refresh_paths(self) -> None:
-        """After a change to an impairer: recompute which directions take the MTU-only path."""
+        """After a change to an impairer: recompute which directions take the MTU-only path,
+        and whether any direction is paused."""
         self._mtu_up = _mtu_only(self.up)
         self._mtu_down = _mtu_only(self.down)
+        self._holding = bool(self.up.paused or self.down.paused)
 
     @property
     def paused_datagrams(self) -> int:
@@ -386,6 +393,7 @@ class Proxy:
         # the forwarding paths' counts: sent, failed (send errors), dropped (above the MTU)
         sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
         batched = 0  # datagrams beyond the first in batch reads: they count against the bound
+        first = self.first_datagram_s is None
         for _ in range(RECV_BATCH_PER_WAKEUP):
             try:
                 n, ancdata, _flags, addr = recvmsg_into(buffers, ancbuf)
@@ -394,7 +402,8 @@ class Proxy:
             except OSError:
                 self.recv_errors += 1
                 continue
-            if self.first_datagram_s is None:  # a scenario may start now: settings may change
+            if first:  # a scenario may start now: the settings may change before this one
+                first = False
                 self._first_datagram(now)
                 mtu = self._mtu_up
                 forward = impairer.passthrough or mtu is not None
@@ -566,7 +575,7 @@ class Proxy:
         addr: tuple[Any, ...] | None,
         client_addr: tuple[Any, ...],
     ) -> None:
-        if impairer.paused:
+        if self._holding and impairer.paused:
             self._hold(impairer, data, client_addr, addr is None)
             return
         now = time.monotonic()
