@@ -4,7 +4,9 @@ the control API (`rtcp ctl`), by a scenario file, and by the `rtcp_proxy` pytest
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -185,3 +187,14 @@ def test_rtcp_proxy_fixture_in_front_of_rtcp(rtcp_proxy, receiver, tmp_path):
     stats = lab.stats
     assert stats["up"]["datagrams_in"] > 0
     assert stats["up"]["dropped"]["loss"] + stats["down"]["dropped"]["loss"] > 0
+
+
+def test_the_lab_example_with_a_udp_echo_server():
+    example = EXAMPLES.parent / "lab_udp_echo.py"
+    result = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "after a pause: ['held 0', 'held 1', 'held 2']" in result.stdout
+    ports = re.search(r"the server saw port (\d+), now port (\d+)", result.stdout)
+    assert ports and ports.group(1) != ports.group(2)
