@@ -135,7 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self.send_header("Connection", "close")  # one request per connection: a kept-alive
+            self.end_headers()  # client would hold the single-threaded server for its timeout
+            self.close_connection = True
             self.wfile.write(data)
         except OSError:
             self.close_connection = True  # the client went away: nothing to tell it
