@@ -66,6 +66,12 @@ def _register() -> None:
 
     app.command("proxy")(proxy_command)
 
+    from rtcp.proxy.ctl import ctl_command
+
+    app.command(
+        "ctl", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(ctl_command)
+
     from rtcp.transfer.command import recv_command, send_command
 
     app.command("send")(send_command)

@@ -6,10 +6,12 @@ one `rtcp: error: --flag: ...` line and exit code 2, never a traceback or a help
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,12 @@ from typing import Any
 import typer
 
 from rtcp.errors import LocalIOError, UsageError
+from rtcp.proxy.api import ControlServer
+from rtcp.proxy.control import Controller
 from rtcp.proxy.impair import DIRECTIONS, DISTRIBUTIONS, ImpairConfig, Impairer, make_rng
 from rtcp.proxy.loop import DEFAULT_MAX_CLIENTS, Proxy
 from rtcp.proxy.report import status_line, summary, write_json_atomic
+from rtcp.proxy.scenario import Scenario, load_scenario
 from rtcp.units import (
     format_hostport,
     parse_duration,
@@ -32,6 +37,7 @@ from rtcp.units import (
 _PANEL_IMPAIR = "Impairments (both directions)"
 _PANEL_DIRECTION = "Per direction (up = client->upstream, down = upstream->client)"
 _PANEL_RUN = "Running"
+_PANEL_LIVE = "Changes while running (docs/proxy.md)"
 MAX_GEMODEL_VALUES = 4
 
 
@@ -304,6 +310,28 @@ def proxy_command(
         "(send --wait-ready) then waits for the whole path.",
         rich_help_panel=_PANEL_RUN,
     ),
+    control: str | None = typer.Option(
+        None,
+        "--control",
+        metavar="HOST:PORT",
+        help="Serve the HTTP/JSON control API there (change impairments, down/up, reset "
+        "while running; `rtcp ctl`). Loopback only, unless --control-remote.",
+        rich_help_panel=_PANEL_LIVE,
+    ),
+    control_remote: bool = typer.Option(
+        False,
+        "--control-remote",
+        help="Allow a --control address other than loopback (no authentication: anyone who "
+        "reaches it can change the network).",
+        rich_help_panel=_PANEL_LIVE,
+    ),
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        metavar="FILE",
+        help="Run a timeline of changes from a TOML file (examples/scenarios/).",
+        rich_help_panel=_PANEL_LIVE,
+    ),
 ) -> None:
     """Forward UDP datagrams between clients and an upstream, impaired like netem.
 
@@ -324,7 +352,18 @@ def proxy_command(
     if idle_timeout_s <= 0:
         raise UsageError(f"--idle-timeout: {idle_timeout!r} must be positive")
     clients_limit = _parse_flag("--max-clients", lambda v: _parse_int(v, 1), max_clients)
-    if seed is None:
+    control_addr = None
+    if control is not None:
+        control_addr = _parse_flag("--control", parse_hostport, control)
+        if not control_remote and not is_loopback(control_addr[0]):
+            raise UsageError(
+                f"--control: {control!r} is not a loopback address; the API has no "
+                "authentication: add --control-remote to serve it there anyway"
+            )
+    timeline = load_scenario(scenario) if scenario is not None else None
+    if seed is None and timeline is not None and timeline.seed is not None:
+        seed_value = timeline.seed
+    elif seed is None:
         seed_value = secrets.randbits(32)
     else:
         seed_value = _parse_flag("--seed", lambda v: _parse_int(v, 0), seed)
@@ -340,6 +379,23 @@ def proxy_command(
         max_clients=clients_limit,
         trace_path=Path(trace) if trace else None,
         pcap_path=Path(pcap) if pcap else None,
+        control=control_addr,
+        scenario=timeline,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or a name that resolves only to them (localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos
     )
 
 
@@ -383,6 +439,8 @@ def run_proxy(
     max_clients: int,
     trace_path: Path | None = None,
     pcap_path: Path | None = None,
+    control: tuple[str, int] | None = None,
+    scenario: Scenario | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM; report on stderr and in the stats file. --trace records each
     decision (TracingImpairer: the loop's no-impairment fast path is then off), --pcap each
@@ -390,7 +448,8 @@ def run_proxy(
     impairers: dict[str, Any] = {d: Impairer(configs[d], make_rng(seed, d)) for d in DIRECTIONS}
     if trace_path is None and pcap_path is None:
         _run(impairers, listen, upstream, seed=seed, stats_path=stats_path,
-             idle_timeout_s=idle_timeout_s, max_clients=max_clients)
+             idle_timeout_s=idle_timeout_s, max_clients=max_clients, control=control,
+             scenario=scenario)
         return
 
     from rtcp.trace.command import finish_trace, open_pcap, open_trace
@@ -406,7 +465,8 @@ def run_proxy(
         impairers = {d: TracingImpairer(impairers[d], writer, d) for d in DIRECTIONS}
     try:
         _run(impairers, listen, upstream, seed=seed, stats_path=stats_path,
-             idle_timeout_s=idle_timeout_s, max_clients=max_clients, writer=writer, pcap=pcap)
+             idle_timeout_s=idle_timeout_s, max_clients=max_clients, writer=writer, pcap=pcap,
+             control=control, scenario=scenario)
     finally:
         errors = []
         if pcap is not None:
@@ -436,8 +496,10 @@ def _run(
     max_clients: int,
     writer: Any = None,
     pcap: Any = None,
+    control: tuple[str, int] | None = None,
+    scenario: Scenario | None = None,
 ) -> None:
-    """The proxy's life: stats file, signals, the loop, the summary at exit."""
+    """The proxy's life: stats file, signals, the control API, the loop, the summary at exit."""
     live = sys.stderr.isatty()
     stats_failed = False
 
@@ -482,17 +544,37 @@ def _run(
         periodic=report,
         pcap=pcap,
     )
+    controller = Controller(proxy, writer=writer, scenario=scenario)
     previous = {}
+    server = None
     try:
         write_stats({"seed": seed, "final": False, **proxy.snapshot()})  # fail early, not at exit
+        if control is not None:
+            try:
+                server = ControlServer(control, proxy, controller)
+            except OSError as exc:
+                raise LocalIOError(
+                    f"--control: cannot listen on {format_hostport(*control)}: "
+                    f"{exc.strerror or exc}"
+                ) from None
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: proxy.stop())
+        if server is not None:
+            print(f"control on {server.url}", flush=True)
         print(f"listening on {format_hostport(*proxy.local_address)}", flush=True)
         proxy.run()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if server is not None:
+            server.close()
         proxy.close()
+    if controller.trace_errors:
+        print(
+            f"rtcp: warning: --trace: {controller.trace_errors} change records could not be "
+            "written",
+            file=sys.stderr,
+        )
     snapshot = {"seed": seed, "final": True, **proxy.snapshot()}
     if live:
         sys.stderr.write("\r\x1b[K")

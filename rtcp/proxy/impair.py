@@ -18,6 +18,12 @@ The pipeline for one datagram, in order:
      released in arrival order (jitter never reorders), except those picked by `reorder`:
      netem-style they skip the delay (sent at once, overtaking the delayed ones), or with
      `reorder_delay_s` they are held back that much longer (the later ones overtake them).
+
+The settings may change between two datagrams (`reconfigure`, the proxy's control API and
+scenarios): the generator, the loss chain, the reorder counter and the rate queue's backlog carry
+over, so the same seed and the same timeline of changes give the same decisions. A link that is
+down (`link_down`, a partition) drops every datagram before step 1 ("down"); a link that is
+`paused` decides nothing: the socket loop holds its datagrams and feeds them in when it resumes.
 """
 
 from __future__ import annotations
@@ -127,6 +133,9 @@ class DirectionStats:
     dropped_queue: int = 0
     dropped_mtu: int = 0
     dropped_overflow: int = 0  # the socket loop's hold limit (delay line full)
+    dropped_down: int = 0  # the link was down (a partition: the control API or a scenario)
+    dropped_reset: int = 0  # held for a client mapping that a reset forgot (a NAT reboot)
+    held: int = 0  # held by a pause, fed to the pipeline when the link came back up
     unsent_at_exit: int = 0  # still held for release when the proxy stopped
     send_errors: int = 0  # OSError on send: counted, never fatal
     refused: int = 0  # ICMP port unreachable reported by the next receive
@@ -144,11 +153,17 @@ class DirectionStats:
     @property
     def emitted(self) -> int:
         """Datagrams the impairer released, whatever happened to them afterwards."""
-        return self.datagrams_out + self.dropped_overflow + self.unsent_at_exit + self.send_errors
+        return (
+            self.datagrams_out
+            + self.dropped_overflow
+            + self.dropped_reset
+            + self.unsent_at_exit
+            + self.send_errors
+        )
 
     def unsend(self, size: int, cause: str) -> None:
         """Move one released datagram from "out" to a failure count ("send_errors",
-        "dropped_overflow" or "unsent_at_exit")."""
+        "dropped_overflow", "dropped_reset" or "unsent_at_exit")."""
         self.datagrams_out -= 1
         self.bytes_out -= size
         setattr(self, cause, getattr(self, cause) + 1)
@@ -165,7 +180,10 @@ class DirectionStats:
                 "queue": self.dropped_queue,
                 "mtu": self.dropped_mtu,
                 "overflow": self.dropped_overflow,
+                "down": self.dropped_down,
+                "reset": self.dropped_reset,
             },
+            "held": self.held,
             "reordered": self.reordered,
             "duplicated": self.duplicated,
             "corrupted": self.corrupted,
@@ -202,6 +220,8 @@ class Impairer:
         self.rng = rng
         self.stats = DirectionStats()
         self.passthrough = config.is_passthrough
+        self.link_down = False  # a partition: every datagram is dropped ("down")
+        self.paused = False  # a pause: the socket loop holds the datagrams (never process())
         self._lost_last = False  # correlated-loss chain state
         self._ge_bad = False  # Gilbert-Elliott state: start in the good state, as netem
         self._reorder_counter = 0  # netem's counter: datagrams since the last reordered one
@@ -210,6 +230,28 @@ class Impairer:
         self._queue: deque[tuple[float, int]] = deque()  # (departure, size) in the rate queue
         self._queue_bytes = 0
         self._offset = _OFFSET_SAMPLERS[config.distribution]
+
+    def reconfigure(self, config: ImpairConfig) -> None:
+        """New settings from the next datagram on. Nothing already decided changes: datagrams
+        held for release keep their times, the rate queue keeps its backlog (the new rate
+        serves what arrives from now on), and no later datagram is released before an earlier
+        one that is still held (a shorter delay never reorders). The generator continues."""
+        self.config = config
+        self._offset = _OFFSET_SAMPLERS[config.distribution]
+        self._update_passthrough()
+
+    def set_link_down(self, down: bool) -> None:
+        """A partition (True) drops every datagram from now on; False restores the link."""
+        self.link_down = down
+        self._update_passthrough()
+
+    def set_paused(self, paused: bool) -> None:
+        """A pause (True): the caller holds the datagrams instead of calling process()."""
+        self.paused = paused
+        self._update_passthrough()
+
+    def _update_passthrough(self) -> None:
+        self.passthrough = self.config.is_passthrough and not self.link_down and not self.paused
 
     def process(self, data: bytes, now: float) -> list[tuple[float, bytes]]:
         """The (release_time, datagram) pairs to emit for `data` arriving at `now`."""
@@ -223,6 +265,9 @@ class Impairer:
             return [(now, data)]
         stats.datagrams_in += 1
         stats.bytes_in += size
+        if self.link_down:
+            stats.dropped_down += 1
+            return []
         config = self.config
         rng = self.rng
         if config.mtu_bytes is not None and size > config.mtu_bytes:

@@ -13,16 +13,26 @@ only impairment is an MTU takes the same path for a batch whose segments fit (on
 above the MTU are dropped, so such a batch passes whole). Any other impairment cuts the batch
 into its datagrams, and the Impairer sees each one, as without GRO. Counters stay per datagram.
 RTCP_NO_GSO=1 (or a kernel without GRO) reads and sends one datagram per system call.
+
+Live changes (rtcp.proxy.control: the control API, scenarios, the Lab) run on the loop's own
+thread, between two wakeups: another thread hands a function to `call_soon` and the loop runs it
+after its current batch, so a change never lands in the middle of a datagram's decision. The
+loop also offers what a change needs: a pause holds a direction's datagrams here (before the
+impairer) and feeds them in when the link resumes; `reset` forgets every client mapping, as a
+NAT reboot does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
+import queue
 import selectors
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from rtcp.errors import LocalIOError, UsageError
@@ -38,6 +48,8 @@ MAX_HELD_DATAGRAMS = 200_000  # delay line cap (both directions), beyond: droppe
 MAX_HELD_BYTES = 256 * 1024 * 1024
 HOUSEKEEPING_INTERVAL_S = 1.0  # idle expiry and the periodic callback (stats file)
 MAX_SELECT_TIMEOUT_S = 0.5
+MAX_PAUSED_DATAGRAMS = 100_000  # held by a pause (both directions); beyond: dropped "down"
+MAX_PAUSED_BYTES = 128 * 1024 * 1024
 
 
 _WAKE = object()  # selector key data of the self-pipe that stop() writes to
@@ -73,7 +85,12 @@ def _smaller(a: int | None, b: int | None) -> int | None:
 
 def _mtu_only(impairer: Any) -> int | None:
     """The MTU of a direction whose only impairment is an MTU (a plain Impairer), else None."""
-    if not isinstance(impairer, Impairer) or impairer.passthrough:
+    if (
+        not isinstance(impairer, Impairer)
+        or impairer.passthrough
+        or impairer.link_down
+        or impairer.paused
+    ):
         return None
     config = impairer.config
     if config.mtu_bytes is None or not dataclasses.replace(config, mtu_bytes=None).is_passthrough:
@@ -144,6 +161,13 @@ class Proxy:
         self._seq = 0
         self._held_bytes = 0
         self._stopping = False
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        # held by a pause, in arrival order: (impairer, datagram, client address, is_up)
+        self._paused: deque[tuple[Any, bytes, tuple[Any, ...], bool]] = deque()
+        self._paused_bytes = 0
+        self._holding = False  # some direction is paused: _impair checks which
+        self.controller: Any = None  # rtcp.proxy.control.Controller: live changes, timers
+        self.first_datagram_s: float | None = None  # when the first client datagram arrived
         self._buf = bytearray(RECV_BUFFER_BYTES)
         self._view = memoryview(self._buf)
         self._sel = selectors.DefaultSelector()
@@ -188,9 +212,98 @@ class Proxy:
         except OSError:
             pass
 
+    def call_soon(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run fn() on the loop's thread between two wakeups; safe from any thread. The future
+        gets its result or its exception (a stopped loop never runs it: wait with a timeout)."""
+        future: Future[Any] = Future()
+        self._calls.put((fn, future))
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+        return future
+
+    def _run_calls(self) -> None:
+        calls = self._calls
+        while not calls.empty():
+            fn, future = calls.get_nowait()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, never lost
+                future.set_exception(exc)
+
+    def now(self) -> float:
+        """The loop's clock: what release times, change records and timers count in."""
+        return self._clock()
+
+    def refresh_paths(self) -> None:
+        """After a change to an impairer: recompute which directions take the MTU-only path,
+        and whether any direction is paused."""
+        self._mtu_up = _mtu_only(self.up)
+        self._mtu_down = _mtu_only(self.down)
+        self._holding = bool(self.up.paused or self.down.paused)
+
+    @property
+    def paused_datagrams(self) -> int:
+        return len(self._paused)
+
+    def resume(self, impairer: Any, now: float) -> int:
+        """After `impairer.set_paused(False)`: feed its held datagrams to the pipeline, in
+        arrival order, as if they arrived now (a held client datagram takes its client's
+        current mapping, a new one after a reset). Returns how many were fed."""
+        fed = 0
+        keep: deque[tuple[Any, bytes, tuple[Any, ...], bool]] = deque()
+        held = self._paused
+        while held:
+            entry = held.popleft()
+            owner, data, client_addr, is_up = entry
+            if owner is not impairer:
+                keep.append(entry)
+                continue
+            self._paused_bytes -= len(data)
+            fed += 1
+            if is_up:
+                client = self._clients.get(client_addr) or self._add_client(client_addr, now)
+                if client is None:  # counted in clients_rejected, as a new datagram would be
+                    continue
+                client.last_seen_s = now
+                self._impair(impairer, data, client.sock, None, client_addr)
+            else:
+                self._impair(impairer, data, self._listen, client_addr, client_addr)
+        self._paused = keep
+        return fed
+
+    def reset_clients(self) -> tuple[int, int]:
+        """Forget every client mapping, as a NAT reboot does: each upstream socket closes, the
+        next datagram from a client gets a new one (a new upstream port). Datagrams already
+        decided for a forgotten socket are lost with it (`dropped.reset`). Returns (mappings
+        forgotten, datagrams dropped)."""
+        closed = {id(client.sock) for client in self._clients.values()}
+        forgotten = len(self._clients)
+        for client in self._clients.values():
+            self._sel.unregister(client.sock)
+            client.sock.close()
+        self._clients.clear()
+        dropped = 0
+        if closed:
+            kept = []
+            for entry in self._heap:
+                if id(entry[2]) in closed:
+                    entry[5].unsend(len(entry[4]), "dropped_reset")
+                    self._held_bytes -= len(entry[4])
+                    dropped += 1
+                else:
+                    kept.append(entry)
+            if dropped:
+                heapq.heapify(kept)
+                self._heap[:] = kept
+        return forgotten, dropped
+
     def snapshot(self) -> dict[str, Any]:
         """Everything the stats file and the summary report, as plain JSON-able data."""
-        return {
+        snap = {
             "listen": format_hostport(*self.local_address),
             "upstream": self._upstream_text,
             "elapsed_s": round(self._clock() - self.started_s, 6),
@@ -198,10 +311,14 @@ class Proxy:
             "clients_total": self.clients_total,
             "clients_rejected": self.clients_rejected,
             "held_datagrams": len(self._heap),
+            "paused_datagrams": len(self._paused),
             "recv_errors": self.recv_errors,
             "up": self.up.stats.to_dict(),
             "down": self.down.stats.to_dict(),
         }
+        if self.controller is not None:
+            snap.update(self.controller.snapshot())
+        return snap
 
     def run(self) -> None:
         """Serve until stop(); then count what was still held and close every socket."""
@@ -211,6 +328,13 @@ class Proxy:
             for entry in self._heap:
                 entry[5].unsend(len(entry[4]), "unsent_at_exit")
             self._heap.clear()
+            for impairer, data, _, _ in self._paused:  # never fed: in, and unsent
+                stats = impairer.stats
+                stats.datagrams_in += 1
+                stats.bytes_in += len(data)
+                stats.unsent_at_exit += 1
+            self._paused.clear()
+            self._paused_bytes = 0
             self.close()
 
     def close(self) -> None:
@@ -230,11 +354,14 @@ class Proxy:
         heap = self._heap
         monotonic = self._clock
         next_housekeeping = monotonic() + self.periodic_interval_s
+        controller = self.controller
         while not self._stopping:
             now = monotonic()
             timeout = next_housekeeping - now
             if heap and heap[0][0] - now < timeout:
                 timeout = heap[0][0] - now
+            if controller is not None and controller.next_deadline_s - now < timeout:
+                timeout = controller.next_deadline_s - now
             timeout = min(max(timeout, 0.0), MAX_SELECT_TIMEOUT_S)
             for key, _ in select(timeout):
                 data = key.data
@@ -244,6 +371,8 @@ class Proxy:
                     self._drain_wake()
                 else:
                     self._read_upstream(data)
+            if controller is not None and controller.next_deadline_s <= monotonic():
+                controller.run_due(monotonic())
             if heap:
                 self._release_due(monotonic())
             now = monotonic()
@@ -265,6 +394,12 @@ class Proxy:
                 pass
         except OSError:
             pass
+        self._run_calls()
+
+    def _first_datagram(self, now: float) -> None:
+        self.first_datagram_s = now
+        if self.controller is not None:
+            self.controller.on_first_datagram(now)
 
     def _read_clients(self) -> None:
         """Client -> upstream ("up"): every ready datagram on the listening socket. With GRO
@@ -284,6 +419,7 @@ class Proxy:
         # the forwarding paths' counts: sent, failed (send errors), dropped (above the MTU)
         sent = sent_bytes = failed = failed_bytes = dropped = dropped_bytes = 0
         batched = 0  # datagrams beyond the first in batch reads: they count against the bound
+        first = self.first_datagram_s is None
         for _ in range(RECV_BATCH_PER_WAKEUP):
             try:
                 n, ancdata, _flags, addr = recvmsg_into(buffers, ancbuf)
@@ -292,6 +428,11 @@ class Proxy:
             except OSError:
                 self.recv_errors += 1
                 continue
+            if first:  # a scenario may start now: the settings may change before this one
+                first = False
+                self._first_datagram(now)
+                mtu = self._mtu_up
+                forward = impairer.passthrough or mtu is not None
             client = clients.get(addr)
             if client is None:
                 client = self._add_client(addr, now)
@@ -321,7 +462,7 @@ class Proxy:
                         dropped += 1
                         dropped_bytes += len(datagram)
                         continue
-                    self._impair(impairer, bytes(datagram), client.sock, None)
+                    self._impair(impairer, bytes(datagram), client.sock, None, addr)
             else:
                 done = self._forward(view, n, size, client.sock, None, client.gso, mtu)
                 sent += done[0]
@@ -444,7 +585,7 @@ class Proxy:
                         dropped += 1
                         dropped_bytes += len(datagram)
                         continue
-                    self._impair(impairer, bytes(datagram), listen, addr)
+                    self._impair(impairer, bytes(datagram), listen, addr, addr)
             else:
                 done = self._forward(view, n, size, listen, addr, self._gso, mtu)
                 sent += done[0]
@@ -464,8 +605,16 @@ class Proxy:
             )
 
     def _impair(
-        self, impairer: Impairer, data: bytes, sock: socket.socket, addr: tuple[Any, ...] | None
+        self,
+        impairer: Impairer,
+        data: bytes,
+        sock: socket.socket,
+        addr: tuple[Any, ...] | None,
+        client_addr: tuple[Any, ...],
     ) -> None:
+        if self._holding and impairer.paused:
+            self._hold(impairer, data, client_addr, addr is None)
+            return
         now = self._clock()
         heap = self._heap
         stats = impairer.stats
@@ -479,6 +628,22 @@ class Proxy:
                 self._seq += 1
                 self._held_bytes += len(out)
                 heapq.heappush(heap, (release, self._seq, sock, addr, out, stats))
+
+    def _hold(
+        self, impairer: Impairer, data: bytes, client_addr: tuple[Any, ...], is_up: bool
+    ) -> None:
+        stats = impairer.stats
+        if (
+            len(self._paused) >= MAX_PAUSED_DATAGRAMS
+            or self._paused_bytes + len(data) > MAX_PAUSED_BYTES
+        ):
+            stats.datagrams_in += 1
+            stats.bytes_in += len(data)
+            stats.dropped_down += 1
+            return
+        stats.held += 1
+        self._paused_bytes += len(data)
+        self._paused.append((impairer, data, client_addr, is_up))
 
     @staticmethod
     def _send(

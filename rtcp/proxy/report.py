@@ -73,4 +73,15 @@ def summary(snapshot: dict[str, Any]) -> str:
             f"corrupted {d['corrupted']}, send errors {d['send_errors']}; added delay "
             f"mean {d['added_delay_mean_s'] * 1e3:.3f} ms, max {d['added_delay_max_s'] * 1e3:.3f} ms"
         )
+    changes = snapshot.get("changes_total", 0)
+    errors = snapshot.get("change_errors", 0)
+    scenario = snapshot.get("scenario")
+    if changes or errors or scenario:
+        line = f"  changes: {changes} applied"
+        if errors:
+            line += f", {errors} refused"
+        if scenario:
+            name = scenario["name"] or scenario["file"]
+            line += f"; scenario {name!r}: {scenario['steps_applied']} steps applied"
+        lines.append(line)
     return "\n".join(lines)

@@ -124,13 +124,23 @@ def plot_command(
         ),
     ],
     conn: str | None = typer.Option(None, "--conn", metavar="ID", help=CONN_HELP),
+    network: Annotated[
+        Path | None,
+        typer.Option(
+            "--network", metavar="PROXY.jsonl", show_default=False,
+            help="The proxy's trace: mark its live changes (scenario steps, control API) "
+            "on the time axis.",
+        ),
+    ] = None,
 ) -> None:
     """Draw the time-sequence graph (tcptrace style) of a transfer, with cwnd, bytes in flight
     and SRTT below it.
 
     Example: rtcp plot send.jsonl proxy.jsonl -o transfer.png
 
-    Time 0 is the connection's first segment, as in `rtcp explain`.
+    Time 0 is the connection's first segment, as in `rtcp explain`. A proxy's trace (given
+    after the endpoint's, or with --network) names the impairments in the title and marks its
+    live changes (scenario steps, control API) on the time axis.
 
     Needs matplotlib: pip install 'rtcp\\[plot]'.
     """
@@ -139,6 +149,8 @@ def plot_command(
     require_matplotlib()  # the install hint before anything else
     conn_id = _conn_option(conn)
     paths = [Path(p) for p in traces]
+    if network is not None:
+        paths.append(network)
     loaded = [_load(p) for p in paths]
     _refuse_repeats(paths, loaded)
     endpoints = [
@@ -152,10 +164,21 @@ def plot_command(
             f"{endpoints[0][0]} and {endpoints[1][0]}: one endpoint's trace per plot"
             " (the sender's or the receiver's; the proxy's may be added)"
         )
-    proxy_records = [r for t in loaded if t.is_proxy for r in t.records]
+    endpoint = endpoints[0][1]
+    proxies = [t for t in loaded if t.is_proxy and t is not endpoint]
+    proxy_records = [r for t in proxies for r in t.records]
+    marks: list[tuple[float, str]] = []
+    if proxies:
+        from rtcp.trace.ladder import _time_bases
+        from rtcp.trace.network_changes import change_marks
+
+        bases = _time_bases([endpoint, *proxies])  # the proxies' times on this trace's axis
+        marks = [(t - bases[0], label) for t, _, label in change_marks(proxies, bases[1:])]
     written, _ = output_path(output)
     try:
-        plot_trace(endpoints[0][1].records, output, conn=conn_id, proxy_records=proxy_records)
+        plot_trace(
+            endpoint.records, output, conn=conn_id, proxy_records=proxy_records, marks=marks
+        )
     except OSError as exc:
         raise LocalIOError(f"cannot write {written}: {exc.strerror or exc}") from None
     except ValueError as exc:  # matplotlib: unknown output format

@@ -437,6 +437,9 @@ def build_ladder(traces: Sequence[Any], conn: Any = None) -> Ladder:
     _keep_own_order(txs, loose)
     rows = [Row(tx.t, tx.order, "tx", tx.side, tx=tx) for tx in txs]
     rows += [Row(t, order, kind, side, text=text) for t, order, side, kind, text in loose]
+    from rtcp.trace.network_changes import change_marks  # the proxy's live changes
+
+    rows += [Row(t, order, "note", 0, text=label) for t, order, label in change_marks(items, bases)]
     rows.sort(key=lambda r: r.order)
     # time 0 is the connection's first segment, as in `rtcp plot`
     t0 = min((tx.t for tx in txs), default=rows[0].t if rows else 0.0)

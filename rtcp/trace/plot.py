@@ -79,6 +79,7 @@ class Series:
     rto_t: list[float] = field(default_factory=list)  # retransmission timer expired
     pmtu_t: list[float] = field(default_factory=list)  # the segment size raised
     pmtu_bytes: list[int] = field(default_factory=list)
+    t0: float = 0.0  # the trace's time of the connection's first segment: the axis's 0
     end_t: float = 0.0  # the connection's last segment (seconds after its first)
     data_bytes: int = 0  # the data sent (or received) in this direction
     controller: str = ""  # the congestion controller, when the trace tells
@@ -140,7 +141,7 @@ def extract(records: Sequence[dict], conn: Any = None) -> Series:
     shift = _window_shift(mine) if view == "sender" else None
     segment_times = [float(r.get("t", 0.0)) for r in mine
                      if str(r.get("event", "")).startswith("segment_")]
-    t0 = segment_times[0]
+    t0 = s.t0 = segment_times[0]
     s.end_t = segment_times[-1] - t0
     seq_ref = 0  # running reference for unwrapping relative sequence numbers
     ack_ref = 0
@@ -267,8 +268,10 @@ def title_of(s: Series) -> str:
     return text
 
 
-def plot_series(s: Series) -> Any:
-    """A matplotlib Figure of the series (not saved): times in ms, bytes in kB."""
+def plot_series(s: Series, marks: Sequence[tuple[float, str]] = ()) -> Any:
+    """A matplotlib Figure of the series (not saved): times in ms, bytes in kB. `marks`:
+    (time on the trace's axis, label) of the network's changes (rtcp.trace.network_changes),
+    drawn as dotted lines across the three graphs."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
@@ -336,12 +339,12 @@ def plot_series(s: Series) -> Any:
         ax.tick_params(labelbottom=False)
 
     # the events that explain the curves, across all three panels
-    marks = (
+    events = (
         (s.recovery_t, "tab:red", ":", "recovery entered"),
         (s.rto_t, "black", "--", "retransmission timeout"),
         (s.pmtu_t, "tab:cyan", "-.", "path MTU raised"),
     )
-    for times, color, style, label in marks:
+    for times, color, style, label in events:
         for i, t in enumerate(times):
             for ax in (ax_seq, ax_cwnd, ax_rtt):
                 ax.axvline(t * MS_PER_S, color=color, linestyle=style, linewidth=1.0,
@@ -349,6 +352,15 @@ def plot_series(s: Series) -> Any:
     for t, size in zip(s.pmtu_t, s.pmtu_bytes, strict=True):
         ax_seq.annotate(f"{size} B", (t * MS_PER_S, top), fontsize="x-small", color="tab:cyan",
                         ha="left", va="top")
+    merged: dict[float, list[str]] = {}  # changes at the same moment share one line
+    for t, label in marks:
+        merged.setdefault((t - s.t0) * MS_PER_S, []).append(label)
+    for t, labels in merged.items():
+        label = "; ".join(labels)
+        for ax in (ax_seq, ax_cwnd, ax_rtt):
+            ax.axvline(t, color="tab:pink", linestyle=":", linewidth=1.2)
+        ax_seq.text(t, 0.98, " " + label, transform=ax_seq.get_xaxis_transform(), rotation=90,
+                    va="top", ha="right", fontsize="x-small", color="tab:pink")
     for ax in (ax_seq, ax_cwnd):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize="small")
@@ -374,13 +386,14 @@ def plot_trace(
     *,
     conn: Any = None,
     proxy_records: Sequence[dict] = (),
+    marks: Sequence[tuple[float, str]] = (),
 ) -> Any:
     """Draw the graph of one trace's records (the proxy's records add the impairments to the
     title); save it to output (format from its suffix, png without one) when given. Returns the
-    Figure."""
+    Figure. `marks`: see plot_series."""
     series = extract(records, conn)
     series.impairments = describe_impairments(proxy_records)
-    fig = plot_series(series)
+    fig = plot_series(series, marks)
     if output is not None:
         path, fmt = output_path(output)
         fig.savefig(path, dpi=110, format=fmt)

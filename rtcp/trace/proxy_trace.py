@@ -100,9 +100,9 @@ class TracingImpairer:
     def process(self, data: bytes, now: float) -> list[tuple[float, bytes]]:
         inner = self.inner
         st = inner.stats
-        before = (st.dropped_mtu, st.dropped_loss, st.dropped_queue, st.reordered)
+        before = (st.dropped_mtu, st.dropped_loss, st.dropped_queue, st.reordered, st.dropped_down)
         out = inner.process(data, now)
-        after = (st.dropped_mtu, st.dropped_loss, st.dropped_queue, st.reordered)
+        after = (st.dropped_mtu, st.dropped_loss, st.dropped_queue, st.reordered, st.dropped_down)
         try:
             self._record(data, now, out, before, after)
         except (OSError, ValueError):  # a full disk must not stop the forwarding: count it
@@ -127,6 +127,8 @@ class TracingImpairer:
                 fields["cause"] = "mtu"
             elif after[2] > before[2]:
                 fields["cause"] = "queue"
+            elif after[4] > before[4]:
+                fields["cause"] = "down"  # the link was down (rtcp.proxy.control)
             else:
                 fields["cause"] = "loss"
             fields["copies"] = 0

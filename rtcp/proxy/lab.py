@@ -1,0 +1,211 @@
+"""`rtcp.proxy.Lab`: a bad network in front of a UDP server, from Python (a test suite).
+
+    from rtcp.proxy import Lab
+
+    with Lab(upstream=("127.0.0.1", 9000), loss="2%", delay="20ms", seed=1) as lab:
+        client.sendto(data, lab.address)    # the proxy's listening address (a free port)
+        lab.set(loss="30%")                 # from the next datagram on
+        lab.down(duration="3s")             # a 3 s partition (mode="hold": a pause)
+        lab.up()
+        lab.reset()                         # forget the client mappings (a NAT reboot)
+        lab.stats["up"]["dropped"]["loss"]  # the same counters as --stats
+
+The proxy (rtcp.proxy.loop) runs on a thread of this process; every call is handed to it
+(`Proxy.call_soon`) and applied between two datagrams, and returns the change's record (when
+it took effect, the counters at that moment). Knobs are the flags' names with `_` for `-`
+(`delay_down="5ms"`) and the flags' values ("30%", "20ms", "1mbit", or a number as the flag
+reads it); a bad one raises `ChangeError` naming it. `control=True` also serves the HTTP
+control API (`lab.control_url`), `trace=PATH` records the decisions and changes as
+`rtcp proxy --trace` does, `scenario=PATH` runs a TOML timeline.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Self
+
+from rtcp.proxy.changes import ChangeError, apply_knobs, change_from_request, parse_knobs
+from rtcp.proxy.control import Controller
+from rtcp.proxy.impair import DIRECTIONS, ImpairConfig, Impairer, make_rng
+from rtcp.proxy.loop import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CLIENTS, Proxy
+from rtcp.proxy.scenario import Scenario, load_scenario
+
+CALL_TIMEOUT_S = 10.0  # how long a call waits for the loop (it answers within a wakeup)
+STOP_TIMEOUT_S = 10.0
+
+
+def _knob_fields(knobs: dict[str, Any]) -> dict[str, Any]:
+    return {name.replace("_", "-"): value for name, value in knobs.items()}
+
+
+class Lab:
+    """A proxy on a thread in front of `upstream`; see the module docstring."""
+
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+        seed: int = 0,
+        control: bool = False,
+        trace: str | Path | None = None,
+        scenario: str | Path | Scenario | None = None,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        **knobs: Any,
+    ):
+        fields = parse_knobs(_knob_fields(knobs))  # ChangeError now, not in the thread
+        self.configs: dict[str, ImpairConfig] = {
+            d: apply_knobs(ImpairConfig(), fields.get(d, {}), replace=True) for d in DIRECTIONS
+        }
+        self.upstream = upstream
+        self.listen = listen
+        self.seed = seed
+        self.want_control = control
+        self.trace_path = Path(trace) if trace is not None else None
+        self.scenario = load_scenario(scenario) if isinstance(scenario, (str, Path)) else scenario
+        self.idle_timeout_s = idle_timeout_s
+        self.max_clients = max_clients
+        self.proxy: Proxy | None = None
+        self.controller: Controller | None = None
+        self._server: Any = None
+        self._writer: Any = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # --- life ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        impairers: dict[str, Any] = {
+            d: Impairer(self.configs[d], make_rng(self.seed, d)) for d in DIRECTIONS
+        }
+        if self.trace_path is not None:
+            from rtcp.trace.proxy_trace import TracingImpairer
+            from rtcp.trace.writer import TraceWriter
+
+            self._writer = TraceWriter(self.trace_path, role="proxy")
+            impairers = {d: TracingImpairer(impairers[d], self._writer, d) for d in DIRECTIONS}
+        self.proxy = Proxy(
+            self.listen,
+            self.upstream,
+            impairers["up"],
+            impairers["down"],
+            idle_timeout_s=self.idle_timeout_s,
+            max_clients=self.max_clients,
+            periodic=self._flush if self._writer is not None else None,
+        )
+        self.controller = Controller(self.proxy, writer=self._writer, scenario=self.scenario)
+        self._thread = threading.Thread(target=self._run, name="rtcp-proxy-lab", daemon=True)
+        self._thread.start()
+        if self.want_control:
+            from rtcp.proxy.api import ControlServer
+
+            self._server = ControlServer(("127.0.0.1", 0), self.proxy, self.controller)
+        return self
+
+    def _run(self) -> None:
+        assert self.proxy is not None
+        try:
+            self.proxy.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the next call and close()
+            self._error = exc
+
+    def _flush(self, _proxy: Proxy) -> None:
+        try:
+            self._writer.flush()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Stop the proxy and the API; the trace is complete when this returns."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self.proxy is not None and self._thread is not None:
+            self.proxy.stop()
+            self._thread.join(STOP_TIMEOUT_S)
+            self._thread = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"the proxy thread failed: {error!r}") from error
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what a test reads --------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where clients send (the real port)."""
+        return self._running().local_address
+
+    @property
+    def control_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("this Lab serves no control API: Lab(..., control=True)")
+        return self._server.url
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The counters as in `rtcp proxy --stats`, read on the loop's thread."""
+        proxy = self._running()
+        return self._call(proxy.snapshot)
+
+    # --- changes ------------------------------------------------------------------------
+
+    def set(self, duration: str | None = None, **knobs: Any) -> dict[str, Any]:
+        """Change the named knobs (None turns one off), for `duration` ("3s") if given."""
+        return self._change("set", _knob_fields(knobs), duration)
+
+    def replace(self, duration: str | None = None, **knobs: Any) -> dict[str, Any]:
+        """Exactly these knobs: every other one goes off."""
+        return self._change("replace", _knob_fields(knobs), duration)
+
+    def clear(self) -> dict[str, Any]:
+        """No impairment at all (the link state stays)."""
+        return self._change("replace", {}, None)
+
+    def down(
+        self, duration: str | None = None, *, mode: str = "drop", direction: str = "both"
+    ) -> dict[str, Any]:
+        """A partition (mode="drop") or a pause (mode="hold": held, sent on at up())."""
+        return self._change("down", {"mode": mode, "direction": direction}, duration)
+
+    def pause(self, duration: str | None = None, *, direction: str = "both") -> dict[str, Any]:
+        return self.down(duration, mode="hold", direction=direction)
+
+    def up(self, *, direction: str = "both") -> dict[str, Any]:
+        return self._change("up", {"direction": direction}, None)
+
+    def reset(self) -> dict[str, Any]:
+        """Forget every client mapping: the next datagram of a client gets a new upstream port."""
+        return self._change("reset", {}, None)
+
+    def _change(self, action: str, body: dict[str, Any], duration: str | None) -> dict[str, Any]:
+        if duration is not None:
+            body = {**body, "for": duration}
+        change = change_from_request(action, body)
+        controller = self.controller
+        assert controller is not None
+        return self._call(lambda: controller.apply_now(change, "lab"))
+
+    def _running(self) -> Proxy:
+        if self.proxy is None or self._thread is None:
+            raise RuntimeError("the Lab is not started: use `with Lab(...) as lab` or .start()")
+        return self.proxy
+
+    def _call(self, fn: Any) -> Any:
+        proxy = self._running()
+        if self._error is not None or not self._thread.is_alive():
+            raise RuntimeError(f"the proxy thread is not running ({self._error!r})")
+        return proxy.call_soon(fn).result(timeout=CALL_TIMEOUT_S)
+
+
+__all__ = ["ChangeError", "Lab"]
