@@ -416,7 +416,7 @@ def test_a_keyed_sender_follows_a_retry_and_its_token_syn_proves_the_key():
     (again,) = layer.seal_all(client.datagrams_to_send(0.01))
     seg = wire.decode(again)
     assert tokens.valid(seg.option(wire.OPT_RETRY_TOKEN), peer, seg.src_id, 0.01)
-    server_layer, reply, why = prot.Acceptor(secret).accept(again)
+    server_layer, _reply, why = prot.Acceptor(secret).accept(again)
     assert server_layer is not None, why
     server = Connection(server_layer.adjust_config(ConnectionConfig()), is_client=False, now=0.01)
     server.receive_datagram(again, 0.01)

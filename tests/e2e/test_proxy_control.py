@@ -10,8 +10,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from rtcp.trace.writer import read_trace
 from tests.e2e.conftest import RTCP, Proc, make_file, needs_proxy, send, wait_for
 from tests.e2e.test_transfer import sha256
