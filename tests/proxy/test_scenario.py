@@ -154,10 +154,16 @@ def test_a_bad_file_is_a_usage_error_naming_it(tmp_path):
 
 
 def test_knobs_use_the_flags_vocabulary_and_directions_override():
-    knobs = parse_knobs({"delay-up": "5ms", "delay": "20ms", "loss": 0.3, "rate": None})
+    knobs = parse_knobs({"delay-up": "5ms", "delay": "20ms", "loss": "30%", "rate": None})
     assert knobs["up"]["delay_s"] == pytest.approx(0.005)
     assert knobs["down"]["delay_s"] == pytest.approx(0.020)
     assert knobs["up"]["loss"] == pytest.approx(0.3) and knobs["down"]["rate_bytes_per_s"] == 0
     before = {"up": {}, "down": {}}
     after = {"up": {"delay": "5ms", "loss": "30%"}, "down": {"delay": "20ms", "loss": "30%"}}
     assert summarize(before, after) == "delay-up 5ms, loss 30%, delay-down 20ms"
+
+
+def test_knobs_refuse_a_bare_probability_as_the_flags_do():
+    """0.3 could mean 0.3% or 30%: the API and scenario files say which, as --loss must."""
+    with pytest.raises(ChangeError, match="percentage"):
+        parse_knobs({"loss": 0.3})

@@ -8,7 +8,8 @@ holds commands only. Every block runs, in the README's order, in one bash sessio
 temporary folder with the folder of this Python's `rtcp` first on PATH, inside a private
 network namespace (so that the README's fixed ports cannot meet another process's).
 
-Comparison, "numbers aside": hexadecimal ids and hashes, numbers, SI prefixes of sizes and
+Comparison, "numbers aside": hexadecimal ids and hashes, numbers (a comma-separated list of
+them counts as one), SI prefixes of sizes and
 rates (kB/s or MB/s), and runs of spaces or dashes are normalised before lines are compared (a ladder's arrows stretch with its numbers). The
 output of `echo $?` is compared exactly: exit codes are not numbers aside. A command that ends
 in `&` runs as a background job, as in a terminal; since a terminal interleaves a job's lines
@@ -140,10 +141,14 @@ _SPACES = re.compile(r"\s+")
 _SI_PREFIX = re.compile(r"\b[kMG](?=B/s\b|B\b)")  # 900 kB/s and 1.2 MB/s are one shape
 
 
+_NUMBER_LIST = re.compile(r"#(?:,#)+")
+
+
 def normalise(line: str) -> str:
     line = _HEX.sub("#", line)
     line = _SI_PREFIX.sub("", line)
     line = _NUMBER.sub("#", line)
+    line = _NUMBER_LIST.sub("#", line)  # 3 SACK blocks or 2: a list of numbers is numbers
     line = _DASHES.sub("-", line)
     return _SPACES.sub(" ", line).strip()
 
