@@ -45,6 +45,7 @@ MAX_WINDOW_FIELD = 0xFFFF
 TS_MASK = 0xFFFFFFFF
 _DST = struct.Struct("!I")  # a datagram's dst_id, for receive_datagrams' demultiplexing
 _DST_OFFSET = 8
+_FLAGS_OFFSET = 1
 # A data segment's header followed by its timestamps option's kind, length and TSval.
 _HEADER_TS = struct.Struct(wire.HEADER.format + "BBI")
 TS_TICKS_PER_S = 1_000_000  # timestamps count microseconds: loopback RTTs are well under 1 ms
@@ -462,8 +463,10 @@ class Connection:
                 if i >= count:
                     break
             data = datagrams[i]
-            if len(data) >= wire.HEADER_BYTES and peek_dst(data, _DST_OFFSET)[0] != lid:
-                return i
+            if len(data) >= wire.HEADER_BYTES and (
+                peek_dst(data, _DST_OFFSET)[0] != lid or not data[_FLAGS_OFFSET]
+            ):
+                return i  # another connection's, or a path segment (no flags): the driver's
             self._receive_general(data, now)
             i += 1
         return count

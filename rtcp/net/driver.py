@@ -624,7 +624,7 @@ class Driver:
             first = batch[0]
             ids = wire.peek_ids(first)
             taken = 0
-            if ids is not None and ids[2]:
+            if ids is not None and ids[2] and ids[0]:  # flags 0: a path segment, below
                 h = self._by_id.get(ids[2])
                 if (
                     h is not None
@@ -649,8 +649,8 @@ class Driver:
         run = 0
         for data in batch:
             ids = wire.peek_ids(data)
-            if ids is None or ids[2] != dst_id:
-                break
+            if ids is None or ids[2] != dst_id or not ids[0]:
+                break  # another connection's, or a path segment (flags 0): _route's
             run += 1
         opened = []
         used = 0
@@ -732,7 +732,8 @@ class Driver:
             0, h.conn.local_id, h.conn.peer_id, 0, 0, 0,
             wire.opt_bytes(wire.OPT_PATH_CHALLENGE, value),
         )
-        allowed = path.amplification.allow([dgram])  # 3x what the new address sent
+        sealed = self._seal_path_segment(h, dgram)
+        allowed = path.amplification.allow(sealed) if sealed else []  # 3x what the new address sent
         if allowed:
             self.stats.path_challenges_sent += 1
             self._send(allowed, path.candidate)
@@ -744,8 +745,12 @@ class Driver:
         if h is None or h.removed or h.half_open:
             self.stats.unroutable += 1
             return
+        if h.protection is not None:
+            data = self._open(h, data)  # with a key, only the peer can challenge or answer
+            if data is None:
+                return
         try:
-            seg = wire.decode(data)
+            seg = wire.decode(data, verify_checksum=h.protection is None)
         except wire.WireError:
             self.stats.unroutable += 1
             return
@@ -754,22 +759,31 @@ class Driver:
             return
         challenge = seg.option(wire.OPT_PATH_CHALLENGE)
         if challenge is not None:
-            self.stats.path_responses_sent += 1
-            self._send(
-                [
-                    wire.build(
-                        0, h.conn.local_id, h.conn.peer_id, 0, 0, 0,
-                        wire.opt_bytes(wire.OPT_PATH_RESPONSE, challenge),
-                    )
-                ],
-                addr,
+            response = self._seal_path_segment(
+                h,
+                wire.build(
+                    0, h.conn.local_id, h.conn.peer_id, 0, 0, 0,
+                    wire.opt_bytes(wire.OPT_PATH_RESPONSE, challenge),
+                ),
             )
+            if response:
+                self.stats.path_responses_sent += 1
+                self._send(response, addr)
             return
         response = seg.option(wire.OPT_PATH_RESPONSE)
         if response is not None and h.path is not None and h.path.on_response(response, addr):
             h.peer = addr
             self.stats.migrations += 1
             self._flush(h, now)
+
+    @staticmethod
+    def _seal_path_segment(h: Handle, dgram: bytes) -> list:
+        """A PATH_CHALLENGE or PATH_RESPONSE as h sends it: sealed like its data when the
+        connection is protected (as QUIC's, so that an on-path attacker can neither read a
+        challenge nor answer one); nothing while the keys are not there yet."""
+        if h.protection is None:
+            return [dgram]
+        return h.protection.seal_all([dgram])
 
     def _on_new_syn(self, data, addr: tuple, key: tuple, now: float) -> None:
         """A SYN for no connection yet. Under pressure (many half-open, or many from this

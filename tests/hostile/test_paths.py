@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+
 from rtcp.transfer import protocol as proto
 from tests.e2e.conftest import make_file, needs_proxy, wait_for
 
@@ -60,13 +62,18 @@ def _swap_socket(driver) -> None:
     driver.gso.enabled = False
 
 
-def test_sender_source_port_change_and_an_off_path_sender(tmp_path):
+@pytest.mark.parametrize("keyed", [False, True], ids=["plaintext", "with-a-key"])
+def test_sender_source_port_change_and_an_off_path_sender(tmp_path, keyed):
     """In one process: the sender's socket is replaced mid-transfer (its source port changes)
     and the transfer completes on the new path; a copy of one of its segments sent from a
-    third address (which never answers the challenge) moves nothing."""
+    third address (which never answers the challenge) moves nothing. With a key, the
+    challenge and its answer are sealed like data (only the peer can answer) and the forged
+    copy fails authentication."""
+    import os
     import socket
     import time
 
+    from rtcp.core import protection as prot
     from rtcp.net.driver import Driver
     from rtcp.transfer.receiver import FileServer
     from rtcp.transfer.sender import SendApp, make_config
@@ -77,9 +84,15 @@ def test_sender_source_port_change_and_an_off_path_sender(tmp_path):
     results = []
     with Driver(("127.0.0.1", 0)) as server, Driver(("127.0.0.1", 0)) as client:
         FileServer(server, OutputDir(tmp_path / "out"), on_result=results.append)
+        secret = prot.Secret(psk=os.urandom(prot.KEY_BYTES)) if keyed else None
+        acceptor = prot.Acceptor(secret) if keyed else None
+        if keyed:
+            server.require_key(acceptor)
         with open(src, "rb") as f:
             app = SendApp(f, proto.FileSender("p.bin", size), peer_text="receiver")
-            client.connect(server.local_address, make_config(), app)
+            client.connect(
+                server.local_address, make_config(), app, prot.ClientProtection(secret)
+            )
             swapped = forged = False
             off_path = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             off_path.bind(("127.0.0.1", 0))
@@ -109,7 +122,11 @@ def test_sender_source_port_change_and_an_off_path_sender(tmp_path):
         assert app.succeeded, app.error
         assert swapped and forged
         assert server.stats.migrations == 1  # the real move, not the forged one
-        assert server.stats.path_challenges_sent >= 2
+        if keyed:  # the forged copy failed authentication: no challenge to its address
+            assert server.stats.path_challenges_sent >= 1  # a resend if the answer is late
+            assert acceptor.stats.auth_failures >= 1
+        else:  # one to the off-path address, which never answers, and one to the real move
+            assert server.stats.path_challenges_sent >= 2
         new_peer = client.local_address
         assert old_peer != new_peer
     assert results and results[0].verified
