@@ -115,6 +115,8 @@ def test_small_buffers_and_slow_readers(seed, size, loss, opts, buf, chunk):
         server_config=config(user_timeout_s=300.0, receive_buffer_bytes=buf, **opts),
     )
     net.server.read_chunk = chunk
+    if chunk > 0:
+        net.server.read_every_s = 0.001  # a slow consumer on its own clock (network.py)
     net.start(data, reply)
     net.run(max_time_s=3000)
     assert_intact(net, data, reply)
