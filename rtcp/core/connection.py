@@ -128,6 +128,7 @@ class ConnectionStats:
     retransmits_fast: int = 0  # first retransmission of a recovery episode (3 dup ACKs / SACK)
     retransmits_sack: int = 0  # further repairs inside SACK/NewReno recovery
     retransmits_tlp: int = 0  # tail loss probes that resent the last segment (RFC 8985 7)
+    retransmits_synack: int = 0  # first segment resent to answer a retransmitted SYN-ACK
     spurious_retransmissions: int = 0  # ACKs proving a retransmission needless (RFC 3522 Eifel)
     timeouts: int = 0
     fast_recoveries: int = 0
@@ -790,6 +791,27 @@ class Connection:
                 # RFC 9293 3.10.7.4 eighth check: a retransmitted FIN in TIME-WAIT is ACKed
                 # again and restarts the 2 MSL timeout (so it outlasts the peer's retries).
                 self._enter_time_wait(now)
+            if (
+                flags & SYN
+                and flags & ACK
+                and seg_off == 0
+                and self.is_client
+                and self.snd_una == 1
+                and self.snd_nxt > 1
+            ):
+                # A retransmitted SYN-ACK while none of our data is acknowledged: the listener
+                # is still in SYN-RECEIVED, so it got neither our ACK nor any data (each
+                # carries that ACK). Answer with the first data segment rather than a bare
+                # ACK: the same one datagram, and it completes the handshake and delivers
+                # (through heavy loss the data phase gets a try per SYN-ACK, as the listener
+                # retransmits them every second, instead of only at its 3 s RTO).
+                self._resend_first_segment = True
+                if self.ts_ok and seg.ack == wrap(1, self.iss):
+                    # As the listener does for a retransmitted SYN (RFC 7323 4.3 read for the
+                    # handshake's duplicates): echo this SYN-ACK's TSval, the latest the
+                    # listener sent, so that the answer gives it an RTT sample (Karn) instead
+                    # of RFC 6298 5.7's 3 s RTO for its verdict.
+                    self._ts_update(seg, now)
             # SYN retransmitted by a peer that missed our SYN-ACK: resend it.
             if flags & SYN and self.state is S.SYN_RECEIVED and seg_off == 0:
                 if flags & ACK:  # simultaneous open: the peer's SYN-ACK acknowledges our SYN
@@ -1203,6 +1225,16 @@ class Connection:
             self._pace_next = max(self._pace_next, now - PACING_BURST_S)
         if self._tlp_pending:
             self._send_tail_loss_probe(out, now)
+        if self._resend_first_segment:
+            self._resend_first_segment = False
+            rec = sb.first()
+            if rec is not None and rec.start == self.snd_una and not rec.lost and (
+                rec.end - rec.start <= mss
+            ):
+                self.stats.retransmissions += 1
+                self.stats.retransmits_synack += 1
+                sb.on_retransmit(rec, now)
+                out.append(self._emit_data(rec.start, rec.end, now, "duplicate SYN-ACK"))
         # Retransmissions first (RFC 6675 NextSeg rule 1), the first one regardless of cwnd.
         while True:
             rec = sb.next_lost()
@@ -1677,6 +1709,7 @@ class Connection:
         self._trace_cc(now)
 
     _fin_resend = False
+    _resend_first_segment = False  # a duplicate SYN-ACK came: answer it with the first segment
 
     def _on_new_ack_timers(self, now: float) -> None:
         """RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it."""
