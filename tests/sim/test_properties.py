@@ -106,6 +106,8 @@ def test_moderate_links_always_deliver(up, down, seed, size, reply_size, opts):
 def test_small_buffers_and_slow_readers(seed, size, loss, opts, buf, chunk):
     # tiny receive windows, zero windows and probes, under loss: still intact
     size = min(size, 100 * buf + 2000)  # a 1-byte window moves one byte per round trip
+    if chunk > 0:
+        size = min(size, 2000 * chunk)  # at most 2,000 reads of the paced reader below
     rng = random.Random(seed)
     data, reply = rng.randbytes(size), rng.randbytes(rng.randrange(0, 500))
     impair = ImpairConfig(loss=loss, delay_s=0.003)
