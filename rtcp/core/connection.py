@@ -129,6 +129,7 @@ class ConnectionStats:
     retransmits_fast: int = 0  # first retransmission of a recovery episode (3 dup ACKs / SACK)
     retransmits_sack: int = 0  # further repairs inside SACK/NewReno recovery
     retransmits_tlp: int = 0  # tail loss probes that resent the last segment (RFC 8985 7)
+    retransmits_synack: int = 0  # first segment resent to answer a retransmitted SYN-ACK
     spurious_retransmissions: int = 0  # ACKs proving a retransmission needless (RFC 3522 Eifel)
     timeouts: int = 0
     fast_recoveries: int = 0
@@ -228,7 +229,11 @@ class Connection:
         self._ack_now = False
         self._unacked_segments = 0
         self._quickacks = cfg.quickack_segments  # segments to ACK at once (quick-ACK mode)
-        self._last_adv_window = 0
+        # RFC 9293 3.8.6.2.2: the right edge of the window last advertised (an offset), which
+        # never moves left, and the largest segment the peer sent (Linux's rcv_mss): the edge
+        # moves right only in steps of min(that, half the buffer).
+        self._rcv_adv_edge = 0
+        self._rcv_mss = cfg.mss_bytes
         self._immediate: list[bytes] = []  # duplicate ACKs built while receiving
         self._sack_touched: list[int] = []  # SACK ranges changed since the last ACK (starts)
         self._stream_ended = False
@@ -341,11 +346,51 @@ class Connection:
         return data
 
     def _maybe_announce_window(self) -> None:
-        """RFC 9293 3.8.6.2.2 receiver SWS avoidance: announce a window that grew enough."""
-        if self.state in _PEER_MAY_SEND and self._receive_window() - self._last_adv_window >= min(
-            self.config.receive_buffer_bytes // 2, 2 * self.mss
+        """RFC 9293 3.8.6.2.2 receiver SWS avoidance: reading freed enough room to move the
+        right edge by a step (_window_step): announce it now, by the same rule that lets the
+        edge move, so that a reader freeing space a few bytes at a time is never left waiting
+        on the peer's persist timer."""
+        if self.state in _PEER_MAY_SEND and (
+            self._receive_window() - max(0, self._rcv_adv_edge - self.rcv_nxt)
+            >= self._window_step()
         ):
             self._ack_now = True
+
+    def _window_step(self) -> int:
+        """The least the right edge moves by (RFC 9293 3.8.6.2.2: min(Fr x RCV.BUFF,
+        Eff.snd.MSS), Fr = 1/2), and at least one window-scale unit."""
+        return max(
+            min(self.config.receive_buffer_bytes // 2, self._rcv_mss), 1 << self._rcv_wscale
+        )
+
+    def _window_field(self) -> int:
+        """The window field of a segment about to leave, and the right edge it advertises.
+
+        RFC 9293 3.8.6.2.2 (MUST-39): the edge moves right only when it can move by a step
+        (_window_step), to the free space rounded down to whole segments of the peer's size
+        (as Linux): a sender then fills it with full segments, never a runt for what a slow
+        reader freed. Otherwise it holds, and never moves left (RFC 9293 3.8.6, SHLD-14): the
+        held window is rounded up to the scale unit when the buffer has the room, else down
+        (a buffer full to within one unit: the buffer is a hard memory limit). Only when the
+        application lowers the buffer (a shared memory budget, a refusal) does it follow it."""
+        shift = self._rcv_wscale
+        free = self._receive_window()
+        nxt = self.rcv_nxt
+        held = max(0, self._rcv_adv_edge - nxt)
+        if self._stream_ended:  # the peer sends no more data: nothing silly to avoid
+            field = min(free >> shift, MAX_WINDOW_FIELD)
+        elif free - held >= self._window_step():
+            mss = self._rcv_mss
+            wnd = free - free % mss if free >= mss else free
+            field = min(max(wnd, held) >> shift, MAX_WINDOW_FIELD)
+        else:
+            wnd = min(held, free)
+            field = -(-wnd >> shift)
+            if field << shift > free:
+                field = wnd >> shift
+            field = min(field, MAX_WINDOW_FIELD)
+        self._rcv_adv_edge = nxt + (field << shift)
+        return field
 
     def read_chunks(self) -> list:
         """Take every in-order received byte as the chunks they arrived in (bytes, or
@@ -546,6 +591,9 @@ class Connection:
         if not taken:
             return i
         self._delivered(offset - start_offset)
+        # The peer's segment size, from the run's first segment (a bulk run's are all full).
+        first_payload = len(datagrams[first]) - min_len
+        self._rcv_mss = max(self._rcv_mss, first_payload)
         stats = self.stats
         stats.segments_received += taken
         stats.bytes_received += wire_bytes
@@ -606,6 +654,7 @@ class Connection:
                 cfg.congestion_control, self.mss,
                 initial_window_segments=cfg.initial_window_segments, rng=self._cc_rng,
             )
+        self._rcv_mss = self.mss  # the peer's segment size, as far as we know it yet
         if cfg.window_scaling and seg.wscale is not None:
             self._snd_wscale = seg.wscale
             self.ws_ok = True
@@ -745,6 +794,27 @@ class Connection:
                 # RFC 9293 3.10.7.4 eighth check: a retransmitted FIN in TIME-WAIT is ACKed
                 # again and restarts the 2 MSL timeout (so it outlasts the peer's retries).
                 self._enter_time_wait(now)
+            if (
+                flags & SYN
+                and flags & ACK
+                and seg_off == 0
+                and self.is_client
+                and self.snd_una == 1
+                and self.snd_nxt > 1
+            ):
+                # A retransmitted SYN-ACK while none of our data is acknowledged: the listener
+                # is still in SYN-RECEIVED, so it got neither our ACK nor any data (each
+                # carries that ACK). Answer with the first data segment rather than a bare
+                # ACK: the same one datagram, and it completes the handshake and delivers
+                # (through heavy loss the data phase gets a try per SYN-ACK, as the listener
+                # retransmits them every second, instead of only at its 3 s RTO).
+                self._resend_first_segment = True
+                if self.ts_ok and seg.ack == wrap(1, self.iss):
+                    # As the listener does for a retransmitted SYN (RFC 7323 4.3 read for the
+                    # handshake's duplicates): echo this SYN-ACK's TSval, the latest the
+                    # listener sent, so that the answer gives it an RTT sample (Karn) instead
+                    # of RFC 6298 5.7's 3 s RTO for its verdict.
+                    self._ts_update(seg, now)
             # SYN retransmitted by a peer that missed our SYN-ACK: resend it.
             if flags & SYN and self.state is S.SYN_RECEIVED and seg_off == 0:
                 if flags & ACK:  # simultaneous open: the peer's SYN-ACK acknowledges our SYN
@@ -1036,6 +1106,8 @@ class Connection:
             if seg_off > self.rcv_nxt:
                 self._ack_now = True  # an out-of-order FIN: duplicate ACK at once (RFC 5681 4.2)
         if payload:
+            # the peer's segment size grows with its path MTU discovery
+            self._rcv_mss = max(self._rcv_mss, len(payload))
             window_end = self.rcv_nxt + self._receive_window()
             result = self._reasm.insert(seg_off, payload, window_end)
             if result.delivered:
@@ -1128,7 +1200,8 @@ class Connection:
             opts += wire.opt_bytes(wire.OPT_RETRY_TOKEN, self._retry_token)
         flags = SYN | ACK if is_synack else SYN
         ack = wrap(self.rcv_nxt, self.irs) if is_synack else 0
-        window = min(self._receive_window(), MAX_WINDOW_FIELD)
+        window = min(self._receive_window(), MAX_WINDOW_FIELD)  # never scaled (RFC 7323 2.2)
+        self._rcv_adv_edge = max(self.rcv_nxt, 1) + window
         dgram = wire.build(
             flags, self.local_id, self.peer_id, self.iss, ack, window, opts, b""
         )
@@ -1155,6 +1228,16 @@ class Connection:
             self._pace_next = max(self._pace_next, now - PACING_BURST_S)
         if self._tlp_pending:
             self._send_tail_loss_probe(out, now)
+        if self._resend_first_segment:
+            self._resend_first_segment = False
+            rec = sb.first()
+            if rec is not None and rec.start == self.snd_una and not rec.lost and (
+                rec.end - rec.start <= mss
+            ):
+                self.stats.retransmissions += 1
+                self.stats.retransmits_synack += 1
+                sb.on_retransmit(rec, now)
+                out.append(self._emit_data(rec.start, rec.end, now, "duplicate SYN-ACK"))
         # Retransmissions first (RFC 6675 NextSeg rule 1), the first one regardless of cwnd.
         while True:
             rec = sb.next_lost()
@@ -1207,8 +1290,18 @@ class Connection:
                 break
             if sb.pipe - self._dupack_credit >= cwnd:
                 break
-            if room < mss and room < data_end - nxt and len(sb):
-                break  # sender SWS avoidance (RFC 9293 3.8.6.2.1): wait for a full segment
+            if (
+                room < mss
+                and room < data_end - nxt
+                and (len(sb) or 2 * room < self._max_snd_wnd)
+                and not self._probe_pending
+            ):
+                # Sender SWS avoidance (RFC 9293 3.8.6.2.1): a segment the window cuts short
+                # waits for a full one while an ACK is to come, and with nothing in flight
+                # unless it is half the largest window the peer offered (Fs = 1/2). The
+                # receiver announces room by whole segments; the persist timer is the
+                # override timeout that sends it anyway (below).
+                break
             if self.config.nagle and room < mss and len(sb):
                 break
             if self.cork and room < mss and not self._fin_queued:
@@ -1219,6 +1312,7 @@ class Connection:
                     break
                 self._pace_next += room / rate
             end = nxt + room
+            self._probe_pending = False  # the persist timer's probe is this segment
             sb.add(nxt, end, now)
             out.append(self._emit_data(nxt, end, now, None))
             self.stats.data_bytes_sent += room
@@ -1233,13 +1327,17 @@ class Connection:
         if nxt >= data_end and sb.pipe < cwnd:
             # Nothing more to send with room in cwnd: samples until now are app-limited.
             sb.app_limited_until = max(sb.delivered + sb.pipe, 1)
-        # Zero window with data (or the FIN) waiting and nothing in flight: arm the persist
-        # timer; the probes' answers bring the window update that lets them go.
-        waiting = nxt < data_end or (self._fin_queued and self._fin_offset is None)
-        if waiting and not len(sb) and wnd_end <= nxt:
+        # The window holds back data (or the FIN) and nothing is in flight: arm the persist
+        # timer; the probes' answers bring the window update that lets them go, and when the
+        # window has some room, the probe is the segment that fits (the SWS override).
+        if nxt < data_end:
+            waiting, blocked = True, wnd_end - nxt < min(mss, data_end - nxt)
+        else:
+            waiting, blocked = self._fin_queued and self._fin_offset is None, wnd_end <= nxt
+        if waiting and not len(sb) and blocked:
             if self._persist_deadline is None:
                 self._arm_timer("persist", now, self._persist_interval())
-        elif self._persist_deadline is not None and wnd_end > nxt:
+        elif self._persist_deadline is not None and not blocked:
             self._persist_deadline = None
             self._persist_backoff = 0
 
@@ -1436,8 +1534,7 @@ class Connection:
         """A segment carrying the current ACK and window is about to leave: it answers every
         pending ACK duty (delayed ACK, segments to ACK, SACK ranges to report). Returns the
         window field it carries."""
-        window = min(self._receive_window() >> self._rcv_wscale, MAX_WINDOW_FIELD)
-        self._last_adv_window = window << self._rcv_wscale
+        window = self._window_field()
         self._last_ack_sent = self.rcv_nxt
         self._ack_now = False
         self._unacked_segments = 0
@@ -1452,7 +1549,7 @@ class Connection:
         """Encode one segment; every non-RST segment carries the current ACK and window."""
         window = 0
         if keep_ack_state:  # a probe may be lost more easily: it does not replace an ACK
-            window = min(self._receive_window() >> self._rcv_wscale, MAX_WINDOW_FIELD)
+            window = self._window_field()
         elif not flags & RST:
             window = self._acknowledging()
         dgram = wire.build(flags, self.local_id, dst, seq, ack, window, opts, payload)
@@ -1615,6 +1712,7 @@ class Connection:
         self._trace_cc(now)
 
     _fin_resend = False
+    _resend_first_segment = False  # a duplicate SYN-ACK came: answer it with the first segment
 
     def _on_new_ack_timers(self, now: float) -> None:
         """RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it."""

@@ -58,10 +58,16 @@ def test_fin_waits_for_the_window():
     send(conn, T0, ACK, rseq(1), lseq(1), window=500)
     conn.send(b"d" * 800)
     conn.close()
-    segs = recv(conn, T0)
+    # 500 bytes of 800 is a runt of a window less than half the largest offered (sender SWS
+    # avoidance, RFC 9293 3.8.6.2.1): it waits for the persist timer, the override timeout
+    assert recv(conn, T0) == []
+    t = conn.get_timer()
+    conn.handle_timer(t)
+    segs = recv(conn, t)
     assert [(s.flags, s.seq, len(s.payload)) for s in segs] == [(ACK, lseq(1), 500)]
-    send(conn, T0 + 0.1, ACK, rseq(1), lseq(501), window=500)
-    segs = recv(conn, T0 + 0.1)
+    assert conn.stats.window_probes == 0  # the probe was the data that fits
+    send(conn, t + 0.1, ACK, rseq(1), lseq(501), window=500)
+    segs = recv(conn, t + 0.1)
     assert [(s.flags, s.seq, len(s.payload)) for s in segs] == [
         (ACK, lseq(501), 300), (FIN | ACK, lseq(801), 0)
     ]

@@ -93,7 +93,8 @@ def test_duplicate_data_is_acked_not_redelivered():
     send(conn, T1, ACK, rseq(1), lseq(1), payload=b"hello")
     conn.read()
     send(conn, T1, ACK, rseq(1), lseq(1), payload=b"hello")
-    assert recv(conn, T1) == [out(ACK, lseq(1), rseq(6))]
+    # the right edge holds (receiver SWS avoidance): 5 bytes read do not move it
+    assert recv(conn, T1) == [out(ACK, lseq(1), rseq(6), window=8192 - 5)]
     assert conn.readable == 0
     assert conn.stats.duplicate_segments == 1
     # partly old, partly new
@@ -247,10 +248,14 @@ def test_cork_holds_a_short_tail_until_more_data_or_the_end():
 
 
 def test_small_window_with_nothing_in_flight_is_used():
+    # at least half the largest window offered (RFC 9293 3.8.6.2.1, Fs = 1/2): sent at once
     conn = established()
     send(conn, T1, ACK, rseq(1), lseq(1), window=300)
     conn.send(b"w" * 1000)
-    assert [len(s.payload) for s in recv(conn, T1)] == [300]
+    assert recv(conn, T1) == []  # 300 of the SYN-ACK's REMOTE_WINDOW: a runt, it waits
+    send(conn, T1, ACK, rseq(1), lseq(1), window=4096)
+    segs = recv(conn, T1)
+    assert [len(s.payload) for s in segs] == [1000]
 
 
 def test_ack_of_data_frees_buffer_and_stops_timer():

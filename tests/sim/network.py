@@ -31,6 +31,12 @@ class Endpoint:
     close_on_stream_end: bool = True
     read_enabled: bool = True
     read_chunk: int = -1
+    # A reader on its own clock: read_chunk bytes every read_every_s (None: at every step, as
+    # soon as something arrived). A reader woken only by arriving datagrams that takes a few
+    # bytes per wakeup is woken by nothing once receiver SWS avoidance (RFC 9293 3.8.6.2.2)
+    # holds the window shut: a real slow consumer reads on its own schedule.
+    read_every_s: float | None = None
+    next_read_at: float | None = None
     sent: int = 0
     received: bytearray = field(default_factory=bytearray)
     events: list = field(default_factory=list)
@@ -48,7 +54,7 @@ class Endpoint:
                 self.closed = ev
         if self.closed is not None and self.closed.reason != "closed":
             return
-        if self.read_enabled and conn.readable:
+        if self.read_enabled and conn.readable and self.read_every_s is None:
             self.received += conn.read(self.read_chunk)
         if conn.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_SENT, State.SYN_RECEIVED):
             if self.sent < len(self.to_send) and not self.close_called:
@@ -69,11 +75,17 @@ class Endpoint:
         )
 
     def deadline(self) -> float | None:
-        """The application's own next deadline (none here; see tests/sim/transfer_model.py)."""
-        return None
+        """The application's own next deadline: the paced reader's next read (see also
+        tests/sim/transfer_model.py)."""
+        if self.read_every_s is None or self.done:
+            return None
+        return self.next_read_at
 
     def on_deadline(self, now: float) -> None:
         """Called once now >= deadline()."""
+        if self.read_enabled and self.conn.readable:
+            self.received += self.conn.read(self.read_chunk)
+        self.next_read_at = now + self.read_every_s
 
 
 class SimNetwork:
@@ -179,6 +191,9 @@ class SimNetwork:
         self.client.to_send = data_up
         self.server.to_send = data_down
         self.server.close_when_sent = False  # the server closes after the client's FIN
+        for ep in (self.client, self.server):
+            if ep.read_every_s is not None:
+                ep.next_read_at = self.now + ep.read_every_s
         self.client.conn.connect(self.now)
 
 

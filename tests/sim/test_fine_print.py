@@ -3,6 +3,7 @@ connections, an impaired in-memory path, the time of each event measured in virt
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from tests.sim.checks import assert_intact, config
@@ -181,3 +182,77 @@ def test_one_forged_ack_with_a_timestamp_far_ahead_changes_nothing():
     assert_intact(net, data, b"")
     assert net.now - before < 2.0
     assert client.stats.timeouts == 0
+
+
+def _data_segment_sizes(net: SimNetwork, sender: str) -> list[int]:
+    from rtcp.core import wire
+
+    return [len(p) for _t, name, d in net.log if name == sender and (p := wire.decode(d).payload)]
+
+
+def _paced_reader_transfer(seed: int, size: int, buffer_bytes: int, chunk: int, every_s: float,
+                           **server) -> SimNetwork:
+    net = SimNetwork(seed=seed, server_config=config(receive_buffer_bytes=buffer_bytes, **server))
+    net.keep_log = True
+    net.server.read_chunk = chunk
+    net.server.read_every_s = every_s
+    data = random.Random(seed).randbytes(size)
+    net.start(data)
+    net.run(max_time_s=600)
+    assert_intact(net, data, b"")
+    return net
+
+
+def test_a_slow_reader_gets_full_segments_not_runts():
+    # Issue 13 item 4, RFC 9293 3.8.6.2.2 (MUST-39): a reader taking 100 B every 10 ms. The
+    # window reopened by what each read freed and the sender filled it: 19 of 36 data
+    # segments were runts (100 to 638 bytes). Now the right edge moves by whole segments, the
+    # sender holds a runt the window cuts short (3.8.6.2.1), and only the stream's tail is short.
+    size = 24_000
+    net = _paced_reader_transfer(11, size, 8192, chunk=100, every_s=0.01)
+    sizes = _data_segment_sizes(net, "client")
+    mss = net.client.conn.mss
+    assert sizes.count(mss) == size // mss == 17
+    assert len(sizes) == 18 and sizes[-1] == size % mss
+    assert net.client.conn.stats.timeouts == 0
+
+
+def test_a_reader_freeing_one_byte_at_a_time_is_not_left_to_the_persist_timer():
+    # The trap of an earlier attempt: space freed a byte at a time reaches a whole segment
+    # long after the window closed, while the sender's persist timer backs off. The update is
+    # sent when the freed space reaches the step, so the reader alone sets the pace: 6,000
+    # bytes at 1 B/ms take 6 s (plus round trips), not 6 s plus backed-off probe intervals.
+    net = _paced_reader_transfer(12, 6000, 3000, chunk=1, every_s=0.001)
+    assert net.now - START_TIME_S < 6.2
+    sizes = _data_segment_sizes(net, "client")
+    assert sum(size < 1000 for size in sizes) <= 2  # the window's leftover and the tail
+
+
+def test_the_right_edge_of_the_window_never_moves_left():
+    # RFC 9293 3.8.6 (SHLD-14) with window scaling (a 256 KiB buffer: shift 3), an odd-sized
+    # reader and 5% loss each way: every window the receiver sends ends at or beyond the
+    # last one (ACK + window << shift, in the order they left). A guard for the held edge
+    # and its rounding to the scale unit (rounded down, a held edge would move left).
+    from rtcp.core import wire
+    from rtcp.proxy.impair import ImpairConfig
+
+    impair = ImpairConfig(loss=0.05, delay_s=0.002)
+    net = SimNetwork(seed=13, up=impair, down=impair,
+                     server_config=config(receive_buffer_bytes=256 * 1024))
+    net.keep_log = True
+    net.server.read_chunk = 777
+    net.server.read_every_s = 0.0005
+    data = random.Random(13).randbytes(600_000)
+    net.start(data)
+    net.run(max_time_s=600)
+    assert_intact(net, data, b"")
+    server = net.server.conn
+    shift = server._rcv_wscale
+    assert shift == 3
+    edges = []
+    for _t, name, dgram in net.log:
+        seg = wire.decode(dgram)
+        if name == "server" and seg.flags & wire.ACK and not seg.flags & wire.SYN:
+            edges.append((seg.ack - server.irs) % 2**32 + (seg.window << shift))
+    assert len(edges) > 100
+    assert all(b >= a for a, b in itertools.pairwise(edges))

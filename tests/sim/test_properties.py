@@ -106,6 +106,8 @@ def test_moderate_links_always_deliver(up, down, seed, size, reply_size, opts):
 def test_small_buffers_and_slow_readers(seed, size, loss, opts, buf, chunk):
     # tiny receive windows, zero windows and probes, under loss: still intact
     size = min(size, 100 * buf + 2000)  # a 1-byte window moves one byte per round trip
+    if chunk > 0:
+        size = min(size, 2000 * chunk)  # at most 2,000 reads of the paced reader below
     rng = random.Random(seed)
     data, reply = rng.randbytes(size), rng.randbytes(rng.randrange(0, 500))
     impair = ImpairConfig(loss=loss, delay_s=0.003)
@@ -115,6 +117,8 @@ def test_small_buffers_and_slow_readers(seed, size, loss, opts, buf, chunk):
         server_config=config(user_timeout_s=300.0, receive_buffer_bytes=buf, **opts),
     )
     net.server.read_chunk = chunk
+    if chunk > 0:
+        net.server.read_every_s = 0.001  # a slow consumer on its own clock (network.py)
     net.start(data, reply)
     net.run(max_time_s=3000)
     assert_intact(net, data, reply)
