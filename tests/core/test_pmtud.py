@@ -155,6 +155,11 @@ def test_below_the_base_size_the_search_runs_at_once_from_the_minimum():
     assert 1252 - SEARCH_GRANULARITY_BYTES < d.plpmtu <= 1252
     assert all(s < BASE_PLPMTU_BYTES for s in sizes)
     assert later - end < RAISE_TIMER_S / 100
+    # a later black hole at the size found (timeouts: maybe only congestion) searches the same
+    # range again: only probes narrow it, so the size never ratchets down
+    assert d.black_hole(later, d.plpmtu) == MIN_PLPMTU_BYTES
+    d, _, _ = run_search(d, 1252, later)
+    assert 1252 - SEARCH_GRANULARITY_BYTES < d.plpmtu <= 1252
 
 
 def test_lower_ceiling_shrinks_at_once_and_never_probes_above_it():

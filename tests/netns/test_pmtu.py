@@ -158,9 +158,13 @@ def test_a_1280_byte_link_behind_the_router_is_found(netbed, tmp_path, to, route
     assert rc == 0, err
     assert result["verified"] is True
     size = result["stats"]["datagram_bytes"]
+    found = [json.loads(line)["datagram_bytes"] for line in trace.read_text().splitlines()
+             if '"event":"pmtu"' in line]
+    assert size <= largest and max(found) <= largest  # nothing larger ever taken for carried
+    # found (the size at the end may be lower: on a loaded machine a timeout that looked like a
+    # black hole starts the search over from 1200, and the transfer may end before it does)
     if router == "silent":
-        events = [line for line in trace.read_text().splitlines() if "pmtu" in line]
-        assert largest - 16 < size <= largest, events
+        assert largest - 16 < max(found), found  # within 16 bytes
     else:
-        assert size == largest
+        assert max(found) == largest, found  # exactly: the router named it
     assert (bed.frag_creates(bed.sender), bed.frag_creates(bed.router)) == before
