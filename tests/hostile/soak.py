@@ -67,7 +67,14 @@ def main(sequential: int, concurrent: int) -> int:
                 if p.wait(300) != 0:
                     failures += 1
                     print(f"sequential {i}: {p.stderr.read().strip()}", file=sys.stderr)
-            procs = [_send(src, pport) for _ in range(concurrent)]
+            # one name each: the receiver refuses a second sender of a name being received
+            # ("file exists: ... is being received from another sender"), rightly
+            copies = []
+            for i in range(concurrent):
+                copy = tmp_path / f"soak-{i}.bin"
+                copy.write_bytes(src.read_bytes())
+                copies.append(copy)
+            procs = [_send(copy, pport) for copy in copies]
             for i, p in enumerate(procs):
                 if p.wait(600) != 0:
                     failures += 1
