@@ -42,7 +42,10 @@ def main(sequential: int, concurrent: int) -> int:
     with tempfile.TemporaryDirectory(prefix="rtcp-soak-") as tmp:
         tmp_path = Path(tmp)
         out = tmp_path / "out"
-        recv = Proc(["recv", "--listen", "127.0.0.1:0", "--out", str(out), "--force"])
+        # every sender is 127.0.0.1: the per-source limit (32 by default) must admit the
+        # CONCURRENT transfers at once (the soak checks resources, not that limit)
+        recv = Proc(["recv", "--listen", "127.0.0.1:0", "--out", str(out), "--force",
+                     "--max-per-source", str(2 * CONCURRENT)])
         proxy = None
         stop = threading.Event()
         try:
