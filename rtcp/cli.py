@@ -95,11 +95,24 @@ def _register() -> None:
     app.command("plot")(plot_command)
 
 
+# Another name for a command: `rtcp proxy ctl URL ...` is `rtcp ctl URL ...` (#17 names both;
+# `rtcp proxy` takes no positional argument, so "ctl" after it can mean nothing else).
+ALIASES = {("proxy", "ctl"): ("ctl",)}
+
+
+def expand_aliases(args: list[str]) -> list[str]:
+    """args with a leading alias (ALIASES) replaced by the command it names."""
+    for alias, command in ALIASES.items():
+        if tuple(args[: len(alias)]) == alias:
+            return [*command, *args[len(alias) :]]
+    return args
+
+
 def main() -> None:
     """Console entry point: every RtcpError becomes one line on stderr and its exit code."""
     _register()
     try:
-        app()
+        app(args=expand_aliases(sys.argv[1:]))
     except RtcpError as exc:
         print(f"rtcp: error: {exc}", file=sys.stderr)
         sys.exit(int(exc.exit_code))

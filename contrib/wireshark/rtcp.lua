@@ -6,7 +6,7 @@
 --                          tshark    -X lua_script:contrib/wireshark/rtcp.lua -r capture.pcap
 --
 -- rtcp has no fixed port, so the dissector finds its datagrams by a heuristic on UDP (version 1,
--- unused flag bits and the reserved field zero, the options' TLVs well formed). "Decode As..."
+-- the unused flag bit 0x80 and the reserved field zero, the options' TLVs well formed). "Decode As..."
 -- on a UDP port, or the protocol preference "UDP ports", force it.
 --
 -- The display filter name is "rtcpu" ("rtcp" is Wireshark's RTP Control Protocol):
@@ -26,6 +26,9 @@
 local rtcpu = Proto("rtcpu", "rtcp: user-space TCP over UDP")
 
 local FLAG_FIN, FLAG_SYN, FLAG_RST, FLAG_PSH, FLAG_ACK, FLAG_PROBE = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+-- a listener under a SYN flood answers statelessly with RETRY and a token (QUIC's Retry)
+local FLAG_RETRY = 0x40
+local UNUSED_FLAGS = 0x80
 local HEADER_LEN = 28
 local PROTECTED_VERSION = 2
 local TAG_LEN = 16
@@ -39,6 +42,9 @@ local option_names = {
     [5] = "SACK",
     [8] = "Timestamps",
     [30] = "Path MTU probe acknowledged",
+    [31] = "Retry token",
+    [32] = "Path challenge",
+    [33] = "Path response",
     [40] = "Key share (X25519)",
     [41] = "Code exchange (SPAKE2)",
     [42] = "Key proof",
@@ -54,6 +60,7 @@ f.flag_rst = ProtoField.bool("rtcpu.flags.rst", "RST", 8, nil, FLAG_RST)
 f.flag_psh = ProtoField.bool("rtcpu.flags.psh", "PSH", 8, nil, FLAG_PSH)
 f.flag_ack = ProtoField.bool("rtcpu.flags.ack", "ACK", 8, nil, FLAG_ACK)
 f.flag_probe = ProtoField.bool("rtcpu.flags.probe", "PROBE (path MTU probe)", 8, nil, FLAG_PROBE)
+f.flag_retry = ProtoField.bool("rtcpu.flags.retry", "RETRY (address validation token)", 8, nil, FLAG_RETRY)
 f.flags_str = ProtoField.string("rtcpu.flags.str", "Flags")
 f.window = ProtoField.uint16("rtcpu.window", "Window", base.DEC)
 f.src_id = ProtoField.uint32("rtcpu.src_id", "Source connection id", base.HEX)
@@ -86,6 +93,9 @@ f.opt_sack_right_rel = ProtoField.uint32("rtcpu.opt.sack.right_rel", "SACK right
 f.opt_ts_val = ProtoField.uint32("rtcpu.opt.ts_val", "Timestamp value", base.DEC)
 f.opt_ts_ecr = ProtoField.uint32("rtcpu.opt.ts_ecr", "Timestamp echo reply", base.DEC)
 f.opt_pmtu_ack = ProtoField.uint16("rtcpu.opt.pmtu_ack", "Probe size acknowledged", base.DEC)
+f.opt_retry_token = ProtoField.bytes("rtcpu.opt.retry_token", "Retry token")
+f.opt_path_challenge = ProtoField.bytes("rtcpu.opt.path_challenge", "Path challenge data")
+f.opt_path_response = ProtoField.bytes("rtcpu.opt.path_response", "Path response data")
 
 local ef_bad_checksum = ProtoExpert.new("rtcpu.checksum.bad", "Bad checksum: the datagram was corrupted",
     expert.group.CHECKSUM, expert.severity.ERROR)
@@ -143,6 +153,7 @@ local function flag_string(flags)
     if bit32.band(flags, FLAG_PSH) ~= 0 then names[#names + 1] = "PSH" end
     if bit32.band(flags, FLAG_ACK) ~= 0 then names[#names + 1] = "ACK" end
     if bit32.band(flags, FLAG_PROBE) ~= 0 then names[#names + 1] = "PROBE" end
+    if bit32.band(flags, FLAG_RETRY) ~= 0 then names[#names + 1] = "RETRY" end
     if #names == 0 then return "-" end
     return table.concat(names, ", ")
 end
@@ -178,7 +189,7 @@ local function looks_like_rtcp(tvb)
     if n < HEADER_LEN then return false end
     local version = tvb(0, 1):uint()
     if version ~= 1 and version ~= PROTECTED_VERSION then return false end
-    if bit32.band(tvb(1, 1):uint(), 0xC0) ~= 0 then return false end
+    if bit32.band(tvb(1, 1):uint(), UNUSED_FLAGS) ~= 0 then return false end
     if tvb(22, 2):uint() ~= 0 then return false end
     local opt_len = tvb(20, 2):uint()
     if version == PROTECTED_VERSION then
@@ -275,6 +286,16 @@ local function add_options(tvb, pinfo, tree, opt_len, src_id, dst_id)
                 t:add(f.opt_pmtu_ack, tvb(i + 2, 2))
                 t:append_text(": " .. tvb(i + 2, 2):uint() .. " bytes")
                 info[#info + 1] = "PMTU_ACK=" .. tvb(i + 2, 2):uint()
+            elseif kind == 31 and l > 2 then
+                t:add(f.opt_retry_token, tvb(i + 2, l - 2))
+                t:append_text(string.format(": %d bytes", l - 2))
+                info[#info + 1] = "TOKEN"
+            elseif (kind == 32 or kind == 33) and l > 2 then
+                local value = tvb(i + 2, l - 2)
+                local hex = string.lower(tostring(value:bytes()))
+                t:add(kind == 32 and f.opt_path_challenge or f.opt_path_response, value)
+                t:append_text(": " .. hex)
+                info[#info + 1] = (kind == 32 and "PATH_CHALLENGE=" or "PATH_RESPONSE=") .. hex
             end
             i = i + l
         end
@@ -345,6 +366,7 @@ local function dissect(tvb, pinfo, tree)
     root:add(f.version, tvb(0, 1))
     local ftree = root:add(f.flags, tvb(1, 1))
     ftree:append_text(" (" .. flag_string(flags) .. ")")
+    ftree:add(f.flag_retry, tvb(1, 1))
     ftree:add(f.flag_probe, tvb(1, 1))
     ftree:add(f.flag_ack, tvb(1, 1))
     ftree:add(f.flag_psh, tvb(1, 1))

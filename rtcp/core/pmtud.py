@@ -16,7 +16,8 @@ largest confirmed size and the failed one. RFC 8899 5.3 leaves the search algori
 Black-hole detection (RFC 8899 4.3): when full-sized data keeps timing out after the size was
 raised, the connection calls black_hole() and the size falls back to BASE_PLPMTU; when even
 that keeps timing out (a link behind the first hop below 1,428 bytes: a 1280-byte tunnel), to
-MIN_PLPMTU_BYTES (RFC 8899 5.2, the ERROR state's size).
+MIN_PLPMTU_BYTES (RFC 8899 5.2, the ERROR state's size), and the search runs at once between it
+and BASE_PLPMTU (a 1280-byte link is then found within 16 bytes).
 
 The first hop's MTU is known locally (the route's MTU: rtcp/net/udp.path_mtu_payload): the
 driver makes it the ceiling (max_bytes) before the search starts, so on a 1500-byte Ethernet
@@ -218,10 +219,23 @@ class PathMtuDiscovery:
         else:
             return None
         self.plpmtu = size
-        self._high = self.max_bytes
-        self.state = PmtuState.SEARCH_COMPLETE
         self.probe_size = None
         self.probe_deadline = None
+        if size == MIN_PLPMTU_BYTES and self.state is not PmtuState.DISABLED:
+            # even the base size is lost (RFC 8899 5.2 ERROR: a link below 1,428 bytes behind
+            # the first hop, such as a 1280-byte tunnel): search between the minimum and the
+            # base size at once, rather than run at the minimum until the raise timer. Below
+            # the base, not below `current`: timeouts may be congestion, and only probes may
+            # narrow the search (else each spurious black hole would ratchet the size down)
+            self._high = self.base_bytes - 1
+            self._failed = True
+            self._optimistic = False
+            self.state = PmtuState.SEARCHING
+            self._raise_at = None
+            self._next_candidate()
+            return size
+        self._high = self.max_bytes
+        self.state = PmtuState.SEARCH_COMPLETE
         self._raise_at = now + RAISE_TIMER_S / 10
         return size
 

@@ -26,7 +26,8 @@ lacks either (or RTCP_NO_GSO=1), one recvfrom_into / sendto per datagram, as bef
 
 Real links (docs/design.md): the socket never lets the kernel fragment (udp.forbid_fragmentation:
 Don't Fragment, the kernel's cached path MTU ignored); each connection's largest datagram is
-capped at its first hop's MTU (udp.path_mtu_payload toward the peer), the ceiling of its path MTU
+capped at its first hop's MTU (udp.path_mtu_payload toward the peer, cached per address:
+RouteMtuCache), the ceiling of its path MTU
 discovery; a send the kernel refuses as too big (EMSGSIZE) shrinks the connection at once
 (Connection.datagram_too_big), never ends it. An IPv6 socket is dual stack where the OS allows
 (IPV6_V6ONLY off): `--listen [::]:9000` serves IPv4 clients too, as IPv4-mapped addresses.
@@ -67,6 +68,14 @@ _MAX_GRO_DATAGRAMS_PER_WAKEUP = 128
 _LINGER_S = 2.0
 # Queued datagrams (EAGAIN) handed to one send_batch call when the socket is writable again.
 _MAX_PENDING_BATCH = 1024
+# The first hop's MTU toward a peer (udp.path_mtu_payload: a throwaway socket, a connect and a
+# getsockopt) is remembered per destination address this long, so that a SYN flood costs no
+# socket per SYN; short, so that new connections soon see a route that changed. A send refused
+# with EMSGSIZE always asks the kernel again (and refreshes the entry).
+ROUTE_MTU_TTL_S = 2.0
+# At most this many destination addresses remembered (the oldest forgotten first): a flood from
+# many addresses costs one lookup per address, and bounded memory.
+ROUTE_MTU_CACHE_ENTRIES = 1024
 
 
 @dataclass
@@ -172,6 +181,51 @@ class DriverStats:
     path_challenges_sent: int = 0  # PATH_CHALLENGEs to a connection's new address
     path_responses_sent: int = 0
     migrations: int = 0  # connections moved to a new address once it answered
+    route_mtu_lookups: int = 0  # first-hop MTUs asked of the kernel (a throwaway socket each)
+
+
+class RouteMtuCache:
+    """The first hop's UDP payload limit per destination address (udp.path_mtu_payload),
+    remembered for ROUTE_MTU_TTL_S, at most ROUTE_MTU_CACHE_ENTRIES addresses."""
+
+    def __init__(
+        self,
+        stats: DriverStats,
+        lookup: Callable[[tuple], int | None] | None = None,  # default: udp.path_mtu_payload
+        ttl_s: float = ROUTE_MTU_TTL_S,
+        max_entries: int = ROUTE_MTU_CACHE_ENTRIES,
+    ):
+        self._stats = stats
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        # destination (address, scope) -> (limit, asked at); insertion order is age order
+        self._entries: dict[tuple, tuple[int | None, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, peer: tuple, now: float) -> int | None:
+        entry = self._entries.get(_destination(peer))
+        if entry is not None and now - entry[1] < self._ttl_s:
+            return entry[0]
+        return self.refresh(peer, now)
+
+    def refresh(self, peer: tuple, now: float) -> int | None:
+        """Ask the kernel now (the route may have changed: EMSGSIZE) and remember the answer."""
+        key = _destination(peer)
+        self._stats.route_mtu_lookups += 1
+        limit = (self._lookup or udp.path_mtu_payload)(peer)
+        self._entries.pop(key, None)
+        while len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (limit, now)
+        return limit
+
+
+def _destination(peer: tuple) -> tuple:
+    """What a route depends on: the address (and an IPv6 scope), not the port."""
+    return (peer[0], peer[3]) if len(peer) >= 4 else (peer[0], 0)
 
 
 class Driver:
@@ -205,6 +259,7 @@ class Driver:
         self.recverr = udp.enable_recverr(self.sock)  # ICMP "too big" hints (_read_errors)
         self.clock = clock
         self.stats = DriverStats()
+        self.route_mtu = RouteMtuCache(self.stats)
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.sock, selectors.EVENT_READ, "sock")
         self._wake_r, self._wake_w = socket.socketpair()
@@ -276,7 +331,7 @@ class Driver:
         """Open a client connection to peer (a resolved socket address) driven by app;
         protection: a rtcp.core.protection.ClientProtection between it and the socket."""
         now = self.clock()
-        config = _fit_to_first_hop(config, peer)
+        config = _fit_to_first_hop(config, self.route_mtu.get(peer, now))
         if protection is not None:
             config = protection.adjust_config(config)
         conn = Connection(config, is_client=True, now=now)
@@ -488,7 +543,7 @@ class Driver:
                 if not datagrams:
                     return
             if self._send(datagrams, h.peer):
-                limit = udp.path_mtu_payload(h.peer)
+                limit = self.route_mtu.refresh(h.peer, now)
                 if limit is not None:
                     h.conn.datagram_too_big(limit - _sealing_overhead(h), now)
 
@@ -812,7 +867,7 @@ class Driver:
         if len(self._half_open) >= limits.max_half_open:
             stats.half_open_refused += 1
             return
-        config = _fit_to_first_hop(self._listen[0](), addr)
+        config = _fit_to_first_hop(self._listen[0](), self.route_mtu.get(addr, now))
         protection = None
         if self._acceptor is not None:
             # the SYN proves the key before anything is kept for the peer
@@ -983,11 +1038,10 @@ def _sealing_overhead(h: Handle) -> int:
     return 0 if h.protection is None else h.protection.overhead_bytes
 
 
-def _fit_to_first_hop(config: ConnectionConfig, peer: tuple) -> ConnectionConfig:
-    """config with its largest datagram capped at what the first hop toward peer carries
-    whole (its MTU minus the IP and UDP headers), the ceiling of path MTU discovery and of the
-    MSS announced; the first segments' size fits it too."""
-    limit = udp.path_mtu_payload(peer)
+def _fit_to_first_hop(config: ConnectionConfig, limit: int | None) -> ConnectionConfig:
+    """config with its largest datagram capped at `limit`, what the first hop toward the peer
+    carries whole (its MTU minus the IP and UDP headers: RouteMtuCache), the ceiling of path
+    MTU discovery and of the MSS announced; the first segments' size fits it too."""
     if limit is None or limit >= config.max_datagram_bytes:
         return config
     overhead = wire.HEADER_BYTES + wire.TIMESTAMPS_OPTION_BYTES

@@ -1,4 +1,5 @@
-"""`rtcp ctl URL COMMAND ...`: the shell's client for `rtcp proxy --control` (rtcp.proxy.api).
+"""`rtcp ctl URL COMMAND ...` (or `rtcp proxy ctl URL COMMAND ...`, the same: rtcp.cli.ALIASES):
+the shell's client for `rtcp proxy --control` (rtcp.proxy.api).
 
     rtcp ctl :8474 show                      # GET /: impairments, link, stats, recent changes
     rtcp ctl :8474 set --loss 30% [--for 3s] # PATCH /impairments (the proxy's flags, any of them)
@@ -164,7 +165,7 @@ def ctl_command(
         "show", metavar="COMMAND", help="show, set, replace, clear, down, pause, up, reset"
     ),
 ) -> None:
-    """Change a running `rtcp proxy --control` (docs/proxy.md).
+    """Change a running `rtcp proxy --control` (docs/proxy.md). Also `rtcp proxy ctl ...`.
 
     set/replace take the proxy's impairment flags (--loss 30% --delay-down 5ms; "off" turns
     one off) and --for D; down takes --hold (a pause instead of a partition), --direction and

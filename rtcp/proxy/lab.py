@@ -12,7 +12,10 @@
 
 The proxy (rtcp.proxy.loop) runs on a thread of this process; every call is handed to it
 (`Proxy.call_soon`) and applied between two datagrams, and returns the change's record (when
-it took effect, the counters at that moment). Knobs are the flags' names with `_` for `-`
+it took effect, the counters at that moment). With `process=True` it runs as a child process
+instead (`rtcp proxy`, its own interpreter: it never competes with the test for the GIL, and
+nothing the test does to its own process stops it); the Lab then talks to it through its
+control API on loopback, with the same calls, answers and errors. Knobs are the flags' names with `_` for `-`
 (`delay_down="5ms"`) and the flags' values ("30%", "20ms", "1mbit", or a number as the flag
 reads it); a bad one raises `ChangeError` naming it. `control=True` also serves the HTTP
 control API (`lab.control_url`), `trace=PATH` records the decisions and changes as
@@ -21,7 +24,15 @@ control API (`lab.control_url`), `trace=PATH` records the decisions and changes 
 
 from __future__ import annotations
 
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,6 +44,15 @@ from rtcp.proxy.scenario import Scenario, load_scenario
 
 CALL_TIMEOUT_S = 10.0  # how long a call waits for the loop (it answers within a wakeup)
 STOP_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 30.0  # process=True: how long the child may take to print its addresses
+# process=True: the child is `rtcp proxy` run by this interpreter (wherever rtcp is installed)
+_CHILD_CODE = "import sys; sys.argv[0] = 'rtcp'; from rtcp.cli import main; main()"
+_CHILD = [sys.executable, "-c", _CHILD_CODE, "proxy"]
+_LISTENING = re.compile(r"^listening on (\S+):(\d+)$")
+_CONTROL = re.compile(r"^control on (http://\S+)$")
+# (method, path) of each change, as the control API serves it (rtcp.proxy.api)
+_ROUTES = {"set": ("PATCH", "/impairments"), "replace": ("PUT", "/impairments"),
+           "down": ("POST", "/down"), "up": ("POST", "/up"), "reset": ("POST", "/reset")}
 
 
 def _knob_fields(knobs: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +60,8 @@ def _knob_fields(knobs: dict[str, Any]) -> dict[str, Any]:
 
 
 class Lab:
-    """A proxy on a thread in front of `upstream`; see the module docstring."""
+    """A proxy on a thread (or, process=True, in a child process) in front of `upstream`; see
+    the module docstring."""
 
     def __init__(
         self,
@@ -53,6 +74,7 @@ class Lab:
         scenario: str | Path | Scenario | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        process: bool = False,
         **knobs: Any,
     ):
         fields = parse_knobs(_knob_fields(knobs))  # ChangeError now, not in the thread
@@ -65,6 +87,16 @@ class Lab:
         self.want_control = control
         self.trace_path = Path(trace) if trace is not None else None
         self.scenario = load_scenario(scenario) if isinstance(scenario, (str, Path)) else scenario
+        self.process = process
+        if process and self.scenario is not None and not isinstance(scenario, (str, Path)):
+            raise ValueError("Lab(process=True) takes a scenario as a file path")
+        self._scenario_path = Path(scenario) if isinstance(scenario, (str, Path)) else None
+        self._knobs = {k: v for k, v in _knob_fields(knobs).items() if v is not None}
+        self._child: subprocess.Popen | None = None
+        self._child_lines: queue.Queue[str | None] = queue.Queue()
+        self._child_err: list[str] = []
+        self._child_address: tuple[str, int] | None = None
+        self._child_url: str | None = None
         self.idle_timeout_s = idle_timeout_s
         self.max_clients = max_clients
         self.proxy: Proxy | None = None
@@ -77,6 +109,8 @@ class Lab:
     # --- life ---------------------------------------------------------------------------
 
     def start(self) -> Self:
+        if self.process:
+            return self._start_child()
         impairers: dict[str, Any] = {
             d: Impairer(self.configs[d], make_rng(self.seed, d)) for d in DIRECTIONS
         }
@@ -119,6 +153,9 @@ class Lab:
 
     def close(self) -> None:
         """Stop the proxy and the API; the trace is complete when this returns."""
+        if self._child is not None:
+            self._stop_child()
+            return
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -144,10 +181,14 @@ class Lab:
     @property
     def address(self) -> tuple[str, int]:
         """Where clients send (the real port)."""
+        if self._child_address is not None:
+            return self._child_address
         return self._running().local_address
 
     @property
     def control_url(self) -> str:
+        if self._child_url is not None:  # the child always serves it: the Lab talks through it
+            return self._child_url
         if self._server is None:
             raise RuntimeError("this Lab serves no control API: Lab(..., control=True)")
         return self._server.url
@@ -155,6 +196,8 @@ class Lab:
     @property
     def stats(self) -> dict[str, Any]:
         """The counters as in `rtcp proxy --stats`, read on the loop's thread."""
+        if self._child is not None:
+            return self._request("GET", "/", None)
         proxy = self._running()
         return self._call(proxy.snapshot)
 
@@ -191,7 +234,10 @@ class Lab:
     def _change(self, action: str, body: dict[str, Any], duration: str | None) -> dict[str, Any]:
         if duration is not None:
             body = {**body, "for": duration}
-        change = change_from_request(action, body)
+        change = change_from_request(action, body)  # ChangeError here, as in the thread
+        if self._child is not None:
+            method, path = _ROUTES[action]
+            return self._request(method, path, body)["change"]
         controller = self.controller
         assert controller is not None
         return self._call(lambda: controller.apply_now(change, "lab"))
@@ -206,6 +252,94 @@ class Lab:
         if self._error is not None or not self._thread.is_alive():
             raise RuntimeError(f"the proxy thread is not running ({self._error!r})")
         return proxy.call_soon(fn).result(timeout=CALL_TIMEOUT_S)
+
+    # --- process=True -------------------------------------------------------------------
+
+    def _child_argv(self) -> list[str]:
+        host, port = self.listen
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        up_host, up_port = self.upstream
+        upstream = f"[{up_host}]:{up_port}" if ":" in up_host else f"{up_host}:{up_port}"
+        argv = [*_CHILD, "--listen", listen, "--upstream", upstream, "--seed", str(self.seed),
+                "--control", "127.0.0.1:0", "--idle-timeout", f"{self.idle_timeout_s}s",
+                "--max-clients", str(self.max_clients)]
+        for name, value in self._knobs.items():
+            argv += [f"--{name}", str(value)]
+        if self.trace_path is not None:
+            argv += ["--trace", str(self.trace_path)]
+        if self._scenario_path is not None:
+            argv += ["--scenario", str(self._scenario_path)]
+        return argv
+
+    def _start_child(self) -> Self:
+        self._child = subprocess.Popen(
+            self._child_argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+        )
+        for target, stream in ((self._pump_lines, self._child.stdout),
+                               (self._pump_err, self._child.stderr)):
+            threading.Thread(target=target, args=(stream,), daemon=True).start()
+        try:
+            while self._child_address is None:
+                try:
+                    line = self._child_lines.get(timeout=START_TIMEOUT_S)
+                except queue.Empty:
+                    raise RuntimeError(f"the proxy process printed no address within "
+                                       f"{START_TIMEOUT_S:.0f} s") from None
+                if line is None:
+                    raise RuntimeError(f"the proxy process ended (exit {self._child.wait()}): "
+                                       f"{''.join(self._child_err).strip()}")
+                if m := _CONTROL.match(line):
+                    self._child_url = m.group(1)
+                elif m := _LISTENING.match(line):
+                    self._child_address = (m.group(1).strip("[]"), int(m.group(2)))
+        except BaseException:
+            self._stop_child(check=False)
+            raise
+        return self
+
+    def _pump_lines(self, stream: Any) -> None:
+        for line in stream:
+            self._child_lines.put(line.rstrip("\n"))
+        self._child_lines.put(None)
+
+    def _pump_err(self, stream: Any) -> None:
+        for chunk in stream:
+            self._child_err.append(chunk)
+
+    def _stop_child(self, check: bool = True) -> None:
+        """SIGTERM (the proxy stops cleanly: trace and stats complete), SIGKILL if it hangs."""
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+        try:
+            rc = child.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            rc = child.wait(STOP_TIMEOUT_S)
+        if check and rc != 0:
+            raise RuntimeError(f"the proxy process failed (exit {rc}): "
+                               f"{''.join(self._child_err).strip()}")
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        if self._child is None or self._child_url is None or self._child.poll() is not None:
+            raise RuntimeError("the proxy process is not running")
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self._child_url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=CALL_TIMEOUT_S) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except (ValueError, AttributeError, OSError):
+                message = exc.reason
+            if 400 <= exc.code < 500:
+                raise ChangeError(message) from None
+            raise RuntimeError(f"the proxy process answered {exc.code}: {message}") from None
 
 
 __all__ = ["ChangeError", "Lab"]

@@ -76,11 +76,20 @@ def _ip(host: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return ipaddress.IPv4Address("0.0.0.0")
 
 
+def _unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    """a.b.c.d for ::ffff:a.b.c.d (RFC 4291 2.5.5.2), other addresses as they are."""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def build_packet(data: bytes, src: Address, dst: Address, ident: int = 0) -> bytes:
     """One IP packet (IPv4 unless either address is IPv6) holding a UDP datagram of `data`."""
-    sip, dip = _ip(src[0]), _ip(dst[0])
+    # a dual-stack socket names an IPv4 peer (and itself) ::ffff:a.b.c.d, but the packets on
+    # the wire were IPv4: write them so
+    sip, dip = _unmapped(_ip(src[0])), _unmapped(_ip(dst[0]))
     if sip.version != dip.version:
-        # an IPv4-mapped peer on a dual-stack socket: write both as IPv6
+        # cannot happen on a wire; write both as IPv6 rather than invent an address
         sip = ipaddress.IPv6Address(f"::ffff:{sip}") if sip.version == 4 else sip
         dip = ipaddress.IPv6Address(f"::ffff:{dip}") if dip.version == 4 else dip
     sport, dport = int(src[1]) & 0xFFFF, int(dst[1]) & 0xFFFF

@@ -24,8 +24,11 @@ RTO = 0.2
 def search(path_mtu: int, max_bytes: int = 65507, *, lose_first: int = 0, until: float = 60.0):
     """Run the search to completion; returns (the discovery, probe sizes in order, end time)."""
     d = PathMtuDiscovery(max_bytes=max_bytes)
-    now = 0.0
-    d.start(now)
+    d.start(0.0)
+    return run_search(d, path_mtu, 0.0, lose_first=lose_first, until=until)
+
+
+def run_search(d, path_mtu: int, now: float, *, lose_first: int = 0, until: float = 60.0):
     sizes = []
     while d.state is PmtuState.SEARCHING and now < until:
         size = d.probe_due(now)
@@ -135,6 +138,28 @@ def test_black_hole_at_the_base_size_falls_to_the_minimum_then_gives_up():
     assert d.black_hole(end, BASE_PLPMTU_BYTES) == MIN_PLPMTU_BYTES  # e.g. a 1280-byte tunnel
     assert d.plpmtu == MIN_PLPMTU_BYTES <= 1280 - 48
     assert d.black_hole(end, MIN_PLPMTU_BYTES) is None
+
+
+def test_below_the_base_size_the_search_runs_at_once_from_the_minimum():
+    # a 1500-byte first hop, a 1280-byte link behind it that says nothing (IPv4: 1252 bytes of
+    # UDP payload): the base size's data times out, the size falls to the minimum, and the
+    # search between the minimum and the failed base size starts without waiting for the raise
+    # timer (it waited 60 s)
+    d, _, end = search(path_mtu=1252, max_bytes=1472)
+    assert d.plpmtu == BASE_PLPMTU_BYTES  # the probes above the base failed; data then times out
+    assert d.black_hole(end, BASE_PLPMTU_BYTES) == MIN_PLPMTU_BYTES
+    assert d.state is PmtuState.SEARCHING
+    first = d.probe_due(end)
+    assert MIN_PLPMTU_BYTES < first < BASE_PLPMTU_BYTES
+    d, sizes, later = run_search(d, 1252, end)
+    assert 1252 - SEARCH_GRANULARITY_BYTES < d.plpmtu <= 1252
+    assert all(s < BASE_PLPMTU_BYTES for s in sizes)
+    assert later - end < RAISE_TIMER_S / 100
+    # a later black hole at the size found (timeouts: maybe only congestion) searches the same
+    # range again: only probes narrow it, so the size never ratchets down
+    assert d.black_hole(later, d.plpmtu) == MIN_PLPMTU_BYTES
+    d, _, _ = run_search(d, 1252, later)
+    assert 1252 - SEARCH_GRANULARITY_BYTES < d.plpmtu <= 1252
 
 
 def test_lower_ceiling_shrinks_at_once_and_never_probes_above_it():

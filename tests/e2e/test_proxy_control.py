@@ -119,6 +119,25 @@ def test_ctl_refusals_are_one_line(receiver, spawn):
 
 
 @needs_proxy
+def test_rtcp_proxy_ctl_is_rtcp_ctl(receiver, spawn):
+    _recv, port, _out = receiver()
+    proxy = spawn([
+        "proxy", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{port}",
+        "--control", "127.0.0.1:0",
+    ])  # fmt: skip
+    url = proxy.wait_line(_CONTROL).group(1)
+    proxy.wait_port()
+    changed = subprocess.run([RTCP, "proxy", "ctl", url, "set", "--loss", "30%"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert changed.returncode == 0, changed.stderr
+    assert state(url)["impairments"]["up"]["loss"] == "30%"
+    shown = subprocess.run([RTCP, "proxy", "ctl", url, "show"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert shown.returncode == 0 and shown.stdout == ctl(url, "show").stdout
+    stop(proxy)
+
+
+@needs_proxy
 def test_control_refuses_a_public_address_unless_asked(spawn):
     proxy = spawn([
         "proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",

@@ -42,7 +42,10 @@ def main(sequential: int, concurrent: int) -> int:
     with tempfile.TemporaryDirectory(prefix="rtcp-soak-") as tmp:
         tmp_path = Path(tmp)
         out = tmp_path / "out"
-        recv = Proc(["recv", "--listen", "127.0.0.1:0", "--out", str(out), "--force"])
+        # every sender is 127.0.0.1: the per-source limit (32 by default) must admit the
+        # CONCURRENT transfers at once (the soak checks resources, not that limit)
+        recv = Proc(["recv", "--listen", "127.0.0.1:0", "--out", str(out), "--force",
+                     "--max-per-source", str(2 * CONCURRENT)])
         proxy = None
         stop = threading.Event()
         try:
@@ -67,7 +70,14 @@ def main(sequential: int, concurrent: int) -> int:
                 if p.wait(300) != 0:
                     failures += 1
                     print(f"sequential {i}: {p.stderr.read().strip()}", file=sys.stderr)
-            procs = [_send(src, pport) for _ in range(concurrent)]
+            # one name each: the receiver refuses a second sender of a name being received
+            # ("file exists: ... is being received from another sender"), rightly
+            copies = []
+            for i in range(concurrent):
+                copy = tmp_path / f"soak-{i}.bin"
+                copy.write_bytes(src.read_bytes())
+                copies.append(copy)
+            procs = [_send(copy, pport) for copy in copies]
             for i, p in enumerate(procs):
                 if p.wait(600) != 0:
                     failures += 1

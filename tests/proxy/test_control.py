@@ -17,9 +17,10 @@ def _exchange(sock, lab, payload: bytes) -> bytes:
     return data
 
 
-def test_loss_changes_between_datagrams_and_shows_in_stats_and_trace(echo, tmp_path):
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "child-process"])
+def test_loss_changes_between_datagrams_and_shows_in_stats_and_trace(echo, tmp_path, process):
     trace = tmp_path / "proxy.jsonl"
-    with Lab(echo.address, seed=1, trace=trace) as lab:
+    with Lab(echo.address, seed=1, trace=trace, process=process) as lab:
         sock = client_socket()
         try:
             for i in range(5):
@@ -52,8 +53,9 @@ def test_loss_changes_between_datagrams_and_shows_in_stats_and_trace(echo, tmp_p
     assert kinds == ["forwarded"] * 5 + ["change"] + ["lost"] * 5 + ["change"] + ["forwarded"] * 5
 
 
-def test_for_undoes_the_change_by_itself(echo):
-    with Lab(echo.address, delay="5ms") as lab:
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "child-process"])
+def test_for_undoes_the_change_by_itself(echo, process):
+    with Lab(echo.address, delay="5ms", process=process) as lab:
         record = lab.set(loss="50%", duration="50ms")
         assert record["until_ns"] - record["elapsed_ns"] == 50_000_000
         assert wait_until(lambda: lab.stats["changes_total"] == 2)
@@ -161,3 +163,27 @@ def test_two_loss_models_refused_until_one_is_off(echo):
         record = lab.set(gemodel="1%,10%", loss=None)
     assert record["impairments"]["up"] == {"gemodel": "1%,10%,100%,0%"}
 
+
+
+def test_a_lab_in_a_child_process_answers_as_the_thread_does_and_ends_with_it(echo):
+    import os
+
+    import psutil
+
+    lab = Lab(echo.address, loss_down="1%", process=True).start()
+    try:
+        child = lab._child
+        assert child is not None and child.pid != os.getpid()
+        assert psutil.Process(child.pid).ppid() == os.getpid()
+        assert lab.stats["impairments"] == {"up": {}, "down": {"loss": "1%"}}
+        with pytest.raises(ChangeError, match="must be positive"):
+            lab.set(rate="-1mbit")
+        assert lab.down(duration="1h")["link"] == {"up": "down", "down": "down"}
+        assert lab.up()["link"] == {"up": "up", "down": "up"}
+        assert lab.reset()["summary"]
+        assert lab.control_url.startswith("http://127.0.0.1:")
+    finally:
+        lab.close()
+    assert child.returncode == 0  # stopped cleanly (SIGTERM): its trace and stats complete
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = lab.stats

@@ -64,3 +64,14 @@ def test_a_change_in_one_line():
     record = {"seq": 2, "source": "api", "summary": "loss 30%", "elapsed_ns": 2_500_000_000,
               "until_ns": 5_500_000_000}
     assert describe_change(record) == "change 2 at 2.500 s (api): loss 30% until 5.500 s"
+
+
+def test_rtcp_proxy_ctl_is_an_alias_of_rtcp_ctl():
+    from rtcp.cli import expand_aliases
+
+    assert expand_aliases(["proxy", "ctl", ":8474", "set", "--loss", "30%"]) == [
+        "ctl", ":8474", "set", "--loss", "30%"]
+    assert expand_aliases(["proxy", "--listen", ":0", "--upstream", ":9"]) == [
+        "proxy", "--listen", ":0", "--upstream", ":9"]
+    assert expand_aliases(["send", "proxy", "ctl"]) == ["send", "proxy", "ctl"]
+    assert expand_aliases([]) == []

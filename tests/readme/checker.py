@@ -6,7 +6,9 @@ Blocks: a fenced block in `console` is a session transcript: `$ ` starts a comma
 ending in `\\` continues it), every other line is what the commands print. A block in `sh`
 holds commands only. Every block runs, in the README's order, in one bash session in a fresh
 temporary folder with the folder of this Python's `rtcp` first on PATH, inside a private
-network namespace (so that the README's fixed ports cannot meet another process's).
+network namespace (so that the README's fixed ports cannot meet another process's). When the
+run ends, or hangs for RUN_TIMEOUT_S (the failure then names the block and command it hung in),
+every process it started is killed: its process group and every process in its namespace.
 
 Comparison, "numbers aside": hexadecimal ids and hashes, numbers (a comma-separated list of
 them counts as one), SI prefixes of sizes and
@@ -28,9 +30,11 @@ HTML comments on the lines before a block's fence change how it is checked:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +48,11 @@ MARK = "\x02rtcp-readme-check"
 BG_TAG = "\x01bg"
 # The whole README must run within this (a generous bound: it takes seconds).
 RUN_TIMEOUT_S = 300
+# After a kill: how long the run's processes may take to die and close the output pipe.
+KILL_WAIT_S = 10
+# The script's first line records its network namespace here (in the run's folder), so that the
+# cleanup also finds a process that left the run's process group (setsid, a daemon).
+NAMESPACE_FILE = ".readme-check.netns"
 
 
 @dataclass
@@ -158,7 +167,7 @@ def normalise(line: str) -> str:
 
 def script(blocks: list[Block]) -> str:
     """One bash script for the blocks that run: a marker before each command."""
-    out = ["exec 2>&1", "set +e"]
+    out = ["exec 2>&1", "set +e", f"readlink /proc/self/ns/net > {NAMESPACE_FILE}"]
     job = 0
     for b, block in enumerate(blocks):
         if block.skip_reason is not None:
@@ -195,27 +204,95 @@ def namespace_prefix() -> list[str] | None:
     return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec bash "$0"']
 
 
+class Hung(Exception):
+    """The run did not finish within RUN_TIMEOUT_S; `where` names the command it was in."""
+
+    def __init__(self, where: str, output: str):
+        super().__init__(where)
+        self.where = where
+        self.output = output
+
+
 def run(blocks: list[Block], workdir: Path, prefix: list[str]) -> str:
+    """The script's output. Whatever happens (the run ends, hangs, or this process is
+    interrupted), every process the run started is killed before this returns: its process
+    group and, since a block may start a daemon in a session of its own, every process in its
+    network namespace. A run that does not finish in RUN_TIMEOUT_S raises Hung."""
     path = workdir / ".readme-check.sh"
     path.write_text(script(blocks))
+    ns_file = workdir / NAMESPACE_FILE
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("COLUMNS", None)
     env["NO_COLOR"] = "1"
+    proc = subprocess.Popen(
+        [*prefix, str(path)] if prefix else ["bash", str(path)],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, killed as one
+    )
     try:
-        done = subprocess.run(
-            [*prefix, str(path)] if prefix else ["bash", str(path)],
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=RUN_TIMEOUT_S,
-            check=False,
-        )
+        try:
+            out, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _kill_run(proc, ns_file)
+            try:  # the pipe closes once its last writer is dead
+                out, _ = proc.communicate(timeout=KILL_WAIT_S)
+            except subprocess.TimeoutExpired as still:
+                out = still.output or b""
+            text = out.decode("utf-8", "replace")
+            raise Hung(_hung_where(blocks, text), text) from None
+        return out.decode("utf-8", "replace")
     finally:
+        _kill_run(proc, ns_file)
         path.unlink(missing_ok=True)
-    return done.stdout.decode("utf-8", "replace")
+        ns_file.unlink(missing_ok=True)
+
+
+def _kill_run(proc: subprocess.Popen, ns_file: Path) -> None:
+    """SIGKILL the run's process group and every process in its private network namespace."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        namespace = ns_file.read_text().strip()
+    except FileNotFoundError:
+        namespace = ""
+    if namespace and namespace != os.readlink("/proc/self/ns/net"):
+        for pid in _pids_in_namespace(namespace):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=KILL_WAIT_S)
+
+
+def _pids_in_namespace(namespace: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns" / "net") == namespace:
+                pids.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
+
+
+def _hung_where(blocks: list[Block], output: str) -> str:
+    """The command that was running when the run was stopped (the last marker printed)."""
+    last = None
+    for line in output.splitlines():
+        if line.startswith(MARK):
+            fields = line.split()
+            last = None if fields[1] == "end" else (int(fields[1]), int(fields[2]))
+    if last is None:
+        return "the README's run (before its first command)"
+    block = blocks[last[0]]
+    command = block.commands[last[1]].text.splitlines()[0]
+    return f"README block at line {block.line}, `{command}`"
 
 
 # --- comparing -------------------------------------------------------------------------
@@ -353,7 +430,12 @@ def check(readme: Path) -> tuple[list[str], list[str]]:
         contrib = readme.parent / "contrib"
         if contrib.is_dir():  # the README's commands refer to contrib/ as in a clone
             shutil.copytree(contrib, workdir / "contrib")
-        output = run(blocks, workdir, prefix)
+        try:
+            output = run(blocks, workdir, prefix)
+        except Hung as hung:
+            message = (f"{hung.where}: did not finish within {RUN_TIMEOUT_S} s (every "
+                       "process the run started was killed)")
+            return [message], notes
     return compare(blocks, split_output(output)), notes
 
 

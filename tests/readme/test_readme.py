@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,44 @@ def test_normalise_keeps_words_and_drops_numbers():
     )
     assert checker.normalise("conn 6c63bbf5") == checker.normalise("conn 04bb5986")
     assert checker.normalise("lost") != checker.normalise("sent")
+
+
+def _alive(pid: int) -> bool:
+    """pid runs (a zombie, killed and waiting for its reaper, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _wait_dead(pid: int, deadline_s: float = 30.0) -> bool:
+    end = time.monotonic() + deadline_s
+    while _alive(pid):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_hung_block_is_named_and_everything_the_run_started_is_killed(
+    tmp_path, namespace, monkeypatch
+):
+    # a daemon in a session of its own (outside the run's process group), then a foreground
+    # command that never ends, as a `rtcp recv` without `&` would
+    monkeypatch.setattr(checker, "RUN_TIMEOUT_S", 3)
+    daemon, foreground = tmp_path / "daemon.pid", tmp_path / "foreground.pid"
+    readme = write(
+        tmp_path,
+        "Intro.\n\n```console\n$ echo ready\nready\n```\n\n"
+        f"```console\n$ sh -c 'echo $$ > {daemon}; exec setsid sleep 1000' &\n"
+        f"$ sh -c 'while [ ! -s {daemon} ]; do sleep 0.01; done; echo $$ > {foreground}; "
+        "exec sleep 1000'\n```\n",
+    )
+    problems, _ = checker.check(readme)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("README block at line 8, `sh -c 'while"), problems
+    assert "did not finish within 3 s" in problems[0]
+    for pidfile in (daemon, foreground):
+        pid = int(pidfile.read_text())
+        assert _wait_dead(pid), f"{pidfile.name}: process {pid} survived the run"

@@ -59,6 +59,18 @@ def test_ipv6_packets(tmp_path):
     assert p.payload == b"hello" and p.udp_checksum_ok and p.ip_checksum_ok is None
 
 
+def test_a_dual_stack_sockets_ipv4_peer_is_written_as_ipv4(tmp_path):
+    # a [::] socket names an IPv4 client ::ffff:198.51.100.7: the wire carried IPv4
+    path = tmp_path / "mapped.pcap"
+    with PcapWriter(path) as pcap:
+        pcap.write(b"hi", ("::ffff:198.51.100.1", 9000, 0, 0), ("::ffff:198.51.100.7", 4000, 0, 0))
+        pcap.write(b"hi", ("::ffff:198.51.100.1", 9000), ("2001:db8::7", 4000))  # not a wire's
+    first, odd = read_pcap(path)
+    assert first.ip_version == 4 and first.ip_checksum_ok and first.udp_checksum_ok
+    assert first.src == ("198.51.100.1", 9000) and first.dst == ("198.51.100.7", 4000)
+    assert odd.ip_version == 6 and odd.src == ("::ffff:c633:6401", 9000)  # 198.51.100.1
+
+
 def test_largest_datagram_fits(tmp_path):
     path = tmp_path / "big.pcap"
     with PcapWriter(path) as pcap:

@@ -216,3 +216,52 @@ def test_tshark_counts_the_true_retransmissions_of_a_real_proxy_capture(tmp_path
     assert len(client_leg) == retransmitted
     # the server's leg carries each forwarded retransmission once more, nothing else
     assert len(flagged) <= 2 * retransmitted
+
+
+def test_tshark_names_retry_and_the_path_validation_options(tmp_path):
+    """A RETRY answering a SYN (flag 0x40: the heuristic took it for something else and the
+    datagram showed as plain UDP), the SYN that echoes its token (option 31), and a path
+    challenge (32) with its response (33)."""
+    token, challenge = bytes(range(1, 21)), bytes.fromhex("0123456789abcdef")
+    syn = _segments()[0][0]
+    retry = wire.build(wire.RETRY, 0, C_ID, 0, w(C_ISN + 1), 0,
+                       wire.opt_bytes(wire.OPT_RETRY_TOKEN, token))
+    syn_token = wire.build(wire.SYN, C_ID, 0, C_ISN, 0, 65535,
+                           wire.opt_mss(1400) + wire.opt_bytes(wire.OPT_RETRY_TOKEN, token))
+    ask = wire.build(0, S_ID, C_ID, 0, 0, 0, wire.opt_bytes(wire.OPT_PATH_CHALLENGE, challenge))
+    answer = wire.build(0, C_ID, S_ID, 0, 0, 0, wire.opt_bytes(wire.OPT_PATH_RESPONSE, challenge))
+    frames = [(syn, CLIENT, SERVER), (retry, SERVER, CLIENT), (syn_token, CLIENT, SERVER),
+              (ask, SERVER, CLIENT), (answer, CLIENT, SERVER)]
+    pcap = tmp_path / "retry.pcap"
+    with PcapWriter(pcap) as writer:
+        for i, (datagram, src, dst) in enumerate(frames):
+            writer.write(datagram, src, dst, t=1_700_000_000 + i * 0.001)
+    fields = ("rtcpu.flags", "rtcpu.flags.retry", "rtcpu.opt.kind", "rtcpu.opt.retry_token",
+              "rtcpu.opt.path_challenge", "rtcpu.opt.path_response", "rtcpu.checksum_good",
+              "_ws.col.Info")
+    args = [TSHARK, "-X", f"lua_script:{DISSECTOR}", "-r", str(pcap), "-T", "fields",
+            "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,"]
+    for name in fields:
+        args += ["-e", name]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0 and "Lua: Error" not in out.stderr, out.stderr
+    rows = [dict(zip(fields, line.split("\t"), strict=True)) for line in out.stdout.splitlines()]
+    assert len(rows) == 5 and all(r["rtcpu.checksum_good"] == "1" for r in rows)
+    _, retry_row, again, ask_row, answer_row = rows
+    assert retry_row["rtcpu.flags"] == "0x40" and retry_row["rtcpu.flags.retry"] == "1"
+    assert "[RETRY]" in retry_row["_ws.col.Info"] and "TOKEN" in retry_row["_ws.col.Info"]
+    assert retry_row["rtcpu.opt.kind"] == "31"
+    assert retry_row["rtcpu.opt.retry_token"] == token.hex()
+    assert again["rtcpu.flags.retry"] == "0" and again["rtcpu.opt.retry_token"] == token.hex()
+    assert again["rtcpu.opt.kind"] == "2,31"
+    assert ask_row["rtcpu.opt.kind"] == "32" and ask_row["rtcpu.opt.path_challenge"] == challenge.hex()
+    assert f"PATH_CHALLENGE={challenge.hex()}" in ask_row["_ws.col.Info"]
+    assert answer_row["rtcpu.opt.kind"] == "33"
+    assert answer_row["rtcpu.opt.path_response"] == challenge.hex()
+    assert f"PATH_RESPONSE={challenge.hex()}" in answer_row["_ws.col.Info"]
+    # the names, as the packet details show them
+    detail = subprocess.run([TSHARK, "-X", f"lua_script:{DISSECTOR}", "-r", str(pcap), "-V"],
+                            capture_output=True, text=True, timeout=120, check=False).stdout
+    for name in ("Retry token", "Path challenge", "Path response",
+                 "RETRY (address validation token)"):
+        assert name in detail
