@@ -90,3 +90,29 @@ def test_a_late_sample_does_not_shift_the_next_interval_ends():
         rep(app, app.now)
     ends = [round(i.end_s * 1000) for i in rep.intervals]
     assert ends == [1300, 2050, 3600]  # each interval ends at the first sample past 1, 2, 3 s
+
+
+def test_recv_json_objects():
+    from rtcp.errors import ExitCode
+    from rtcp.transfer.receiver import ReceiveResult
+
+    assert report.listening_json("127.0.0.1:9", None) == {
+        "event": "listening", "address": "127.0.0.1:9"
+    }
+    assert report.listening_json("[::1]:9", "7-a-b-c")["code"] == "7-a-b-c"
+    ok = ReceiveResult(
+        peer="127.0.0.1:5", name="a", size=1000, bytes_received=1000, seconds=0.5,
+        exit_code=ExitCode.OK, verified=True, reason="verified", sha256="ab", path="out/a",
+        stats={"srtt_s": 0.002, "segments_received": 3},
+    )
+    obj = report.receive_json(ok)
+    assert obj["event"] == "transfer" and obj["file"] == "out/a" and obj["bytes"] == 1000
+    assert obj["goodput_bytes_per_s"] == 2000 and obj["rtt_ms"] == 2.0
+    assert obj["error"] is None and obj["exit_code"] == 0 and obj["segments_received"] == 3
+    failed = ReceiveResult(
+        peer="127.0.0.1:5", name=None, size=None, bytes_received=10, seconds=0.0,
+        exit_code=ExitCode.REFUSED, verified=False, reason="bad name",
+    )
+    obj = report.receive_json(failed)
+    assert obj["bytes"] == 10 and obj["error"] == "bad name" and obj["exit_code"] == 8
+    assert obj["rtt_ms"] is None and obj["stats"] == {} and obj["goodput_bytes_per_s"] == 0.0
