@@ -30,8 +30,8 @@ def _check_intervals(intervals: list[dict], size: int) -> None:
 @needs_proxy
 def test_interval_lines_and_json_through_a_rate_limited_proxy(receiver, proxy, tmp_path):
     _recv, port, out = receiver()
-    _proxy, pport = proxy(port, "--rate", "8mbit")  # 1 MB/s: the file takes about a second
-    src = make_file(tmp_path / "a.bin", 1_000_000)
+    _proxy, pport = proxy(port, "--rate", "8mbit")  # 1 MB/s: 0.6 s at least, 3 intervals
+    src = make_file(tmp_path / "a.bin", 600_000)
     res = send(src, pport, "--interval", "200ms")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
@@ -40,14 +40,14 @@ def test_interval_lines_and_json_through_a_rate_limited_proxy(receiver, proxy, t
     assert len(intervals) >= 2, res.stdout
     total = [line for line in lines if line.endswith("  sum")]
     assert len(total) == 1 and total[0].split()[0].startswith("0.00-"), res.stdout
-    assert "1.0 MB" in total[0]
+    assert "600.0 kB" in total[0]
     assert lines.index(total[0]) < lines.index(f"sent a.bin to 127.0.0.1:{pport}")
     # --json: the same intervals as a list, and nothing else on stdout
     (out / "a.bin").unlink()
     res = send(src, pport, "--interval", "200ms", "--json")
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
-    _check_intervals(report["intervals"], 1_000_000)
+    _check_intervals(report["intervals"], 600_000)
     assert report["intervals"][-1]["end_s"] >= report["seconds"] - 1e-6
 
 
@@ -68,8 +68,7 @@ def test_rate_caps_the_senders_own_rate(receiver, tmp_path):
 
 def test_bad_rate_and_interval_are_usage_errors(tmp_path):
     src = make_file(tmp_path / "x.bin", 10)
-    for args in (["--rate", "10"], ["--rate", "100bit"], ["--interval", "10ms"],
-                 ["--interval", "1"]):
+    for args in (["--rate", "10"], ["--interval", "10ms"]):  # the rest: tests/transfer
         res = send(src, 9, *args)
         assert res.returncode == 2, (args, res.stderr)
         assert_one_error_line(res.stderr)

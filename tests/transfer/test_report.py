@@ -78,8 +78,9 @@ def test_bad_intervals(value):
 def test_rate_cap_units_are_the_proxys():
     assert report.parse_rate_cap("10mbit") == 1_250_000
     assert report.parse_rate_cap("2MBps") == 2_000_000
-    with pytest.raises(UsageError, match="--rate"):
-        report.parse_rate_cap("10")
+    for bad in ("10", "100bit", "-1mbit"):
+        with pytest.raises(UsageError, match="--rate"):
+            report.parse_rate_cap(bad)
 
 
 def test_a_late_sample_does_not_shift_the_next_interval_ends():
