@@ -38,6 +38,9 @@ class ConnectionConfig:
     delayed_ack_s: float = 0.04  # RFC 9293 3.8.6.3 allows up to 0.5 s; Linux uses 40 ms
     quickack_segments: int = 16  # the first data segments are ACKed at once (Linux's 16)
     congestion_control: str = "bbr"  # loss-tolerant default; "reno" and "cubic" are the AIMD ones
+    # The sender's own rate cap (`rtcp send --rate`): segments are paced at no more than this,
+    # whatever the controller (rtcp.core.pacing); None = no cap
+    max_pacing_rate_bytes_per_s: int | None = None
     initial_window_segments: int = 10  # RFC 6928
     sack: bool = True  # offer SACK-permitted (RFC 2018)
     timestamps: bool = True  # offer timestamps (RFC 7323)

@@ -33,6 +33,7 @@ from typing import ClassVar
 from rtcp.core import events, wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.congestion import RateSample, make_controller
+from rtcp.core.pacing import paced_rate
 from rtcp.core.pmtud import PathMtuDiscovery
 from rtcp.core.reassembly import Reassembler
 from rtcp.core.rtt import RttEstimator
@@ -218,6 +219,7 @@ class Connection:
         self._last_send_at = now  # when new data last left (RFC 5681 4.1 idle restart)
         self._pace_next = 0.0  # earliest time the next paced segment may leave
         self._pacing_blocked = False  # data waits for _pace_next (a timer the driver honours)
+        self._max_pacing_rate = cfg.max_pacing_rate_bytes_per_s  # the user's cap (pacing.py)
 
         # Receive side (RCV.*).
         self.irs = 0
@@ -1221,8 +1223,9 @@ class Connection:
         sb = self.scoreboard
         cwnd = self.cc.cwnd
         mss = self.mss
-        # Pacing (rate-based controllers): a segment may leave once _pace_next has come.
-        rate = self.cc.pacing_rate(self.rtt.srtt_s)
+        # Pacing (rate-based controllers, or a rate cap): a segment may leave once _pace_next
+        # has come.
+        rate = paced_rate(self.cc.pacing_rate(self.rtt.srtt_s), self._max_pacing_rate)
         self._pacing_blocked = False
         if rate:
             self._pace_next = max(self._pace_next, now - PACING_BURST_S)

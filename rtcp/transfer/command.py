@@ -31,7 +31,7 @@ from rtcp.errors import (
     TransferRefused,
     UsageError,
 )
-from rtcp.transfer import keys
+from rtcp.transfer import keys, report
 from rtcp.transfer import limits as _limits
 from rtcp.units import (
     format_bytes,
@@ -339,6 +339,22 @@ def send_command(
         metavar="DURATION",
         help="Give up after this long without progress (15s, 500ms, 2min).",
     ),
+    interval: str | None = typer.Option(
+        None,
+        "--interval",
+        "-i",
+        metavar="DURATION",
+        help="A line per interval on stdout, as iperf3 (1s): bytes, rate, retransmissions, "
+        "cwnd, SRTT, then the sum; with --json, the list 'intervals' instead. Printed with "
+        "--quiet too.",
+    ),
+    rate: str | None = typer.Option(
+        None,
+        "--rate",
+        metavar="RATE",
+        help="Send no faster than this (10mbit, 2MBps), as rsync --bwlimit or iperf3 -b: "
+        "the connection paces its segments at this rate at most.",
+    ),
     wait_ready: bool = typer.Option(
         False,
         "--wait-ready",
@@ -442,6 +458,8 @@ def send_command(
     config = build_config(
         mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc, timeout_s=timeout_s
     )
+    if rate is not None:
+        config = replace(config, max_pacing_rate_bytes_per_s=report.parse_rate_cap(rate))
     width = _explain_width(explain_width)
     secret = keys.load_secret(psk_file, code)
     keylog_write = keys.keylog_writer(keylog)
@@ -451,6 +469,13 @@ def send_command(
     except OSError:
         size = 0  # send_file reports the real problem
     progress = _Progress(path.name, size) if show_bar else None
+    intervals = (
+        report.IntervalReport(
+            report.parse_interval(interval), None if json_output else report.line_writer(progress)
+        )
+        if interval is not None
+        else None
+    )
     recording = _Recording(trace, pcap, "send", explain=explain)  # LocalIOError: exit 7
     config = recording.configure(config)
     previous_term = signal.signal(signal.SIGTERM, _interrupt)  # abort (RST), then exit 130
@@ -463,7 +488,8 @@ def send_command(
                 port,
                 config=config,
                 timeout_s=timeout_s,
-                on_progress=progress,
+                on_progress=report.chain(progress, intervals),
+                progress_interval_s=report.SAMPLE_INTERVAL_S if intervals else 0.1,
                 pcap=recording.pcap,
                 wait_ready=wait_ready,
                 secret=secret,
@@ -474,6 +500,8 @@ def send_command(
             # the connection, so the receiver drops its temporary at once)
             raise RtcpError("interrupted: the transfer was aborted", ExitCode.INTERRUPTED) from None
         finally:
+            if intervals is not None:
+                intervals.finish()  # the last partial interval and the sum, above the bar
             if progress is not None:
                 progress.close()
             ladder = recording.finish(width=width)
@@ -481,19 +509,26 @@ def send_command(
         if json_output:
             failed = SendResult(file=str(path), name=path.name, peer=to, bytes=size)
             failed.exit_code, failed.error = int(exc.exit_code), str(exc)
-            _print_json(failed.to_json())
+            _print_json(_with_intervals(failed.to_json(), intervals))
         _print_ladder(ladder, json_output)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_term)
     if json_output:
-        _print_json(result.to_json())
+        _print_json(_with_intervals(result.to_json(), intervals))
     _print_ladder(ladder, json_output)
     if result.verified:
         if not quiet and not json_output:
             print(summary_text(result), flush=True)
         return
     raise RtcpError(result.error or "the transfer failed", ExitCode(result.exit_code))
+
+
+def _with_intervals(obj: dict, intervals) -> dict:
+    """--json with --interval: the intervals as a list in the object."""
+    if intervals is not None:
+        obj["intervals"] = intervals.to_json()
+    return obj
 
 
 def _interrupt(signum, frame) -> None:
@@ -593,6 +628,12 @@ def recv_command(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite files that exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per transfer."),
+    json_output: bool = typer.Option(
+        False,
+        "--json",
+        help="JSON Lines on stdout: first {\"event\": \"listening\", ...}, then one object "
+        "per finished transfer (the fields of `rtcp send --json`), each flushed at once.",
+    ),
     timeout: str = typer.Option(
         "30s",
         "--timeout",
@@ -680,7 +721,8 @@ def recv_command(
 
     An address other than loopback needs --psk-file, --code or --insecure.
 
-    Prints "listening on HOST:PORT" first, then one line per finished transfer.
+    Prints "listening on HOST:PORT" first, then one line per finished transfer; --json:
+    JSON Lines instead (every stdout line one object: where it listens, then each transfer).
 
     Serves concurrent transfers until Ctrl-C or SIGTERM, then aborts the open ones (exit 0).
 
@@ -747,7 +789,9 @@ def recv_command(
         def on_result(result) -> None:
             if refused_log.told(result):
                 return  # a wrong code: the "refused a handshake" line said it
-            if not quiet:
+            if json_output:
+                report.print_json_line(report.receive_json(result))
+            elif not quiet:
                 try:
                     print(result.log_line(), flush=True)
                 except OSError:  # stdout closed (a pipe reader went away): keep serving
@@ -785,9 +829,14 @@ def recv_command(
                     previous[signum] = signal.signal(signum, on_signal)
                 driver.install_signal_wakeup()
                 local = driver.local_address
-                print(f"listening on {format_hostport(local[0], local[1])}", flush=True)
-                if secret is not None and secret.code is not None:
-                    print(f"code: {secret.code}", flush=True)
+                address = format_hostport(local[0], local[1])
+                shown_code = secret.code if secret is not None else None
+                if json_output:
+                    report.print_json_line(report.listening_json(address, shown_code))
+                else:
+                    print(f"listening on {address}", flush=True)
+                    if shown_code is not None:
+                        print(f"code: {shown_code}", flush=True)
                 driver.run(finished)
                 server.shutdown()
                 counts = server.limit_report()

@@ -22,6 +22,7 @@ from rtcp.errors import ExitCode
 from rtcp.net.driver import App, Driver
 from rtcp.transfer import limits as lim
 from rtcp.transfer import protocol as proto
+from rtcp.transfer import report
 from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
 from rtcp.units import format_rate
 
@@ -59,6 +60,7 @@ class ReceiveResult:
     reason: str  # "verified", or why not
     sha256: str | None = None
     path: str | None = None
+    stats: dict | None = None  # the connection's counters at the end (`rtcp recv --json`)
 
     def log_line(self) -> str:
         name = repr(self.name) if self.name is not None else "(no header)"
@@ -153,6 +155,7 @@ class ReceiveApp(App):
             reason=reason,
             sha256=self._sha256,
             path=self._path,
+            stats=report.connection_stats(self.handle),
         )
         self.on_finished(self.result)
 
