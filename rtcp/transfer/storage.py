@@ -18,12 +18,14 @@ import queue
 import re
 import secrets
 import shutil
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from rtcp.errors import LocalIOError
 from rtcp.transfer.protocol import TEMP_PREFIX, BadName, Status, Verdict, validate_name
+from rtcp.transfer.records import validate_path
 
 _WRITE_BUFFER = 1 << 20
 # Flush to disk every this many bytes while receiving, so that the final fsync (which the
@@ -174,6 +176,87 @@ class OutputDir:
         self.check(name, size)
         return IncomingFile(self, validate_name(name), size)
 
+    # --- relative paths (format version 2) ---------------------------------------------
+
+    def _walk(self, segments: list[str], rel: str) -> int:
+        """An fd of the folder out/segments, creating what is missing, never through a
+        symlink (O_NOFOLLOW at every step, relative to the previous fd): whatever is already
+        in the output folder, nothing is created outside it. Raises Refusal."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise Refusal(
+                Status.IO_ERROR, f"cannot open the output folder: {_io_message(exc)}"
+            ) from None
+        for i, segment in enumerate(segments):
+            try:
+                try:
+                    nxt = os.open(segment, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    try:
+                        os.mkdir(segment, 0o777, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    nxt = os.open(segment, flags, dir_fd=fd)
+            except OSError as exc:
+                os.close(fd)
+                where = "/".join(segments[: i + 1])
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise Refusal(
+                        Status.BAD_NAME,
+                        f"{rel}: {where} is a symlink or not a folder on the receiver",
+                    ) from None
+                raise Refusal(
+                    Status.IO_ERROR, f"cannot create {where}: {_io_message(exc)}"
+                ) from None
+            os.close(fd)
+            fd = nxt
+        return fd
+
+    def make_dir(self, rel: str) -> Path:
+        """Create the folder out/rel (and its parents) if missing; raises Refusal."""
+        try:
+            rel = validate_path(rel)
+        except BadName as exc:
+            raise Refusal(Status.BAD_NAME, str(exc)) from None
+        os.close(self._walk(rel.split("/"), rel))
+        return self.path / rel
+
+    def open_relative(self, rel: str, size: int | None) -> IncomingFile:
+        """The temporary for out/rel (parents created as folders); raises Refusal."""
+        try:
+            rel = validate_path(rel)
+        except BadName as exc:
+            raise Refusal(Status.BAD_NAME, str(exc)) from None
+        if rel in self.in_flight:
+            raise Refusal(Status.FILE_EXISTS, f"{rel} is being received from another sender")
+        *parents, leaf = rel.split("/")
+        parent_fd = self._walk(parents, rel)
+        try:
+            try:
+                st = os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None:
+                if not self.force:
+                    raise Refusal(Status.FILE_EXISTS, f"{rel} exists on the receiver")
+                if stat.S_ISDIR(st.st_mode):
+                    raise Refusal(Status.IO_ERROR, f"{rel} is a directory on the receiver")
+            if size is not None:
+                try:
+                    free = shutil.disk_usage(self.path).free
+                except OSError:
+                    free = None
+                if free is not None and size > free:
+                    raise Refusal(
+                        Status.TOO_LARGE, f"{size} bytes do not fit in the {free} bytes free"
+                    )
+            return IncomingFile(self, rel, size, parent_fd=parent_fd, leaf=leaf)
+        except BaseException:
+            os.close(parent_fd)
+            raise
+
 
 @dataclass(slots=True)
 class CommitResult:
@@ -191,11 +274,24 @@ class IncomingFile:
     overflow the socket buffer). A failure there is reported by the next write() or by
     finish()."""
 
-    def __init__(self, out: OutputDir, name: str, size: int):
+    def __init__(
+        self,
+        out: OutputDir,
+        name: str,
+        size: int | None,
+        *,
+        parent_fd: int | None = None,
+        leaf: str | None = None,
+    ):
+        """name: a base name, or (with parent_fd, the open folder that gets the file, which
+        this object closes, and leaf, the last segment) a relative path. size None: unknown,
+        the trailer says it (finish)."""
         self.out = out
         self.name = name
         self.size = size
         self.final = out.path / name
+        self._parent_fd = parent_fd
+        self._leaf = leaf or name
         self.bytes_written = 0
         self._hash = hashlib.sha256()
         self._closed = False
@@ -206,7 +302,7 @@ class IncomingFile:
         self._writer: threading.Thread | None = None
         self._write_error: OSError | None = None
         for _attempt in range(8):
-            self.temp = out.path / _temp_name(name)
+            self.temp = out.path / _temp_name(self._leaf)
             try:
                 fd = os.open(
                     self.temp,
@@ -239,7 +335,7 @@ class IncomingFile:
     def write(self, data: bytes | memoryview) -> None:
         """Queue bytes for the file; raises Refusal (the temporary is then removed) for more
         bytes than announced, or when an earlier write failed."""
-        if self.bytes_written + len(data) > self.size:
+        if self.size is not None and self.bytes_written + len(data) > self.size:
             self.abort()
             raise Refusal(Status.PROTOCOL_ERROR, "more bytes than announced")
         if self._write_error is not None:
@@ -292,8 +388,11 @@ class IncomingFile:
             self._writer.join()
             self._writer = None
 
-    def finish(self, expected_digest: bytes) -> CommitResult:
-        """Compare the SHA-256, then fsync and move into place. Never leaves the temporary."""
+    def finish(self, expected_digest: bytes, size: int | None = None) -> CommitResult:
+        """Compare the SHA-256, then fsync and move into place. Never leaves the temporary.
+        size: the trailer's size of a file whose size was unknown at the start."""
+        if self.size is None:
+            self.size = size if size is not None else self.bytes_written
         self._stop_writer()
         if self._write_error is not None:
             exc = self._write_error
@@ -344,9 +443,22 @@ class IncomingFile:
         self.committed = True
         self.out.in_flight.discard(self.name)
         _fsync_dir(self.out.path)
+        self._close_parent()
         return CommitResult(Verdict(Status.OK, hexd), self.final, hexd)
 
+    def _close_parent(self) -> None:
+        if self._parent_fd is not None:
+            try:
+                os.fsync(self._parent_fd)
+            except OSError:
+                pass
+            os.close(self._parent_fd)
+            self._parent_fd = None
+
     def _commit(self) -> None:
+        if self._parent_fd is not None:
+            self._commit_at(self._parent_fd)
+            return
         if self.out.force:
             os.replace(self.temp, self.final)
             return
@@ -364,10 +476,32 @@ class IncomingFile:
             return
         os.unlink(self.temp)
 
+    def _commit_at(self, parent_fd: int) -> None:
+        """Move the temporary (in the output folder) to leaf in the folder parent_fd."""
+        leaf = self._leaf
+        if self.out.force:
+            os.replace(self.temp, leaf, dst_dir_fd=parent_fd)
+            return
+        try:
+            os.link(self.temp, leaf, dst_dir_fd=parent_fd, follow_symlinks=False)
+        except FileExistsError:
+            raise Refusal(Status.FILE_EXISTS, f"{self.name} exists on the receiver") from None
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            try:
+                os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                os.replace(self.temp, leaf, dst_dir_fd=parent_fd)
+                return
+            raise Refusal(Status.FILE_EXISTS, f"{self.name} exists on the receiver") from None
+        os.unlink(self.temp)
+
     def abort(self) -> None:
         """Drop the transfer: close and remove the temporary (idempotent; no-op once committed)."""
         if self.committed:
             return
+        self._close_parent()
         self.out.in_flight.discard(self.name)
         if self._writer is not None:
             self._write_error = self._write_error or OSError("aborted")  # drain, write no more

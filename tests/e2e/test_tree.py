@@ -1,0 +1,140 @@
+"""End to end: `rtcp send A B DIR/` and `rtcp send -` (format version 2) to a real `rtcp recv`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import RTCP, make_file, send
+
+
+def send_many(port: int, *args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [RTCP, "send", *map(str, args), "--to", f"127.0.0.1:{port}"],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def tree_of(root) -> dict[str, bytes | None]:
+    """Every path under root: a file's bytes, None for a folder."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = None
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = Path(p).read_bytes()
+    return out
+
+
+def test_a_tree_with_empty_files_and_folders_arrives_whole(receiver, tmp_path):
+    recv, port, out = receiver()
+    src = tmp_path / "src" / "photos"
+    (src / "2024" / "june").mkdir(parents=True)
+    (src / "empty-folder").mkdir()
+    (src / "empty.txt").write_bytes(b"")
+    make_file(src / "2024" / "june" / "big.bin", 1_500_000)  # asks for an offer
+    make_file(src / "2024" / "small.bin", 5000, seed=2)
+    (src / "link").symlink_to(src / "empty.txt")
+    single = make_file(tmp_path / "notes.txt", 100, seed=3)
+    res = send_many(port, src, single, "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["verified"] is True and report["files"] == 4 and report["failures"] == []
+    assert b"skipped the symlink" in res.stderr
+    expected = tree_of(tmp_path / "src")
+    del expected["photos/link"]
+    expected["notes.txt"] = single.read_bytes()
+    assert tree_of(out) == expected
+    for entry in report["results"]:
+        if entry["path"].endswith("big.bin"):
+            data = (out / "photos/2024/june/big.bin").read_bytes()
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["verified"]
+    recv.wait_line(r"received 8 entries from .*: all 8 verified")
+
+
+def test_a_thousand_small_files_cross_one_connection(receiver, tmp_path):
+    recv, port, out = receiver()
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(1000):
+        (src / f"f{i:04}.txt").write_bytes(f"file {i}\n".encode() * 50)
+    res = send_many(port, src, "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["verified_entries"] == 1001
+    assert tree_of(out / "many") == tree_of(src)
+    summary = recv.wait_line(r"received 1001 entries from (\S+) in")
+    lines = [ln for ln in recv.stdout.splitlines() if ln.startswith("received '")]
+    peers = {re.search(r" from (\S+) in ", ln).group(1) for ln in lines}
+    assert len(lines) == 1000 and peers == {summary.group(1)}  # one connection, one handshake
+
+
+def test_refused_entries_are_reported_and_the_rest_goes_on(receiver, tmp_path):
+    _recv, port, out = receiver()
+    src = tmp_path / "d"
+    src.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (src / name).write_bytes(name.encode())
+    (out / "d").mkdir(parents=True)
+    (out / "d" / "b.txt").write_bytes(b"precious")
+    res = send_many(port, src, "--json")
+    assert res.returncode == 6, res.stderr  # the first failure's exit code: file exists
+    report = json.loads(res.stdout)
+    assert [f["path"] for f in report["failures"]] == ["d/b.txt"]
+    assert "exists" in report["failures"][0]["error"]
+    assert (out / "d" / "b.txt").read_bytes() == b"precious"
+    assert (out / "d" / "a.txt").read_bytes() == b"a.txt"
+    assert (out / "d" / "c.txt").read_bytes() == b"c.txt"
+    human = send_many(port, src)
+    assert b"verified     0 of 3 files" in human.stdout
+    assert b"d/b.txt: the receiver refused: file exists" in human.stdout
+    assert human.stderr.count(b"rtcp: error:") == 1
+
+
+def test_a_bad_name_in_the_middle_of_a_tree_is_refused_alone(receiver, tmp_path, monkeypatch):
+    """A sender that does not check its paths (ours does): the receiver refuses the bad one,
+    creates nothing outside --out, and stores the others."""
+    from rtcp.transfer import records as rec
+    from rtcp.transfer.tree import Entry, send_tree
+
+    _recv, port, out = receiver()
+    files = [make_file(tmp_path / n, 2000, seed=i) for i, n in enumerate(("a", "evil", "b"))]
+    entries = [
+        Entry("file", "a.txt", str(files[0]), 2000),
+        Entry("file", "../escaped.txt", str(files[1]), 2000),
+        Entry("file", "b.txt", str(files[2]), 2000),
+    ]
+    monkeypatch.setattr(rec, "validate_path", lambda path: path)  # this sender's side only
+    result = send_tree(entries, "127.0.0.1", port, timeout_s=20.0)
+    assert [r.verified for r in result.results] == [True, False, True]
+    assert "'..' segment" in result.results[1].error
+    assert result.exit_code == 8
+    assert not (tmp_path / "escaped.txt").exists()
+    assert sorted(os.listdir(out)) == ["a.txt", "b.txt"]
+
+
+def test_stdin_of_unknown_size_arrives_verified(receiver, tmp_path):
+    _recv, port, out = receiver()
+    data = os.urandom(700_000)
+    res = send_many(port, "-", "--name", "piped.bin", "--json", stdin=data)
+    assert res.returncode == 0, res.stderr
+    (entry,) = json.loads(res.stdout)["results"]
+    assert entry["bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (out / "piped.bin").read_bytes() == data
+
+
+def test_stdin_needs_a_name_and_a_name_needs_stdin(receiver, tmp_path):
+    _recv, port, _out = receiver()
+    res = send_many(port, "-", stdin=b"x")
+    assert res.returncode == 2 and b"--name" in res.stderr
+    res = send(make_file(tmp_path / "f", 10), port, "--name", "x")
+    assert res.returncode == 2 and "--name" in res.stderr
