@@ -419,6 +419,11 @@ def send_command(
     follow_symlinks: bool = typer.Option(
         False, "--follow-symlinks", help="Follow symlinks inside folders (default: skip them)."
     ),
+    no_resume: bool = typer.Option(
+        False,
+        "--no-resume",
+        help="Send every file from its first byte, even where the receiver holds a partial.",
+    ),
 ) -> None:
     """Send files and folders to an `rtcp recv`; succeed only once the receiver verified
     the SHA-256 of every file.
@@ -460,6 +465,7 @@ def send_command(
     if len(files) != 1 or files[0] == "-" or Path(files[0]).is_dir():
         _send_tree_command(
             files, host, port, to, name=name, follow_symlinks=follow_symlinks, quiet=quiet,
+            resume=not no_resume,
             json_output=json_output, timeout_s=timeout_s, wait_ready=wait_ready,
             config=build_config(
                 mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc,
@@ -529,7 +535,7 @@ def send_command(
 
 def _send_tree_command(
     files, host, port, to, *, name, follow_symlinks, quiet, json_output, timeout_s, wait_ready,
-    config, trace, pcap, explain, width, secret, keylog,
+    config, trace, pcap, explain, width, secret, keylog, resume,
 ) -> None:
     """`rtcp send` with several FILEs, a folder or stdin: one connection, format version 2."""
     from rtcp.transfer.tree import TreeResult, collect_entries, send_tree
@@ -548,7 +554,7 @@ def _send_tree_command(
             result = send_tree(
                 entries, host, port, config=config, timeout_s=timeout_s, on_progress=progress,
                 pcap=recording.pcap, wait_ready=wait_ready, secret=secret, keylog=keylog,
-                stdin=sys.stdin.buffer if "-" in files else None,
+                stdin=sys.stdin.buffer if "-" in files else None, resume=resume,
             )
         except KeyboardInterrupt:
             raise RtcpError("interrupted: the transfer was aborted", ExitCode.INTERRUPTED) from None
@@ -806,6 +812,13 @@ def recv_command(
         rich_help_panel=keys.PANEL_KEYS,
     ),
     keylog: str | None = keys.keylog_option(),
+    partial_max_age: str = typer.Option(
+        "24h",
+        "--partial-max-age",
+        metavar="DURATION",
+        help="Remove the partials of interrupted transfers (kept for a resume) older than this.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
 ) -> None:
     """Receive files from `rtcp send` into DIR, each verified by SHA-256 before it appears.
 
@@ -852,7 +865,9 @@ def recv_command(
     uses = 1 if code_uses is None else _parse_int("--code-uses", code_uses, 1)
     secret = keys.load_secret(psk_file, prot.generate_code() if code else None)
     keylog_write = keys.keylog_writer(keylog)
+    partial_max_age_s = _positive_seconds("--partial-max-age", partial_max_age)
     output = OutputDir(Path(out), force=force)
+    output.remove_old_partials(partial_max_age_s, time.time())
     removed = output.cleanup_leftovers()
     if removed and not quiet:
         print(
@@ -906,6 +921,7 @@ def recv_command(
                 idle_timeout_s=timeout_s,
                 limits=limits,
                 on_refusal=None if quiet else _RefusalLog(limits),
+                partial_max_age_s=partial_max_age_s,
             )
 
             def finished() -> bool:

@@ -23,7 +23,7 @@ from rtcp.net.driver import App, Driver
 from rtcp.transfer import limits as lim
 from rtcp.transfer import protocol as proto
 from rtcp.transfer import records as rec
-from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
+from rtcp.transfer.storage import DEFAULT_PARTIAL_MAX_AGE_S, IncomingFile, OutputDir, Refusal
 from rtcp.units import format_rate
 
 DEFAULT_IDLE_TIMEOUT_S = 30.0
@@ -96,6 +96,9 @@ _JOIN_BELOW_BYTES = 16384
 # reading the sender's stream until they drain (a sender that never reads its replies cannot
 # make them pile up).
 MAX_REPLY_BACKLOG_BYTES = 256 * 1024
+# Partials older than --partial-max-age are removed at start and, at most this often, when a
+# connection arrives.
+PARTIAL_SWEEP_S = 60.0
 
 
 class ReceiveApp(App):
@@ -450,6 +453,9 @@ class TreeSession:
         self.current_size: int | None = None
         self.current_started = now
         self.skipping = False  # the current file's body is read and dropped (refused)
+        self.current_mtime_ns = 0
+        self.current_asked = False  # the current file asked for an offer: it may resume
+        self.offer: tuple[int, object] | None = None  # (offset, prefix hash) offered
         self.entries = 0
         self.results: list[ReceiveResult] = []  # the failed ones
         self.first_failure: ReceiveResult | None = None
@@ -505,10 +511,7 @@ class TreeSession:
             elif isinstance(item, rec.FileStarted):
                 self._file_started(item, now)
             elif isinstance(item, rec.BodyStarted):
-                if item.offset != 0:  # nothing was offered but 0 (resume is not kept here)
-                    app._refuse(
-                        proto.Verdict(proto.Status.PROTOCOL_ERROR, "START beyond the offer"), now
-                    )
+                self._body_started(item, now)
             elif isinstance(item, rec.FileEnded):
                 self._file_ended(item, now)
             elif isinstance(item, rec.DirReceived):
@@ -526,7 +529,7 @@ class TreeSession:
             elif isinstance(item, rec.StreamFinished):
                 self._stream_finished(now)
             elif isinstance(item, proto.ProtocolFailure):
-                self._abort_current()
+                self._abort_current(keep=False)
                 app._refuse(proto.Verdict(item.status, item.message), now)
 
     def _first_record(self, now: float) -> None:
@@ -540,7 +543,8 @@ class TreeSession:
         self._first_record(now)
         self.current_index, self.current_path, self.current_size = item.index, item.path, item.size
         self.current_started = now
-        self.current, self.skipping = None, False
+        self.current, self.skipping, self.offer = None, False, None
+        self.current_mtime_ns, self.current_asked = item.mtime_ns, item.ask_offer
         refusal: proto.Verdict | None = None
         largest = app.limits.max_size_bytes
         if item.bad_path is not None:
@@ -555,7 +559,9 @@ class TreeSession:
             )
         else:
             try:
-                self.current = app.out.open_relative(item.path, item.size)
+                self.current = app.out.open_relative(
+                    item.path, item.size, check_only=item.ask_offer
+                )
             except Refusal as exc:
                 refusal = exc.verdict
         if refusal is not None:
@@ -566,18 +572,46 @@ class TreeSession:
                 self.skipping = True
             return
         if item.ask_offer:
-            self._reply(rec.encode_offer(item.index, 0, bytes(proto.DIGEST_BYTES)))
+            partial = app.out.find_partial(item.path, item.size, item.mtime_ns)
+            if partial is None:
+                self._reply(rec.encode_offer(item.index, 0, bytes(proto.DIGEST_BYTES)))
+            else:
+                offset, hasher = partial
+                self.offer = (offset, hasher)
+                self._reply(rec.encode_offer(item.index, offset, hasher.copy().digest()))
             self.handle(self.parser.accept(), now)
 
+    def _body_started(self, item: rec.BodyStarted, now: float) -> None:
+        """START after our OFFER: from the offered offset (resume) or from 0 (fresh)."""
+        offered = self.offer[0] if self.offer is not None else 0
+        if item.offset not in (0, offered):
+            self.app._refuse(
+                proto.Verdict(proto.Status.PROTOCOL_ERROR, "START at neither 0 nor the offer"), now
+            )
+            return
+        out = self.app.out
+        resume = self.offer if item.offset and self.offer is not None else None
+        if resume is None and self.offer is not None:
+            out.drop_partial(self.current_path)  # the sender's file changed, or --no-resume
+        try:
+            self.current = out.open_relative(self.current_path, self.current_size, resume=resume)
+        except Refusal as exc:
+            self._refuse_current(exc.verdict, now)
+
     def _refuse_current(self, verdict: proto.Verdict, now: float) -> None:
-        self._abort_current()
+        self._abort_current(keep=False)
         self.skipping = True
         self._entry_done(self.current_index, self.current_path, verdict, now)
 
-    def _abort_current(self) -> None:
-        if self.current is not None and not self.current.committed:
-            self.current.abort()
-        self.current = None
+    def _abort_current(self, *, keep: bool = False) -> None:
+        """Drop the current file; keep: an interruption, keep its data for a resume (files
+        that asked for an offer only)."""
+        current, self.current = self.current, None
+        if current is None or current.committed:
+            return
+        if keep and self.current_asked and current.keep_partial(self.current_mtime_ns):
+            return
+        current.abort()
 
     def _file_ended(self, item: rec.FileEnded, now: float) -> None:
         if self.skipping or self.current is None:
@@ -604,7 +638,7 @@ class TreeSession:
 
     def finish(self, code: ExitCode, verified: bool, reason: str, now: float) -> ReceiveResult:
         """The connection's own result, once it is over (the files' results came before)."""
-        self._abort_current()
+        self._abort_current(keep=not verified)
         app = self.app
         if not self.parser.finished and verified:
             code, verified = ExitCode.FAILURE, False
@@ -687,8 +721,11 @@ class FileServer:
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         limits: lim.ReceiverLimits | None = None,
         on_refusal: Callable[[str, str, str], None] | None = None,
+        partial_max_age_s: float = DEFAULT_PARTIAL_MAX_AGE_S,
     ):
         self.driver = driver
+        self.partial_max_age_s = partial_max_age_s
+        self._partials_swept_at: float | None = None
         self.out = out
         self.config = config or ConnectionConfig()
         self.on_result = on_result
@@ -713,6 +750,10 @@ class FileServer:
 
     def _accept(self, peer: tuple) -> App:
         self.apps = [a for a in self.apps if a.result is None]
+        now = self.driver.clock()
+        if self._partials_swept_at is None or now - self._partials_swept_at >= PARTIAL_SWEEP_S:
+            self._partials_swept_at = now
+            self.out.remove_old_partials(self.partial_max_age_s, time.time())
         limits = self.limits
         if len(self.apps) >= limits.max_connections:
             return self._refuse(lim.CONNECTIONS, peer, limits.max_connections)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import queue
 import re
@@ -39,6 +40,11 @@ WRITE_QUEUE_CHUNKS = 64
 # are gathered up to this size first: a hand-off to the writer thread costs more than a copy.
 HANDOFF_BYTES = 32 * 1024
 _TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]+-")
+# A partial (resume): the data of an interrupted file, with a sidecar that says what it is.
+PARTIAL_PREFIX = TEMP_PREFIX + "partial-"
+DEFAULT_PARTIAL_MAX_AGE_S = 24 * 3600.0  # `rtcp recv --partial-max-age`
+MAX_PARTIALS = 64  # partials kept at once in one output folder: the oldest go first
+_SIDECAR_MAX_BYTES = 16384
 _NAME_MAX = 255
 # Hard links are the race-free "rename unless it exists"; these say a filesystem lacks them.
 _NO_LINK_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
@@ -128,7 +134,7 @@ class OutputDir:
         except OSError as exc:
             raise LocalIOError(f"cannot list {self.path}: {_io_message(exc)}") from None
         for entry in entries:
-            if not entry.name.startswith(TEMP_PREFIX):
+            if not entry.name.startswith(TEMP_PREFIX) or entry.name.startswith(PARTIAL_PREFIX):
                 continue
             m = _TEMP_RE.match(entry.name)
             try:
@@ -144,6 +150,75 @@ class OutputDir:
             except OSError:
                 pass
         return removed
+
+    # --- partials (resume) ---------------------------------------------------------------
+
+    def _partial_paths(self, rel: str) -> tuple[Path, Path]:
+        key = hashlib.sha256(rel.encode("utf-8")).hexdigest()[:32]
+        base = self.path / f"{PARTIAL_PREFIX}{key}"
+        return base.with_suffix(".part"), base.with_suffix(".json")
+
+    def partials(self) -> list[tuple[float, Path, Path]]:
+        """(modification time, data, sidecar) of every partial, oldest first."""
+        found = []
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError:
+            return []
+        for entry in entries:
+            if entry.name.startswith(PARTIAL_PREFIX) and entry.name.endswith(".json"):
+                data = Path(entry.path).with_suffix(".part")
+                try:
+                    found.append((entry.stat(follow_symlinks=False).st_mtime, data, Path(entry.path)))
+                except OSError:
+                    continue
+        return sorted(found)
+
+    def remove_old_partials(self, max_age_s: float, now_wall: float) -> int:
+        """Remove the partials older than max_age_s, and the oldest beyond MAX_PARTIALS."""
+        found = self.partials()
+        removed = 0
+        for i, (mtime, data, sidecar) in enumerate(found):
+            if now_wall - mtime > max_age_s or len(found) - i > MAX_PARTIALS:
+                for path in (data, sidecar):
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+                removed += 1
+        return removed
+
+    def find_partial(self, rel: str, size: int, mtime_ns: int):
+        """(offset, SHA-256 object of the prefix) of a partial of this very file (same path,
+        size and mtime), or None. Hashes the prefix (read from disk)."""
+        data, sidecar = self._partial_paths(rel)
+        try:
+            fd = os.open(sidecar, os.O_RDONLY | os.O_NOFOLLOW)
+            with open(fd, "rb") as f:
+                meta = json.loads(f.read(_SIDECAR_MAX_BYTES))
+            if (meta.get("path"), meta.get("size"), meta.get("mtime_ns")) != (rel, size, mtime_ns):
+                return None
+            fd = os.open(data, os.O_RDONLY | os.O_NOFOLLOW)
+        except (OSError, ValueError, AttributeError):
+            return None
+        hasher = hashlib.sha256()
+        offset = 0
+        with open(fd, "rb") as f:
+            want = min(int(meta.get("bytes", 0)), size)
+            while offset < want:
+                chunk = f.read(min(1 << 20, want - offset))
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                offset += len(chunk)
+        return (offset, hasher) if offset > 0 else None
+
+    def drop_partial(self, rel: str) -> None:
+        for path in self._partial_paths(rel):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def final_path(self, name: str) -> Path:
         return self.path / validate_name(name)
@@ -223,8 +298,12 @@ class OutputDir:
         os.close(self._walk(rel.split("/"), rel))
         return self.path / rel
 
-    def open_relative(self, rel: str, size: int | None) -> IncomingFile:
-        """The temporary for out/rel (parents created as folders); raises Refusal."""
+    def open_relative(
+        self, rel: str, size: int | None, *, resume=None, check_only: bool = False
+    ) -> IncomingFile | None:
+        """The temporary for out/rel (parents created as folders); raises Refusal.
+        resume: (offset, SHA-256 of the prefix) from find_partial: continue that partial.
+        check_only: the same checks (and folders), no temporary (None)."""
         try:
             rel = validate_path(rel)
         except BadName as exc:
@@ -252,7 +331,10 @@ class OutputDir:
                     raise Refusal(
                         Status.TOO_LARGE, f"{size} bytes do not fit in the {free} bytes free"
                     )
-            return IncomingFile(self, rel, size, parent_fd=parent_fd, leaf=leaf)
+            if check_only:
+                os.close(parent_fd)
+                return None
+            return IncomingFile(self, rel, size, parent_fd=parent_fd, leaf=leaf, resume=resume)
         except BaseException:
             os.close(parent_fd)
             raise
@@ -282,6 +364,7 @@ class IncomingFile:
         *,
         parent_fd: int | None = None,
         leaf: str | None = None,
+        resume: tuple[int, object] | None = None,
     ):
         """name: a base name, or (with parent_fd, the open folder that gets the file, which
         this object closes, and leaf, the last segment) a relative path. size None: unknown,
@@ -292,6 +375,7 @@ class IncomingFile:
         self.final = out.path / name
         self._parent_fd = parent_fd
         self._leaf = leaf or name
+        self.resumed_from = 0
         self.bytes_written = 0
         self._hash = hashlib.sha256()
         self._closed = False
@@ -323,6 +407,26 @@ class IncomingFile:
                 ) from None
         else:
             raise Refusal(Status.IO_ERROR, "cannot create a unique temporary file")
+        if resume is not None:  # the partial becomes this temporary (its prefix kept)
+            offset, hasher = resume
+            partial, _sidecar = out._partial_paths(name)
+            os.close(fd)
+            try:
+                os.replace(partial, self.temp)
+                fd = os.open(self.temp, os.O_WRONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+                os.ftruncate(fd, offset)
+                os.lseek(fd, offset, os.SEEK_SET)
+            except OSError as exc:
+                try:
+                    os.unlink(self.temp)
+                except OSError:
+                    pass
+                raise Refusal(
+                    Status.IO_ERROR, f"cannot resume from the partial: {_io_message(exc)}"
+                ) from None
+            out.drop_partial(name)
+            self._hash = hasher
+            self.bytes_written = self.resumed_from = offset
         self._file = open(fd, "wb", buffering=_WRITE_BUFFER, closefd=True)  # noqa: SIM115
         out.in_flight.add(name)
         self._writer = threading.Thread(target=self._write_loop, name="rtcp-writer", daemon=True)
@@ -496,6 +600,35 @@ class IncomingFile:
                 return
             raise Refusal(Status.FILE_EXISTS, f"{self.name} exists on the receiver") from None
         os.unlink(self.temp)
+
+    def keep_partial(self, mtime_ns: int) -> bool:
+        """An interrupted transfer: keep what was written as the partial of this path (with
+        its sidecar) for a later resume, instead of removing it. False when nothing is kept."""
+        if self.committed or self._closed or self.size is None:
+            return False
+        self._stop_writer()
+        if self._write_error is not None or self.bytes_written == 0:
+            return False
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._closed = True
+            partial, sidecar = self.out._partial_paths(self.name)
+            meta = {"path": self.name, "size": self.size, "mtime_ns": mtime_ns,
+                    "bytes": self.bytes_written}
+            tmp_meta = self.temp.with_suffix(".json")
+            fd = os.open(tmp_meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with open(fd, "w") as f:
+                json.dump(meta, f)
+            os.replace(self.temp, partial)
+            os.replace(tmp_meta, sidecar)
+        except OSError:
+            return False
+        self.out.in_flight.discard(self.name)
+        self.committed = True  # nothing left to remove
+        self._close_parent()
+        return True
 
     def abort(self) -> None:
         """Drop the transfer: close and remove the temporary (idempotent; no-op once committed)."""

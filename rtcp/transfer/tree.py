@@ -65,6 +65,7 @@ class FileResult:
     verdict: str | None = None
     error: str | None = None
     exit_code: int = int(ExitCode.FAILURE)
+    resumed_from: int = 0  # bytes the receiver held already (a resumed partial)
 
 
 @dataclass
@@ -189,8 +190,12 @@ class TreeSendApp(App):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
         stdin=None,
+        resume: bool = True,
+        warn: Callable[[str], None] | None = None,
     ):
         self.entries = entries
+        self.resume = resume  # --no-resume: every file from byte 0
+        self.warn = warn or (lambda text: print(f"rtcp: {text}", file=sys.stderr, flush=True))
         self.results = [
             FileResult(e.rel + ("/" if e.kind == "dir" else ""), e.source, e.kind, e.size)
             for e in entries
@@ -356,8 +361,35 @@ class TreeSendApp(App):
             return
         self.last_progress = now
         self.waiting = None
-        self._queue_overhead(rec.encode_start(0))  # no partial is resumed from this sender
-        self._begin_body(self.sent[item.index])
+        index = self.sent[item.index]
+        offset, hasher = 0, hashlib.sha256()
+        if item.offset and self.resume:
+            offset, hasher = self._check_prefix(index, item.offset, item.prefix_digest)
+        self._queue_overhead(rec.encode_start(offset))
+        self._begin_body(index, offset, hasher)
+
+    def _check_prefix(self, index: int, offset: int, digest: bytes):
+        """Hash our own first `offset` bytes (locally: nothing is sent) and compare them with
+        the receiver's partial. (offset, hash so far) to resume, else (0, fresh hash)."""
+        result = self.results[index]
+        hasher = hashlib.sha256()
+        if offset <= (result.bytes or 0):
+            try:
+                done = 0
+                while done < offset:
+                    chunk = self._file.read(min(READ_CHUNK_BYTES, offset - done))
+                    if not chunk:
+                        break
+                    hasher.update(chunk)
+                    done += len(chunk)
+                if done == offset and hasher.digest() == digest:
+                    result.resumed_from = offset
+                    return offset, hasher
+                self._file.seek(0)
+            except OSError:
+                self._file.seek(0)
+        self.warn(f"{result.path}: changed since the partial on the receiver: starting over")
+        return 0, hashlib.sha256()
 
     # --- the stream ----------------------------------------------------------------------
 
@@ -408,15 +440,16 @@ class TreeSendApp(App):
         self.answered += 1
         self.close()
 
-    def _begin_body(self, index: int) -> None:
+    def _begin_body(self, index: int, offset: int = 0, hasher=None) -> None:
+        """The body of entries[index] from offset (hasher: SHA-256 of the bytes before)."""
         self._body_index = index
         size = self.results[index].bytes
-        self._body_size = 0
-        self._body_left = size
-        self._hash = hashlib.sha256()
+        self._body_size = offset
+        self._body_left = None if size is None else size - offset
+        self._hash = hasher or hashlib.sha256()
         if size is None or size > SMALL_FILE_BYTES:
             self._reader = ReadAhead(
-                self._file, size, self._hash.update, chunk_bytes=READ_CHUNK_BYTES,
+                self._file, self._body_left, self._hash.update, chunk_bytes=READ_CHUNK_BYTES,
                 name=self.entries[index].source or "stdin",
                 on_chunk=self.handle.driver.wakeup if self.handle.driver else None,
             )
@@ -537,13 +570,15 @@ def send_tree(
     secret: Secret | None = None,
     keylog: Callable[[str], None] | None = None,
     stdin=None,
+    resume: bool = True,
 ) -> TreeResult:
     """Send entries over one connection to an `rtcp recv`. Never raises for a failed
     transfer: the TreeResult carries each entry's outcome, exit_code and error."""
     driver, addr, peer_text = open_driver(host, port, timeout_s, wait_ready, pcap)
     cfg = make_config(config, timeout_s=timeout_s)
     app = TreeSendApp(
-        entries, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock, stdin=stdin
+        entries, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock, stdin=stdin,
+        resume=resume,
     )
     handle: Handle | None = None
     with driver:

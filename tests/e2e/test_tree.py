@@ -6,10 +6,11 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import RTCP, make_file, send
+from tests.e2e.conftest import RTCP, make_file, needs_proxy, send
 
 
 def send_many(port: int, *args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -138,3 +139,110 @@ def test_stdin_needs_a_name_and_a_name_needs_stdin(receiver, tmp_path):
     assert res.returncode == 2 and b"--name" in res.stderr
     res = send(make_file(tmp_path / "f", 10), port, "--name", "x")
     assert res.returncode == 2 and "--name" in res.stderr
+
+
+def _partials(out) -> list[str]:
+    return sorted(n for n in os.listdir(out) if n.startswith(".rtcp-tmp-partial-"))
+
+
+def _interrupt_at_60_percent(src_dir, big, pport, out) -> None:
+    """Start sending src_dir through the proxy, stop the sender (SIGTERM: it resets the
+    connection) once the receiver holds 60% of big, and wait for the partial it keeps."""
+    from tests.e2e.conftest import Proc, wait_for
+
+    size = big.stat().st_size
+    sender = Proc(["send", str(src_dir), "--to", f"127.0.0.1:{pport}", "--quiet"])
+    try:
+
+        def held() -> bool:
+            names = [n for n in os.listdir(out) if n.startswith(".rtcp-tmp-")]
+            return any((out / n).stat().st_size >= 0.6 * size for n in names)
+
+        wait_for(held, 30, "60% of the file at the receiver")
+        sender.signal(signal.SIGTERM)
+        assert sender.wait(15) == 130
+    finally:
+        sender.stop()
+
+
+@needs_proxy
+def test_resume_sends_only_the_rest_and_a_changed_file_starts_over(receiver, proxy, tmp_path):
+    from tests.e2e.conftest import wait_for
+
+    recv, port, out = receiver()
+    _proxy, pport = proxy(port, "--rate", "40mbit", "--loss", "1%", "--seed", "5")
+    src = tmp_path / "d"
+    src.mkdir()
+    big = make_file(src / "big.bin", 8 * 1024 * 1024)
+    size = big.stat().st_size
+    _interrupt_at_60_percent(src, big, pport, out)
+    wait_for(lambda: len(_partials(out)) == 2, 15, "the partial and its sidecar")
+    assert not (out / "d" / "big.bin").exists()
+
+    res = send_many(port, src, "--json")  # straight to the receiver: the rest only
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    (entry,) = [r for r in report["results"] if r["path"] == "d/big.bin"]
+    assert entry["verified"] and entry["resumed_from"] >= 0.5 * size
+    assert report["stats"]["data_bytes_sent"] < 0.45 * size
+    assert (out / "d" / "big.bin").read_bytes() == big.read_bytes()
+    assert _partials(out) == []
+
+    # the same path and mtime, other first bytes: the prefix does not match, all is sent again
+    (out / "d" / "big.bin").unlink()
+    _interrupt_at_60_percent(src, big, pport, out)
+    wait_for(lambda: len(_partials(out)) == 2, 15, "the partial and its sidecar")
+    stamp = big.stat().st_mtime_ns
+    with open(big, "r+b") as f:
+        f.write(b"changed!")
+    os.utime(big, ns=(stamp, stamp))
+    res = send_many(port, src, "--json")
+    assert res.returncode == 0, res.stderr
+    assert b"changed since the partial on the receiver: starting over" in res.stderr
+    report = json.loads(res.stdout)
+    assert report["stats"]["data_bytes_sent"] >= size
+    assert (out / "d" / "big.bin").read_bytes() == big.read_bytes()
+    assert _partials(out) == []
+    recv.stop()
+
+
+@needs_proxy
+def test_resume_after_the_receiver_restarted(receiver, proxy, tmp_path):
+    from tests.e2e.conftest import Proc, wait_for
+
+    recv, port, out = receiver()
+    _proxy, pport = proxy(port, "--rate", "40mbit")
+    src = tmp_path / "d"
+    src.mkdir()
+    big = make_file(src / "big.bin", 8 * 1024 * 1024, seed=4)
+    size = big.stat().st_size
+    sender = Proc(["send", str(src), "--to", f"127.0.0.1:{pport}", "--quiet", "--timeout", "5s"])
+    try:
+
+        def held() -> bool:
+            names = [n for n in os.listdir(out) if n.startswith(".rtcp-tmp-")]
+            return any((out / n).stat().st_size >= 0.6 * size for n in names)
+
+        wait_for(held, 30, "60% of the file at the receiver")
+        recv.signal(signal.SIGTERM)  # a clean shutdown keeps the partial
+        assert recv.wait(15) == 0
+        assert sender.wait(20) != 0
+    finally:
+        sender.stop()
+    assert len(_partials(out)) == 2
+    _recv2, port2, _ = receiver(out=out)  # the new receiver keeps it (younger than 24 h)
+    res = send_many(port2, src, "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["stats"]["data_bytes_sent"] < 0.45 * size
+    assert (out / "d" / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_old_partials_are_removed_at_start(receiver, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for suffix in (".part", ".json"):
+        (out / f".rtcp-tmp-partial-0123{suffix}").write_bytes(b"{}")
+        os.utime(out / f".rtcp-tmp-partial-0123{suffix}", (1000, 1000))
+    receiver("--partial-max-age", "1h", out=out)
+    assert _partials(out) == []
