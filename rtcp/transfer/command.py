@@ -44,6 +44,8 @@ from rtcp.units import (
 )
 
 _PANEL_TUNING = "Protocol tuning"
+MAX_PARALLEL = 16  # `rtcp send --parallel`: connections of one send (the receiver's own
+# limit per source, 32 by default, refuses more anyway)
 _PANEL_TRACE = "Watching TCP work"
 _PANEL_LIMITS = "Limits (what peers may make the receiver spend)"
 _ERRORS_BY_CODE: dict[ExitCode, type[RtcpError]] = {
@@ -424,6 +426,12 @@ def send_command(
         "--no-resume",
         help="Send every file from its first byte, even where the receiver holds a partial.",
     ),
+    parallel: str = typer.Option(
+        "1",
+        "--parallel",
+        metavar="N",
+        help="Files over N connections at once (1..16), for big trees on long paths.",
+    ),
 ) -> None:
     """Send files and folders to an `rtcp recv`; succeed only once the receiver verified
     the SHA-256 of every file.
@@ -462,10 +470,11 @@ def send_command(
         raise UsageError(f"--to: {to!r} needs a port")
     if name is not None and "-" not in files:
         raise UsageError("--name names what - reads from stdin: give - as a FILE")
-    if len(files) != 1 or files[0] == "-" or Path(files[0]).is_dir():
+    connections = _parse_int("--parallel", parallel, 1, MAX_PARALLEL)
+    if len(files) != 1 or files[0] == "-" or Path(files[0]).is_dir() or connections > 1:
         _send_tree_command(
             files, host, port, to, name=name, follow_symlinks=follow_symlinks, quiet=quiet,
-            resume=not no_resume,
+            resume=not no_resume, parallel=connections,
             json_output=json_output, timeout_s=timeout_s, wait_ready=wait_ready,
             config=build_config(
                 mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc,
@@ -535,7 +544,7 @@ def send_command(
 
 def _send_tree_command(
     files, host, port, to, *, name, follow_symlinks, quiet, json_output, timeout_s, wait_ready,
-    config, trace, pcap, explain, width, secret, keylog, resume,
+    config, trace, pcap, explain, width, secret, keylog, resume, parallel,
 ) -> None:
     """`rtcp send` with several FILEs, a folder or stdin: one connection, format version 2."""
     from rtcp.transfer.tree import TreeResult, collect_entries, send_tree
@@ -555,6 +564,7 @@ def _send_tree_command(
                 entries, host, port, config=config, timeout_s=timeout_s, on_progress=progress,
                 pcap=recording.pcap, wait_ready=wait_ready, secret=secret, keylog=keylog,
                 stdin=sys.stdin.buffer if "-" in files else None, resume=resume,
+                parallel=parallel,
             )
         except KeyboardInterrupt:
             raise RtcpError("interrupted: the transfer was aborted", ExitCode.INTERRUPTED) from None

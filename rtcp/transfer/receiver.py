@@ -69,7 +69,8 @@ class ReceiveResult:
     def log_line(self) -> str:
         if self.entries is not None:
             ok = self.entries - self.failed
-            what = f"{self.entries} entries from {self.peer} in {self.seconds:.2f} s"
+            noun = "entry" if self.entries == 1 else "entries"
+            what = f"{self.entries} {noun} from {self.peer} in {self.seconds:.2f} s"
             if self.verified:
                 return f"received {what}: all {ok} verified"
             return f"failed {what}: {ok} verified, {self.failed} failed ({self.reason})"

@@ -556,6 +556,44 @@ class TreeSendApp(App):
         self.fail(PeerTimeout(what))
 
 
+def split_entries(entries: list[Entry], parallel: int) -> list[list[Entry]]:
+    """entries for `parallel` connections: the folders on the first (a file's folders are
+    created with it anyway), each file to the connection with the fewest bytes so far
+    (largest first), the order kept within each connection."""
+    groups: list[list[int]] = [[] for _ in range(parallel)]
+    load = [0] * parallel
+    files = [i for i, e in enumerate(entries) if e.kind == "file"]
+    for i in sorted(files, key=lambda i: -(entries[i].size or 0)):
+        k = min(range(parallel), key=lambda k: (load[k], k))
+        groups[k].append(i)
+        load[k] += entries[i].size or 0
+    groups[0] += [i for i, e in enumerate(entries) if e.kind == "dir"]
+    return [[entries[i] for i in sorted(g)] for g in groups if g]
+
+
+class TreeApps:
+    """The connections of one send (--parallel), seen as one for the progress bar."""
+
+    def __init__(self, apps: list[TreeSendApp]):
+        self.apps = apps
+
+    @property
+    def established(self) -> bool:
+        return any(a.established for a in self.apps)
+
+    @property
+    def file_bytes_acked(self) -> int:
+        return sum(a.file_bytes_acked for a in self.apps if a.established)
+
+    @property
+    def results(self) -> list[FileResult]:
+        return [r for a in self.apps for r in a.results]
+
+    @property
+    def done(self) -> bool:
+        return all(a.done for a in self.apps)
+
+
 def send_tree(
     entries: list[Entry],
     host: str,
@@ -563,7 +601,7 @@ def send_tree(
     *,
     config: ConnectionConfig | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    on_progress: Callable[[TreeSendApp, float], None] | None = None,
+    on_progress: Callable[[TreeApps, float], None] | None = None,
     progress_interval_s: float = 0.1,
     pcap=None,
     wait_ready: bool = False,
@@ -571,81 +609,100 @@ def send_tree(
     keylog: Callable[[str], None] | None = None,
     stdin=None,
     resume: bool = True,
+    parallel: int = 1,
 ) -> TreeResult:
-    """Send entries over one connection to an `rtcp recv`. Never raises for a failed
-    transfer: the TreeResult carries each entry's outcome, exit_code and error."""
+    """Send entries to an `rtcp recv` over `parallel` connections (files distributed, see
+    split_entries), all on one socket. Never raises for a failed transfer: the TreeResult
+    carries each entry's outcome, exit_code and error."""
     driver, addr, peer_text = open_driver(host, port, timeout_s, wait_ready, pcap)
     cfg = make_config(config, timeout_s=timeout_s)
-    app = TreeSendApp(
-        entries, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock, stdin=stdin,
-        resume=resume,
-    )
-    handle: Handle | None = None
+    apps = [
+        TreeSendApp(
+            group, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock, stdin=stdin,
+            resume=resume,
+        )
+        for group in (split_entries(entries, parallel) if parallel > 1 else [entries])
+    ]
+    group = TreeApps(apps)
+    handles: list[Handle] = []
     with driver:
         try:
-            handle = driver.connect(addr, cfg, app, ClientProtection(secret, keylog))
-            app.stream_started = True
+            for app in apps:
+                handles.append(driver.connect(addr, cfg, app, ClientProtection(secret, keylog)))
             next_report = 0.0
-            while not app.done:
+            while not group.done:
                 driver.run_once(progress_interval_s if on_progress else None)
                 if on_progress is not None:
                     now = driver.clock()
                     if now >= next_report:
-                        on_progress(app, now)
+                        on_progress(group, now)
                         next_report = now + progress_interval_s
         except KeyboardInterrupt:
-            if handle is not None:
+            for app in apps[: len(handles)]:
                 app.fail(RtcpError("interrupted"))
-                driver.service()
-                driver.linger(0.2)
+            driver.service()
+            driver.linger(0.2)
             raise
         finally:
-            app.close()
+            for app in apps:
+                app.close()
         driver.service()
         if on_progress is not None:
-            on_progress(app, driver.clock())
-    return _tree_result(app, handle, peer_text)
+            on_progress(group, driver.clock())
+    return _tree_result(entries, apps, handles, peer_text)
 
 
-def _tree_result(app: TreeSendApp, handle: Handle | None, peer_text: str) -> TreeResult:
-    files = sum(1 for e in app.entries if e.kind == "file")
-    end = app.finished_at if app.finished_at is not None else app.clock()
+def _tree_result(
+    entries: list[Entry], apps: list[TreeSendApp], handles: list[Handle], peer_text: str
+) -> TreeResult:
+    by_entry = {id(e): r for app in apps for e, r in zip(app.entries, app.results)}
+    results = [by_entry[id(e)] for e in entries]  # in the order given
+    files = sum(1 for r in results if r.kind == "file")
+    ends = [a.finished_at if a.finished_at is not None else a.clock() for a in apps]
     result = TreeResult(
         peer=peer_text,
-        entries=len(app.entries),
+        entries=len(results),
         files=files,
-        bytes=sum(r.bytes or 0 for r in app.results if r.kind == "file"),
-        results=app.results,
-        seconds=max(0.0, end - app.started),
-        verified_entries=app.verified,
-        handshakes=1 if app.established else 0,
+        bytes=sum(r.bytes or 0 for r in results if r.kind == "file"),
+        results=results,
+        seconds=max(0.0, max(ends) - min(a.started for a in apps)),
+        verified_entries=sum(a.verified for a in apps),
+        handshakes=sum(1 for a in apps if a.established),
     )
-    for r in app.results:
-        if r.verdict is None and r.error is None:
-            r.error = str(app.error) if app.error else "no verdict"
-            r.verdict = "not verified"
-            r.exit_code = int(app.error.exit_code) if app.error else int(ExitCode.FAILURE)
-    if handle is not None:
+    for app in apps:
+        for r in app.results:
+            if r.verdict is None and r.error is None:
+                r.error = str(app.error) if app.error else "no verdict"
+                r.verdict = "not verified"
+                r.exit_code = int(app.error.exit_code) if app.error else int(ExitCode.FAILURE)
+    totals: dict = {}
+    for handle in handles:
         stats = handle.conn.refresh_stats()
-        result.segments_sent = int(stats.segments_sent)
-        result.retransmissions = int(stats.retransmissions)
-        result.stats = stats_dict(stats)
-        _protection_stats(result.stats, handle.protection)
-    verified_bytes = sum(r.bytes or 0 for r in app.results if r.verified and r.kind == "file")
+        result.segments_sent += int(stats.segments_sent)
+        result.retransmissions += int(stats.retransmissions)
+        one = stats_dict(stats)
+        _protection_stats(one, handle.protection)
+        for key, value in one.items():
+            if len(handles) == 1:
+                totals[key] = value
+            elif isinstance(value, int) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value  # counters add up over connections
+    result.stats = totals
+    verified_bytes = sum(r.bytes or 0 for r in results if r.verified and r.kind == "file")
     if result.seconds > 0:
         result.goodput_bytes_per_s = verified_bytes / result.seconds
-    result.verified = app.succeeded
+    failed = [r for r in results if not r.verified]
+    errors = [a.error for a in apps if a.error is not None]
+    result.verified = all(a.succeeded for a in apps)
     if result.verified:
         result.exit_code, result.error = int(ExitCode.OK), None
-    elif app.error is not None:
-        result.exit_code, result.error = int(app.error.exit_code), str(app.error)
+    elif errors:
+        result.exit_code, result.error = int(errors[0].exit_code), str(errors[0])
     else:
-        first = next(r for r in app.results if not r.verified)
-        failed = sum(1 for r in app.results if not r.verified)
+        first = failed[0]
         result.exit_code = first.exit_code
         result.error = (
-            f"{failed} of {len(app.results)} entries not verified "
+            f"{len(failed)} of {len(results)} entries not verified "
             f"(first: {first.path}: {first.error})"
         )
     return result
-

@@ -246,3 +246,30 @@ def test_old_partials_are_removed_at_start(receiver, tmp_path):
         os.utime(out / f".rtcp-tmp-partial-0123{suffix}", (1000, 1000))
     receiver("--partial-max-age", "1h", out=out)
     assert _partials(out) == []
+
+
+def test_parallel_connections_share_the_files_and_the_receiver_limits_hold(receiver, tmp_path):
+    src = tmp_path / "p"
+    src.mkdir()
+    for i in range(30):
+        make_file(src / f"f{i:02}.bin", 3000 + 1000 * i, seed=i)
+    recv, port, out = receiver()
+    res = send_many(port, src, "--parallel", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["handshakes"] == 3 and report["verified_entries"] == 31
+    assert [r["path"] for r in report["results"]] == ["p/"] + [f"p/f{i:02}.bin" for i in range(30)]
+    assert tree_of(out / "p") == tree_of(src)
+    for _ in range(3):
+        recv.wait_line(r"received \d+ entr(y|ies) from .*: all \d+ verified")
+
+    _recv2, port2, out2 = receiver("--max-per-source", "2", out=tmp_path / "out2")
+    res = send_many(port2, src, "--parallel", "3", "--json")
+    report = json.loads(res.stdout)
+    assert res.returncode == 8, res.stderr  # one connection refused by the receiver's limit
+    failed = report["failures"]
+    assert failed and all("connections per source" in f["error"] for f in failed)
+    stored = [r["path"] for r in report["results"] if r["verified"] and r["kind"] == "file"]
+    assert len(stored) + len(failed) in (30, 31)  # the folder fails with its connection
+    for path in stored:
+        assert (out2 / path).read_bytes() == (tmp_path / path).read_bytes()
