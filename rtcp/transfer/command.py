@@ -910,7 +910,7 @@ def recv_command(
                     print(result.log_line(), flush=True)
                 except OSError:  # stdout closed (a pipe reader went away): keep serving
                     pass
-            if not first:
+            if not first and result.final:  # a connection, not one file of a tree
                 first.append(result)
             recording.flush()  # each finished transfer can be read while we keep serving
 

@@ -273,3 +273,15 @@ def test_parallel_connections_share_the_files_and_the_receiver_limits_hold(recei
     assert len(stored) + len(failed) in (30, 31)  # the folder fails with its connection
     for path in stored:
         assert (out2 / path).read_bytes() == (tmp_path / path).read_bytes()
+
+
+def test_recv_once_waits_for_the_whole_tree(receiver, tmp_path):
+    src = tmp_path / "t"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.txt").write_bytes(b"x" * i)
+    recv, port, out = receiver("--once")
+    res = send_many(port, src)
+    assert res.returncode == 0, res.stderr
+    assert recv.wait(15) == 0
+    assert sorted(os.listdir(out / "t")) == ["0.txt", "1.txt", "2.txt"]

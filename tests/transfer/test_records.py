@@ -220,3 +220,23 @@ def test_a_symlink_in_out_is_never_followed(tmp_path):
     assert store(forced, "file_link", b"new").verdict.ok  # replaces the link, not its target
     assert os.listdir(outside) == []
     assert (out_dir / "file_link").read_bytes() == b"new" and not (out_dir / "file_link").is_symlink()
+
+
+def test_arbitrary_bytes_never_make_the_parsers_raise():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=300), st.integers(1, 50))
+    def check(data: bytes, step: int) -> None:
+        parser = rec.TreeReceiver()
+        for i in range(0, len(data), step):
+            parser.feed(data[i : i + step])
+            if parser.waiting:
+                parser.accept() if data[:1] < b"\x80" else parser.skip()
+        parser.end_of_stream()
+        replies = rec.ReplyParser()
+        for i in range(0, len(data), step):
+            replies.feed(data[i : i + step])
+
+    check()
