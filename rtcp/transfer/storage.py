@@ -429,8 +429,7 @@ class IncomingFile:
             self.bytes_written = self.resumed_from = offset
         self._file = open(fd, "wb", buffering=_WRITE_BUFFER, closefd=True)  # noqa: SIM115
         out.in_flight.add(name)
-        self._writer = threading.Thread(target=self._write_loop, name="rtcp-writer", daemon=True)
-        self._writer.start()
+        self._writer_stopped = False  # the writer thread starts with the first hand-off
 
     @property
     def hexdigest(self) -> str:
@@ -455,13 +454,24 @@ class IncomingFile:
             if self._gathered_bytes >= HANDOFF_BYTES:
                 self._hand_off()
             return
+        self._put(data)
+
+    def _put(self, data) -> None:
+        """Queue data for the writer thread, started here the first time: a file smaller
+        than HANDOFF_BYTES never needs one (finish writes it), which is most of a tree of
+        small files."""
+        if self._writer is None and not self._writer_stopped:
+            self._writer = threading.Thread(
+                target=self._write_loop, name="rtcp-writer", daemon=True
+            )
+            self._writer.start()
         self._queue.put(data)
 
     def _hand_off(self) -> None:
         """Queue the gathered small pieces as one chunk."""
         gathered = self._gathered
         if gathered:
-            self._queue.put(gathered[0] if len(gathered) == 1 else b"".join(gathered))
+            self._put(gathered[0] if len(gathered) == 1 else b"".join(gathered))
             self._gathered = []
             self._gathered_bytes = 0
 
@@ -485,12 +495,23 @@ class IncomingFile:
                 self._write_error = exc if isinstance(exc, OSError) else OSError(str(exc))
 
     def _stop_writer(self) -> None:
-        """Wait until everything queued is written (or failed) and the thread is gone."""
+        """Wait until everything queued is written (or failed) and the thread is gone; with
+        no thread (a small file), write what was gathered here."""
         if self._writer is not None:
             self._hand_off()
             self._queue.put(None)
             self._writer.join()
             self._writer = None
+        elif self._gathered and self._write_error is None:
+            try:
+                for data in self._gathered:
+                    self._file.write(data)
+                    self._hash.update(data)
+            except OSError as exc:
+                self._write_error = exc
+            self._gathered = []
+            self._gathered_bytes = 0
+        self._writer_stopped = True
 
     def finish(self, expected_digest: bytes, size: int | None = None) -> CommitResult:
         """Compare the SHA-256, then fsync and move into place. Never leaves the temporary.
@@ -546,8 +567,10 @@ class IncomingFile:
             )
         self.committed = True
         self.out.in_flight.discard(self.name)
-        _fsync_dir(self.out.path)
-        self._close_parent()
+        if self._parent_fd is not None:
+            self._close_parent()  # fsyncs the folder that got the final name
+        else:
+            _fsync_dir(self.out.path)
         return CommitResult(Verdict(Status.OK, hexd), self.final, hexd)
 
     def _close_parent(self) -> None:
