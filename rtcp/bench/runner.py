@@ -237,7 +237,28 @@ def all_rows() -> list[Row]:
                 impaired,
             )
         )
-    return rows + netns_rows()
+    return rows + tree_rows() + netns_rows()
+
+
+def tree_rows() -> list[Row]:
+    """Trees of many files (rtcp.bench.tree_rows): rtcp over one connection, and tar piped
+    through kernel TCP on loopback as the reference, in the same run."""
+    from rtcp.bench import tree_rows as trees
+
+    rows = []
+    for key in trees.TREES:
+        rows.append(Row(
+            f"tree-{key}-rtcp", "rtcp", f"rtcp send DIR: {trees.describe(key)}, one connection",
+            {"tree": key},
+            lambda ctx, key=key: trees.run_rtcp_tree(key, ctx.workdir, ctx.deadline_s(0) + 60),
+        ))
+        rows.append(Row(
+            f"tree-{key}-tar-tcp", "ceiling",
+            f"tar c | kernel TCP on loopback | tar x: {trees.describe(key)}",
+            {"tree": key},
+            lambda ctx, key=key: trees.run_tar_tcp(key, ctx.workdir, ctx.deadline_s(0) + 60),
+        ))
+    return rows
 
 
 def netns_rows() -> list[Row]:

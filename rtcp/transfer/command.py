@@ -44,6 +44,8 @@ from rtcp.units import (
 )
 
 _PANEL_TUNING = "Protocol tuning"
+MAX_PARALLEL = 16  # `rtcp send --parallel`: connections of one send (the receiver's own
+# limit per source, 32 by default, refuses more anyway)
 _PANEL_TRACE = "Watching TCP work"
 _PANEL_LIMITS = "Limits (what peers may make the receiver spend)"
 _ERRORS_BY_CODE: dict[ExitCode, type[RtcpError]] = {
@@ -323,7 +325,13 @@ def _print_ladder(ladder: str | None, json_output: bool) -> None:
 
 
 def send_command(
-    file: str = typer.Argument(..., metavar="FILE", help="The file to send.", show_default=False),
+    files: list[str] = typer.Argument(  # noqa: B008 - typer reads its defaults
+        ...,
+        metavar="FILE...",
+        help="Files and folders to send (a folder with everything under it, its own name at the "
+        "top); - reads stdin (with --name).",
+        show_default=False,
+    ),
     to: str = typer.Option(
         ..., "--to", metavar="HOST:PORT", help="Where `rtcp recv` listens.", show_default=False
     ),
@@ -423,10 +431,32 @@ def send_command(
         show_default=False,
     ),
     keylog: str | None = keys.keylog_option(),
+    name: str | None = typer.Option(
+        None, "--name", metavar="NAME", help="The name on the receiver of what - reads (stdin)."
+    ),
+    follow_symlinks: bool = typer.Option(
+        False, "--follow-symlinks", help="Follow symlinks inside folders (default: skip them)."
+    ),
+    no_resume: bool = typer.Option(
+        False,
+        "--no-resume",
+        help="Send every file from its first byte, even where the receiver holds a partial.",
+    ),
+    parallel: str = typer.Option(
+        "1",
+        "--parallel",
+        metavar="N",
+        help="Files over N connections at once (1..16), for big trees on long paths.",
+    ),
 ) -> None:
-    """Send FILE to an `rtcp recv`; succeed only once the receiver verified its SHA-256.
+    """Send files and folders to an `rtcp recv`; succeed only once the receiver verified
+    the SHA-256 of every file.
 
     Example: rtcp send report.pdf --to 192.0.2.7:9000
+
+    Example: rtcp send photos/ notes.txt --to 192.0.2.7:9000    (one connection)
+
+    Example: tar c src | rtcp send - --name src.tar --to 192.0.2.7:9000
 
     A progress bar on stderr (when it is a terminal), then the summary on stdout; --json: one
     JSON object on stdout instead of the summary. Durations need a unit (15s, 500ms).
@@ -450,11 +480,34 @@ def send_command(
     """
     from rtcp.transfer.sender import SendResult, send_file
 
-    path = Path(file)
     timeout_s = _positive_seconds("--timeout", timeout)
     host, port = _parse_flag("--to", parse_hostport, to)
     if port == 0:
         raise UsageError(f"--to: {to!r} needs a port")
+    if name is not None and "-" not in files:
+        raise UsageError("--name names what - reads from stdin: give - as a FILE")
+    connections = _parse_int("--parallel", parallel, 1, MAX_PARALLEL)
+    if len(files) != 1 or files[0] == "-" or Path(files[0]).is_dir() or connections > 1:
+        if interval is not None:
+            raise UsageError("--interval reports a single file's transfer (not yet a tree's)")
+        tree_config = build_config(
+            mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc,
+            timeout_s=timeout_s,
+        )
+        if rate is not None:
+            tree_config = replace(
+                tree_config, max_pacing_rate_bytes_per_s=report.parse_rate_cap(rate)
+            )
+        _send_tree_command(
+            files, host, port, to, name=name, follow_symlinks=follow_symlinks, quiet=quiet,
+            resume=not no_resume, parallel=connections,
+            json_output=json_output, timeout_s=timeout_s, wait_ready=wait_ready,
+            config=tree_config,
+            trace=trace, pcap=pcap, explain=explain, width=_explain_width(explain_width),
+            secret=keys.load_secret(psk_file, code), keylog=keys.keylog_writer(keylog),
+        )
+        return
+    path = Path(files[0])
     config = build_config(
         mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc, timeout_s=timeout_s
     )
@@ -529,6 +582,109 @@ def _with_intervals(obj: dict, intervals) -> dict:
     if intervals is not None:
         obj["intervals"] = intervals.to_json()
     return obj
+
+
+def _send_tree_command(
+    files, host, port, to, *, name, follow_symlinks, quiet, json_output, timeout_s, wait_ready,
+    config, trace, pcap, explain, width, secret, keylog, resume, parallel,
+) -> None:
+    """`rtcp send` with several FILEs, a folder or stdin: one connection, format version 2."""
+    from rtcp.transfer.tree import TreeResult, collect_entries, send_tree
+
+    if files.count("-") > 1:
+        raise UsageError("- (stdin) can be given once")
+    entries = collect_entries(files, follow_symlinks=follow_symlinks, stdin_name=name)
+    show_bar = not quiet and sys.stderr.isatty()
+    progress = _TreeProgress(entries) if show_bar else None
+    recording = _Recording(trace, pcap, "send", explain=explain)
+    config = recording.configure(config)
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)
+    ladder: str | None = None
+    try:
+        try:
+            result = send_tree(
+                entries, host, port, config=config, timeout_s=timeout_s, on_progress=progress,
+                pcap=recording.pcap, wait_ready=wait_ready, secret=secret, keylog=keylog,
+                stdin=sys.stdin.buffer if "-" in files else None, resume=resume,
+                parallel=parallel,
+            )
+        except KeyboardInterrupt:
+            raise RtcpError("interrupted: the transfer was aborted", ExitCode.INTERRUPTED) from None
+        finally:
+            if progress is not None:
+                progress.close()
+            ladder = recording.finish(width=width)
+    except RtcpError as exc:
+        if json_output:
+            failed = TreeResult(peer=to, entries=len(entries), files=0, bytes=0)
+            failed.exit_code, failed.error = int(exc.exit_code), str(exc)
+            _print_json(failed.to_json())
+        _print_ladder(ladder, json_output)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    if json_output:
+        _print_json(result.to_json())
+    _print_ladder(ladder, json_output)
+    if not quiet and not json_output:
+        print(tree_summary_text(result), flush=True)
+    if not result.verified:
+        raise RtcpError(result.error or "the transfer failed", ExitCode(result.exit_code))
+
+
+def tree_summary_text(result) -> str:
+    """The human summary of a send of many entries: totals, then every failure."""
+    files_ok = sum(1 for r in result.results if r.verified and r.kind == "file")
+    dirs = sum(1 for r in result.results if r.kind == "dir")
+    lines = [f"sent {_count(result.files, 'file')} and {_count(dirs, 'folder')} to {result.peer}"]
+    lines.append(f"  size         {format_bytes(result.bytes)} ({result.bytes} bytes)")
+    lines.append(f"  time         {result.seconds:.3f} s")
+    rate = result.goodput_bytes_per_s
+    lines.append(f"  goodput      {format_rate(rate)} ({rate * 8 / 1e6:.2f} Mbit/s)")
+    lines.append(
+        f"  segments     {result.segments_sent} sent, {result.retransmissions} retransmitted"
+    )
+    lines.append(f"  verified     {files_ok} of {result.files} files")
+    failures = [r for r in result.results if not r.verified]
+    if failures:
+        lines.append(f"  failed       {len(failures)}:")
+        for r in failures:
+            lines.append(f"    {r.path}: {r.error or r.verdict}")
+    return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+class _TreeProgress:
+    """One tqdm bar for the whole tree: bytes acknowledged, rate, ETA; files done/total."""
+
+    def __init__(self, entries):
+        self.files = sum(1 for e in entries if e.kind == "file")
+        self.total = sum(e.size or 0 for e in entries) or None
+        self.bar = None
+
+    def __call__(self, app, now: float) -> None:
+        if self.bar is None:
+            if not app.established:
+                return
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total, unit="B", unit_scale=True, unit_divisor=1000,
+                file=sys.stderr, dynamic_ncols=True, leave=True, mininterval=0.1,
+            )
+        done = app.file_bytes_acked
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+        files_done = sum(1 for r in app.results if r.verified and r.kind == "file")
+        self.bar.set_description_str(f"{files_done}/{self.files} files", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _interrupt(signum, frame) -> None:
@@ -714,6 +870,13 @@ def recv_command(
         rich_help_panel=keys.PANEL_KEYS,
     ),
     keylog: str | None = keys.keylog_option(),
+    partial_max_age: str = typer.Option(
+        "24h",
+        "--partial-max-age",
+        metavar="DURATION",
+        help="Remove the partials of interrupted transfers (kept for a resume) older than this.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
 ) -> None:
     """Receive files from `rtcp send` into DIR, each verified by SHA-256 before it appears.
 
@@ -761,7 +924,9 @@ def recv_command(
     uses = 1 if code_uses is None else _parse_int("--code-uses", code_uses, 1)
     secret = keys.load_secret(psk_file, prot.generate_code() if code else None)
     keylog_write = keys.keylog_writer(keylog)
+    partial_max_age_s = _positive_seconds("--partial-max-age", partial_max_age)
     output = OutputDir(Path(out), force=force)
+    output.remove_old_partials(partial_max_age_s, time.time())
     removed = output.cleanup_leftovers()
     if removed and not quiet:
         print(
@@ -796,7 +961,7 @@ def recv_command(
                     print(result.log_line(), flush=True)
                 except OSError:  # stdout closed (a pipe reader went away): keep serving
                     pass
-            if not first:
+            if not first and result.final:  # a connection, not one file of a tree
                 first.append(result)
             recording.flush()  # each finished transfer can be read while we keep serving
 
@@ -817,6 +982,7 @@ def recv_command(
                 idle_timeout_s=timeout_s,
                 limits=limits,
                 on_refusal=None if quiet else _RefusalLog(limits),
+                partial_max_age_s=partial_max_age_s,
             )
 
             def finished() -> bool:

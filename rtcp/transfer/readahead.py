@@ -31,7 +31,7 @@ class ReadAhead:
     def __init__(
         self,
         fileobj,
-        size: int,
+        size: int | None,
         update: Callable[[bytes], None],
         *,
         chunk_bytes: int,
@@ -55,8 +55,11 @@ class ReadAhead:
         done = 0
         item: object = _END
         try:
-            while done < self._size and not self._stop.is_set():
-                chunk = self._file.read(min(self._size - done, self._chunk_bytes))
+            while (self._size is None or done < self._size) and not self._stop.is_set():
+                want = self._chunk_bytes if self._size is None else self._size - done
+                chunk = self._file.read(min(want, self._chunk_bytes))
+                if not chunk and self._size is None:
+                    break  # the end of a stream of unknown size (stdin)
                 if not chunk:
                     item = SourceError(
                         f"{self._name} shrank while being sent ({done} of {self._size} bytes)"

@@ -22,8 +22,9 @@ from rtcp.errors import ExitCode
 from rtcp.net.driver import App, Driver
 from rtcp.transfer import limits as lim
 from rtcp.transfer import protocol as proto
+from rtcp.transfer import records as rec
 from rtcp.transfer import report
-from rtcp.transfer.storage import IncomingFile, OutputDir, Refusal
+from rtcp.transfer.storage import DEFAULT_PARTIAL_MAX_AGE_S, IncomingFile, OutputDir, Refusal
 from rtcp.units import format_rate
 
 DEFAULT_IDLE_TIMEOUT_S = 30.0
@@ -61,8 +62,20 @@ class ReceiveResult:
     sha256: str | None = None
     path: str | None = None
     stats: dict | None = None  # the connection's counters at the end (`rtcp recv --json`)
+    # False for one file of a connection that carries many (format version 2): the
+    # connection's own result follows, with entries (how many it carried) and failed set
+    final: bool = True
+    entries: int | None = None
+    failed: int = 0
 
     def log_line(self) -> str:
+        if self.entries is not None:
+            ok = self.entries - self.failed
+            noun = "entry" if self.entries == 1 else "entries"
+            what = f"{self.entries} {noun} from {self.peer} in {self.seconds:.2f} s"
+            if self.verified:
+                return f"received {what}: all {ok} verified"
+            return f"failed {what}: {ok} verified, {self.failed} failed ({self.reason})"
         name = repr(self.name) if self.name is not None else "(no header)"
         size = f"{self.size} bytes" if self.size is not None else f"{self.bytes_received} bytes"
         rate = ""
@@ -82,6 +95,13 @@ def _peer_text(addr: tuple) -> str:
 
 # Received chunks smaller than this on average are joined before they are parsed.
 _JOIN_BELOW_BYTES = 16384
+# Replies (verdicts, offers) not yet taken by the connection: above this, the receiver stops
+# reading the sender's stream until they drain (a sender that never reads its replies cannot
+# make them pile up).
+MAX_REPLY_BACKLOG_BYTES = 256 * 1024
+# Partials older than --partial-max-age are removed at start and, at most this often, when a
+# connection arrives.
+PARTIAL_SWEEP_S = 60.0
 
 
 class ReceiveApp(App):
@@ -121,6 +141,11 @@ class ReceiveApp(App):
         self._sha256: str | None = None
         self._path: str | None = None
         self._discarding = False
+        self._sniff = bytearray()  # the magic and version, until the version is known
+        self._sniffed = False
+        self.tree: TreeSession | None = None  # format version 2
+        self._replies = bytearray()  # version 2 replies not yet taken by the connection
+        self._close_after_replies = False
         # slowloris: the header must be complete by header_deadline_s, and every
         # MIN_RATE_INTERVAL_S after it at least min_rate_bytes_per_s x interval must arrive
         self._rate_check_at: float | None = None
@@ -142,6 +167,10 @@ class ReceiveApp(App):
         if self.incoming is not None and not self.incoming.committed:
             self.incoming.abort()
         code, verified, reason = self._outcome or (ExitCode.FAILURE, False, "unknown")
+        if self.tree is not None:
+            self.result = self.tree.finish(code, verified, reason, now)
+            self.on_finished(self.result)
+            return
         header = self.parser.header
         end = self.verdict_at if self.verdict_at is not None else now
         self.result = ReceiveResult(
@@ -177,7 +206,21 @@ class ReceiveApp(App):
 
     def _push_verdict(self) -> None:
         conn = self.handle.conn
-        if self._verdict_out is None or conn.is_closed:
+        if conn.is_closed:
+            return
+        if self._replies:
+            try:
+                n = conn.send(self._replies)
+            except LocalProtocolError:
+                self._replies.clear()
+                return
+            del self._replies[:n]
+            if self._replies:
+                return
+            if self._close_after_replies and self._verdict_out is None:
+                conn.close()
+                return
+        if self._verdict_out is None:
             return
         try:
             n = conn.send(self._verdict_out)
@@ -205,6 +248,13 @@ class ReceiveApp(App):
         elif isinstance(event, ev.StreamEnded):
             self.last_activity = now
             self._read(now)
+            if self.tree is not None:
+                if not self._discarding:
+                    self.tree.handle(self.tree.parser.end_of_stream(), now)
+                return
+            if self._sniff and not self._sniffed:
+                self._sniffed = True
+                self._handle(self.parser.feed(bytes(self._sniff)), now)
             if not self._discarding:
                 self._handle(self.parser.end_of_stream(), now)
             if self.verdict is None:  # cannot happen: end_of_stream fails or we answered
@@ -227,6 +277,8 @@ class ReceiveApp(App):
 
     def _read(self, now: float) -> None:
         conn = self.handle.conn
+        if len(self._replies) > MAX_REPLY_BACKLOG_BYTES:
+            return  # poll() reads on once the replies drained
         # The chunks as they arrived: the parser slices them (memoryviews) for the file and the
         # hash, so no byte is copied on the way from the connection to the disk. Small ones
         # (1400-byte datagrams) are joined first: one copy is cheaper than a parser step, a
@@ -239,7 +291,35 @@ class ReceiveApp(App):
         for data in chunks:
             if self._discarding:
                 continue
-            self._handle(self.parser.feed(data), now)
+            if not self._sniffed:
+                data = self._sniff_version(data, now)
+                if data is None:
+                    continue
+            if self.tree is not None:
+                self.tree.handle(self.tree.parser.feed(data), now)
+            else:
+                self._handle(self.parser.feed(data), now)
+
+    def _sniff_version(self, data, now: float):
+        """Gather the magic and the version byte; version 2 starts a TreeSession. Returns
+        the bytes to parse (None: not enough yet)."""
+        self._sniff += data
+        head = bytes(self._sniff[: len(proto.MAGIC) + 1])
+        if len(head) <= len(proto.MAGIC) and proto.MAGIC.startswith(head):
+            return None
+        self._sniffed = True
+        data = bytes(self._sniff)
+        self._sniff = bytearray()
+        if head[: len(proto.MAGIC)] == proto.MAGIC and head[-1] == rec.VERSION:
+            self.tree = TreeSession(self, now)
+            return data[len(head) :]
+        return data
+
+    @property
+    def header_seen(self) -> bool:
+        if self.tree is not None:
+            return self.tree.parser.entries > 0 or self.tree.parser.finished
+        return self.parser.header is not None
 
     def _handle(self, items, now: float) -> None:
         for item in items:
@@ -292,8 +372,11 @@ class ReceiveApp(App):
     def poll(self, now: float) -> None:
         if self.budget is not None:
             self.budget.maybe_regrant(now)
-        if self._verdict_out is not None:
+        if self._verdict_out is not None or self._replies:
+            backlogged = len(self._replies) > MAX_REPLY_BACKLOG_BYTES
             self._push_verdict()
+            if backlogged and self.handle.conn.readable and self.result is None:
+                self._read(now)
 
     def deadline(self) -> float | None:
         if self.result is not None:
@@ -301,7 +384,7 @@ class ReceiveApp(App):
         if self._close_grace_from is not None:
             return self._close_grace_from + CLOSE_GRACE_S
         idle = self.last_activity + self.idle_timeout_s
-        if self.parser.header is None:
+        if not self.header_seen:
             return min(idle, self.started + self.limits.header_deadline_s)
         if self._rate_check_at is None:
             return idle
@@ -315,7 +398,7 @@ class ReceiveApp(App):
             self._close_grace_from = now  # the verdict is still on its way
             return
         if self.verdict_at is None:
-            if self.parser.header is None and now >= self.started + self.limits.header_deadline_s:
+            if not self.header_seen and now >= self.started + self.limits.header_deadline_s:
                 self._cut_off(
                     lim.HEADER_DEADLINE,
                     f"no complete header within {self.limits.header_deadline_s:g} s",
@@ -357,6 +440,225 @@ class ReceiveApp(App):
         if not conn.is_closed:
             conn.abort()
         self._finish(now)
+
+
+class TreeSession:
+    """Format version 2 on one connection (rtcp.transfer.records): many files and folders,
+    each checked, stored and answered on its own. A refused entry (a bad path, an existing
+    file) gets its VERDICT and the rest of the tree goes on; a broken stream ends the
+    connection with a version 1 verdict, as in version 1."""
+
+    def __init__(self, app: ReceiveApp, now: float):
+        self.app = app
+        self.parser = rec.TreeReceiver()
+        self.current: IncomingFile | None = None
+        self.current_index = -1
+        self.current_path = ""
+        self.current_size: int | None = None
+        self.current_started = now
+        self.skipping = False  # the current file's body is read and dropped (refused)
+        self.current_mtime_ns = 0
+        self.current_asked = False  # the current file asked for an offer: it may resume
+        self.offer: tuple[int, object] | None = None  # (offset, prefix hash) offered
+        self.entries = 0
+        self.results: list[ReceiveResult] = []  # the failed ones
+        self.first_failure: ReceiveResult | None = None
+
+    # --- replies and per-entry results --------------------------------------------------
+
+    def _reply(self, data: bytes) -> None:
+        self.app._replies += data
+
+    def _entry_done(
+        self, index: int, path: str, verdict: proto.Verdict, now: float, *, size=None,
+        received: int = 0, sha256: str | None = None, stored: str | None = None,
+        report: bool = True,
+    ) -> None:
+        self._reply(rec.encode_verdict(index, verdict))
+        self.entries += 1
+        if not report and verdict.ok:
+            return
+        code = ExitCode.OK if verdict.ok else _STATUS_EXIT.get(verdict.status, ExitCode.REFUSED)
+        result = ReceiveResult(
+            peer=self.app.peer,
+            name=path,
+            size=size,
+            bytes_received=received,
+            seconds=max(0.0, now - self.current_started),
+            exit_code=code,
+            verified=verdict.ok,
+            reason="verified" if verdict.ok else verdict.describe(),
+            sha256=sha256,
+            path=stored,
+            final=False,
+        )
+        if not verdict.ok:
+            self.results.append(result)
+            if self.first_failure is None:
+                self.first_failure = result
+        self.app.on_finished(result)
+
+    # --- events -------------------------------------------------------------------------
+
+    def handle(self, items, now: float) -> None:
+        app = self.app
+        for item in items:
+            if app._discarding:
+                return
+            if isinstance(item, proto.DataReceived):
+                if self.skipping or self.current is None:
+                    continue
+                try:
+                    self.current.write(item.data)
+                except Refusal as exc:
+                    self._refuse_current(exc.verdict, now)
+            elif isinstance(item, rec.FileStarted):
+                self._file_started(item, now)
+            elif isinstance(item, rec.BodyStarted):
+                self._body_started(item, now)
+            elif isinstance(item, rec.FileEnded):
+                self._file_ended(item, now)
+            elif isinstance(item, rec.DirReceived):
+                self.current_started = now
+                self._first_record(now)
+                if item.bad_path is not None:
+                    verdict = proto.Verdict(proto.Status.BAD_NAME, f"{item.path}: {item.bad_path}")
+                else:
+                    try:
+                        app.out.make_dir(item.path)
+                        verdict = proto.Verdict(proto.Status.OK, "")
+                    except Refusal as exc:
+                        verdict = exc.verdict
+                self._entry_done(item.index, item.path + "/", verdict, now, report=False)
+            elif isinstance(item, rec.StreamFinished):
+                self._stream_finished(now)
+            elif isinstance(item, proto.ProtocolFailure):
+                self._abort_current(keep=False)
+                app._refuse(proto.Verdict(item.status, item.message), now)
+
+    def _first_record(self, now: float) -> None:
+        app = self.app
+        if app._rate_check_at is None:
+            app._rate_check_at = now + lim.MIN_RATE_INTERVAL_S
+            app._bytes_at_check = app.bytes_in
+
+    def _file_started(self, item: rec.FileStarted, now: float) -> None:
+        app = self.app
+        self._first_record(now)
+        self.current_index, self.current_path, self.current_size = item.index, item.path, item.size
+        self.current_started = now
+        self.current, self.skipping, self.offer = None, False, None
+        self.current_mtime_ns, self.current_asked = item.mtime_ns, item.ask_offer
+        refusal: proto.Verdict | None = None
+        largest = app.limits.max_size_bytes
+        if item.bad_path is not None:
+            refusal = proto.Verdict(proto.Status.BAD_NAME, f"{item.path}: {item.bad_path}")
+        elif largest is not None and item.size is not None and item.size > largest:
+            if app.on_limit is not None:
+                app.on_limit(lim.MAX_SIZE, app.peer, "refused")
+            refusal = proto.Verdict(
+                proto.Status.TOO_LARGE,
+                f"{item.size} bytes, more than the receiver's limit '{lim.MAX_SIZE}' of "
+                f"{largest} bytes (--max-size)",
+            )
+        else:
+            try:
+                self.current = app.out.open_relative(
+                    item.path, item.size, check_only=item.ask_offer
+                )
+            except Refusal as exc:
+                refusal = exc.verdict
+        if refusal is not None:
+            self._entry_done(item.index, item.path, refusal, now, size=item.size)
+            if item.ask_offer:
+                self.handle(self.parser.skip(), now)
+            else:
+                self.skipping = True
+            return
+        if item.ask_offer:
+            partial = app.out.find_partial(item.path, item.size, item.mtime_ns)
+            if partial is None:
+                self._reply(rec.encode_offer(item.index, 0, bytes(proto.DIGEST_BYTES)))
+            else:
+                offset, hasher = partial
+                self.offer = (offset, hasher)
+                self._reply(rec.encode_offer(item.index, offset, hasher.copy().digest()))
+            self.handle(self.parser.accept(), now)
+
+    def _body_started(self, item: rec.BodyStarted, now: float) -> None:
+        """START after our OFFER: from the offered offset (resume) or from 0 (fresh)."""
+        offered = self.offer[0] if self.offer is not None else 0
+        if item.offset not in (0, offered):
+            self.app._refuse(
+                proto.Verdict(proto.Status.PROTOCOL_ERROR, "START at neither 0 nor the offer"), now
+            )
+            return
+        out = self.app.out
+        resume = self.offer if item.offset and self.offer is not None else None
+        if resume is None and self.offer is not None:
+            out.drop_partial(self.current_path)  # the sender's file changed, or --no-resume
+        try:
+            self.current = out.open_relative(self.current_path, self.current_size, resume=resume)
+        except Refusal as exc:
+            self._refuse_current(exc.verdict, now)
+
+    def _refuse_current(self, verdict: proto.Verdict, now: float) -> None:
+        self._abort_current(keep=False)
+        self.skipping = True
+        self._entry_done(self.current_index, self.current_path, verdict, now)
+
+    def _abort_current(self, *, keep: bool = False) -> None:
+        """Drop the current file; keep: an interruption, keep its data for a resume (files
+        that asked for an offer only)."""
+        current, self.current = self.current, None
+        if current is None or current.committed:
+            return
+        if keep and self.current_asked and current.keep_partial(self.current_mtime_ns):
+            return
+        current.abort()
+
+    def _file_ended(self, item: rec.FileEnded, now: float) -> None:
+        if self.skipping or self.current is None:
+            self.skipping = False
+            return
+        incoming, self.current = self.current, None
+        commit = incoming.finish(item.digest, item.size)
+        self._entry_done(
+            item.index, self.current_path, commit.verdict, now, size=incoming.size,
+            received=incoming.bytes_written, sha256=commit.sha256,
+            stored=str(commit.path) if commit.path is not None else None,
+        )
+
+    def _stream_finished(self, now: float) -> None:
+        app = self.app
+        app.verdict_at = app._close_grace_from = now
+        if self.first_failure is None:
+            app._decide(ExitCode.OK, True, "verified")
+        else:
+            first = self.first_failure
+            app._decide(first.exit_code, False, f"first failure: {first.name}: {first.reason}")
+        app._close_after_replies = True
+        app._push_verdict()
+
+    def finish(self, code: ExitCode, verified: bool, reason: str, now: float) -> ReceiveResult:
+        """The connection's own result, once it is over (the files' results came before)."""
+        self._abort_current(keep=not verified)
+        app = self.app
+        if not self.parser.finished and verified:
+            code, verified = ExitCode.FAILURE, False
+        end = app.verdict_at if app.verdict_at is not None else now
+        return ReceiveResult(
+            peer=app.peer,
+            name=None,
+            size=None,
+            bytes_received=app.bytes_in,
+            seconds=max(0.0, end - app.started),
+            exit_code=code,
+            verified=verified,
+            reason=reason,
+            entries=self.entries,
+            failed=len(self.results),
+        )
 
 
 class RefusingApp(App):
@@ -423,8 +725,11 @@ class FileServer:
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         limits: lim.ReceiverLimits | None = None,
         on_refusal: Callable[[str, str, str], None] | None = None,
+        partial_max_age_s: float = DEFAULT_PARTIAL_MAX_AGE_S,
     ):
         self.driver = driver
+        self.partial_max_age_s = partial_max_age_s
+        self._partials_swept_at: float | None = None
         self.out = out
         self.config = config or ConnectionConfig()
         self.on_result = on_result
@@ -449,6 +754,10 @@ class FileServer:
 
     def _accept(self, peer: tuple) -> App:
         self.apps = [a for a in self.apps if a.result is None]
+        now = self.driver.clock()
+        if self._partials_swept_at is None or now - self._partials_swept_at >= PARTIAL_SWEEP_S:
+            self._partials_swept_at = now
+            self.out.remove_old_partials(self.partial_max_age_s, time.time())
         limits = self.limits
         if len(self.apps) >= limits.max_connections:
             return self._refuse(lim.CONNECTIONS, peer, limits.max_connections)

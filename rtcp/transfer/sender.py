@@ -458,6 +458,34 @@ def open_source(path: str | os.PathLike) -> tuple[object, int, str]:
     return f, st.st_size, name
 
 
+def open_driver(host: str, port: int, timeout_s: float, wait_ready: bool, pcap=None):
+    """Resolve host, wait for it with --wait-ready, and open a Driver whose socket is
+    connected to it: (driver, address, peer text). Raises RtcpError."""
+    try:
+        family, addr = resolve(host, port)
+    except OSError as exc:
+        raise LocalIOError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+    peer_text = f"[{addr[0]}]:{addr[1]}" if family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
+    if wait_ready and wait_until_bound(family, addr, timeout_s) is False:
+        raise ConnectionRefused(
+            f"nothing listened at {peer_text} within {timeout_s:g} s (--wait-ready)"
+        )
+    try:
+        driver = Driver(family=family)
+    except OSError as exc:
+        raise LocalIOError(f"cannot open a UDP socket: {exc.strerror or exc}") from None
+    try:
+        driver.connect_socket(addr)
+    except OSError as exc:
+        driver.close()
+        raise LocalIOError(f"cannot send to {peer_text}: {exc.strerror or exc}") from None
+    if pcap is not None:
+        from rtcp.trace.pcap import TapSocket
+
+        driver.sock = TapSocket(driver.sock, pcap)  # the selector keys on the fd: unchanged
+    return driver, addr, peer_text
+
+
 def send_file(
     path: str | os.PathLike,
     host: str,
@@ -490,32 +518,9 @@ def send_file(
     timeout."""
     f, size, name = open_source(path)
     with f:
-        try:
-            family, addr = resolve(host, port)
-        except OSError as exc:
-            raise LocalIOError(f"cannot resolve {host}: {exc.strerror or exc}") from None
-        peer_text = (
-            f"[{addr[0]}]:{addr[1]}" if family == socket.AF_INET6 else f"{addr[0]}:{addr[1]}"
-        )
+        driver, addr, peer_text = open_driver(host, port, timeout_s, wait_ready, pcap)
         cfg = make_config(config, timeout_s=timeout_s)
         fs = proto.FileSender(name, size)
-        if wait_ready and wait_until_bound(family, addr, timeout_s) is False:
-            raise ConnectionRefused(
-                f"nothing listened at {peer_text} within {timeout_s:g} s (--wait-ready)"
-            )
-        try:
-            driver = Driver(family=family)
-        except OSError as exc:
-            raise LocalIOError(f"cannot open a UDP socket: {exc.strerror or exc}") from None
-        try:
-            driver.connect_socket(addr)
-        except OSError as exc:
-            driver.close()
-            raise LocalIOError(f"cannot send to {peer_text}: {exc.strerror or exc}") from None
-        if pcap is not None:
-            from rtcp.trace.pcap import TapSocket
-
-            driver.sock = TapSocket(driver.sock, pcap)  # the selector keys on the fd: unchanged
         app = SendApp(
             f, fs, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock,
             wait_ready=wait_ready,
