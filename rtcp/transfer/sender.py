@@ -486,6 +486,19 @@ def open_driver(host: str, port: int, timeout_s: float, wait_ready: bool, pcap=N
     return driver, addr, peer_text
 
 
+def run_reporting(driver, subject, on_progress, interval_s: float) -> None:
+    """Run driver until subject.done, calling on_progress(subject, now) at most every
+    interval_s on the driver's clock (the loop wakes for it: no thread)."""
+    next_report = 0.0
+    while not subject.done:
+        driver.run_once(interval_s if on_progress else None)
+        if on_progress is not None:
+            now = driver.clock()
+            if now >= next_report:
+                on_progress(subject, now)
+                next_report = now + interval_s
+
+
 def send_file(
     path: str | os.PathLike,
     host: str,
@@ -530,14 +543,7 @@ def send_file(
             handle: Handle | None = None
             try:
                 handle = driver.connect(addr, cfg, app, ClientProtection(secret, keylog))
-                next_report = 0.0
-                while not app.done:
-                    driver.run_once(progress_interval_s if on_progress else None)
-                    if on_progress is not None:
-                        now = driver.clock()
-                        if now >= next_report:
-                            on_progress(app, now)
-                            next_report = now + progress_interval_s
+                run_reporting(driver, app, on_progress, progress_interval_s)
             except KeyboardInterrupt:
                 if handle is not None:
                     app.fail(RtcpError("interrupted"), linger=True)

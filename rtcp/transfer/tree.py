@@ -31,6 +31,7 @@ from rtcp.transfer.sender import (
     closed_error,
     make_config,
     open_driver,
+    run_reporting,
     stats_dict,
     verdict_error,
 )
@@ -629,14 +630,7 @@ def send_tree(
         try:
             for app in apps:
                 handles.append(driver.connect(addr, cfg, app, ClientProtection(secret, keylog)))
-            next_report = 0.0
-            while not group.done:
-                driver.run_once(progress_interval_s if on_progress else None)
-                if on_progress is not None:
-                    now = driver.clock()
-                    if now >= next_report:
-                        on_progress(group, now)
-                        next_report = now + progress_interval_s
+            run_reporting(driver, group, on_progress, progress_interval_s)
         except KeyboardInterrupt:
             for app in apps[: len(handles)]:
                 app.fail(RtcpError("interrupted"))
