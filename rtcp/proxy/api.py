@@ -20,11 +20,22 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import urllib.error
+import urllib.request
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from rtcp.proxy.changes import ChangeError, change_from_request
+
+# (method, path) of each change a client asks for, as this module serves it
+ROUTES = {
+    "set": ("PATCH", "/impairments"),
+    "replace": ("PUT", "/impairments"),
+    "down": ("POST", "/down"),
+    "up": ("POST", "/up"),
+    "reset": ("POST", "/reset"),
+}
 
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_TIMEOUT_S = 5.0  # a client that sends nothing for this long is dropped
@@ -201,3 +212,35 @@ class ControlServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=REQUEST_TIMEOUT_S * 2)
+
+
+class ApiRefused(Exception):
+    """The proxy answered 4xx: the request was wrong (its message says why)."""
+
+
+class ApiFailed(Exception):
+    """The proxy answered another error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
+
+
+def request_json(url: str, method: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
+    """One request to a control API, as `rtcp ctl` and `Lab(process=True)` make it: the
+    answer's JSON, ApiRefused (4xx), ApiFailed (other statuses); no answer raises what urllib
+    raises (URLError, OSError) and a body that is not JSON ValueError."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except (ValueError, AttributeError, OSError):
+            message = exc.reason
+        if 400 <= exc.code < 500:
+            raise ApiRefused(message) from None
+        raise ApiFailed(exc.code, message) from None

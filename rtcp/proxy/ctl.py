@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import re
 import urllib.error
-import urllib.request
 from typing import Any
 
 import typer
 
 from rtcp.errors import LocalIOError, UsageError
+from rtcp.proxy.api import ROUTES, ApiFailed, ApiRefused, request_json
 
 REQUEST_TIMEOUT_S = 15.0
 COMMANDS = ("show", "set", "replace", "clear", "down", "pause", "up", "reset")
@@ -94,36 +94,20 @@ def parse_args(command: str, args: list[str]) -> tuple[dict[str, Any], bool]:
     return body, as_json
 
 
-_ROUTES = {
-    "show": ("GET", "/"),
-    "set": ("PATCH", "/impairments"),
-    "replace": ("PUT", "/impairments"),
-    "clear": ("PUT", "/impairments"),
-    "down": ("POST", "/down"),
-    "pause": ("POST", "/down"),
-    "up": ("POST", "/up"),
-    "reset": ("POST", "/reset"),
-}
+_ROUTES = {**ROUTES, "show": ("GET", "/"), "clear": ROUTES["replace"], "pause": ROUTES["down"]}
 
 
 def call(base: str, command: str, body: dict[str, Any]) -> dict[str, Any]:
     """Send one request; the answer's JSON, or UsageError (the proxy refused, 4xx: exit 2)
     or LocalIOError (no answer: exit 7)."""
     method, path = _ROUTES[command]
-    data = json.dumps(body).encode() if method != "GET" else None
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
+    data = body if method != "GET" else None
     try:
-        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except (ValueError, AttributeError, OSError):
-            message = exc.reason
-        if 400 <= exc.code < 500:
-            raise UsageError(f"ctl {command}: the proxy refused: {message}") from None
-        raise LocalIOError(f"ctl {command}: the proxy answered {exc.code}: {message}") from None
+        return request_json(base + path, method, data, REQUEST_TIMEOUT_S)
+    except ApiRefused as exc:
+        raise UsageError(f"ctl {command}: the proxy refused: {exc}") from None
+    except ApiFailed as exc:
+        raise LocalIOError(f"ctl {command}: the proxy answered {exc}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise LocalIOError(f"ctl: no answer from {base}: {reason}") from None

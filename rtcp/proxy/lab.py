@@ -24,18 +24,16 @@ control API (`lab.control_url`), `trace=PATH` records the decisions and changes 
 
 from __future__ import annotations
 
-import json
 import queue
 import re
 import signal
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
+from rtcp.proxy.api import ROUTES, ApiFailed, ApiRefused, request_json
 from rtcp.proxy.changes import ChangeError, apply_knobs, change_from_request, parse_knobs
 from rtcp.proxy.control import Controller
 from rtcp.proxy.impair import DIRECTIONS, ImpairConfig, Impairer, make_rng
@@ -50,9 +48,6 @@ _CHILD_CODE = "import sys; sys.argv[0] = 'rtcp'; from rtcp.cli import main; main
 _CHILD = [sys.executable, "-c", _CHILD_CODE, "proxy"]
 _LISTENING = re.compile(r"^listening on (\S+):(\d+)$")
 _CONTROL = re.compile(r"^control on (http://\S+)$")
-# (method, path) of each change, as the control API serves it (rtcp.proxy.api)
-_ROUTES = {"set": ("PATCH", "/impairments"), "replace": ("PUT", "/impairments"),
-           "down": ("POST", "/down"), "up": ("POST", "/up"), "reset": ("POST", "/reset")}
 
 
 def _knob_fields(knobs: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +231,7 @@ class Lab:
             body = {**body, "for": duration}
         change = change_from_request(action, body)  # ChangeError here, as in the thread
         if self._child is not None:
-            method, path = _ROUTES[action]
+            method, path = ROUTES[action]
             return self._request(method, path, body)["change"]
         controller = self.controller
         assert controller is not None
@@ -326,20 +321,12 @@ class Lab:
     def _request(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         if self._child is None or self._child_url is None or self._child.poll() is not None:
             raise RuntimeError("the proxy process is not running")
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self._child_url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=CALL_TIMEOUT_S) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except (ValueError, AttributeError, OSError):
-                message = exc.reason
-            if 400 <= exc.code < 500:
-                raise ChangeError(message) from None
-            raise RuntimeError(f"the proxy process answered {exc.code}: {message}") from None
+            return request_json(self._child_url + path, method, body, CALL_TIMEOUT_S)
+        except ApiRefused as exc:
+            raise ChangeError(str(exc)) from None
+        except ApiFailed as exc:
+            raise RuntimeError(f"the proxy process answered {exc}") from None
 
 
 __all__ = ["ChangeError", "Lab"]
