@@ -10,7 +10,9 @@ import urllib.request
 
 import pytest
 
-from rtcp.proxy.api import MAX_BODY_BYTES
+from rtcp.errors import LocalIOError, UsageError
+from rtcp.proxy.api import MAX_BODY_BYTES, ApiRefused, request_json
+from rtcp.proxy.ctl import call
 from rtcp.proxy.lab import Lab
 from tests.proxy.conftest import client_socket
 
@@ -112,3 +114,17 @@ def test_garbage_on_the_socket_does_not_stop_the_api(lab):
         conn.sendall(b"\x00\xff garbage \r\n\r\n")
         conn.recv(1000)  # an error answer or a close: either way, not a crash
     assert request(lab.control_url + "/")[0] == 200
+
+
+def test_the_shared_client_and_rtcp_ctl_report_refusals_and_silence(lab):
+    answer = request_json(lab.control_url + "/impairments", "PATCH", {"loss": "5%"}, 10)
+    assert answer["change"]["impairments"]["up"] == {"loss": "5%"}
+    with pytest.raises(ApiRefused, match="loss"):
+        request_json(lab.control_url + "/impairments", "PATCH", {"loss": "200%"}, 10)
+    with pytest.raises(UsageError, match="ctl set: the proxy refused: .*loss"):
+        call(lab.control_url, "set", {"loss": "200%"})
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(LocalIOError, match="no answer from"):
+        call(f"http://127.0.0.1:{port}", "show", {})
