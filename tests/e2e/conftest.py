@@ -36,12 +36,13 @@ needs_proxy = pytest.mark.skipif(
 
 
 class Proc:
-    """A running rtcp process whose stdout lines and stderr are collected by threads."""
+    """A running rtcp process whose stdout lines and stderr are collected by threads
+    (`prefix` runs it some other way: tests/netns runs it in a namespace)."""
 
-    def __init__(self, args: list[str], *, cwd=None, env=None):
+    def __init__(self, args: list[str], *, cwd=None, env=None, prefix: tuple[str, ...] = (RTCP,)):
         self.args = args
         self.popen = subprocess.Popen(
-            [RTCP, *args],
+            [*prefix, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

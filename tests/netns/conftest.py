@@ -22,26 +22,22 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import queue
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-RTCP = str(Path(sys.executable).parent / "rtcp")
+from tests.e2e.conftest import RTCP, Proc, make_file, wait_for  # noqa: F401 (used by tests here)
+
 NAME_PREFIX = "rtcpt-"
 RUN_PREFIX = f"{NAME_PREFIX}{os.getpid()}-"
 COMMAND_TIMEOUT_S = 30.0
 NETNS_ETC = Path("/etc/netns")  # per-namespace /etc files (hosts) that `ip netns exec` mounts
 _counter = itertools.count(1)
-_LISTENING = re.compile(r"^listening on (\S+):(\d+)$")
 
 SENDER_V4, ROUTER_V4_S, ROUTER_V4_R, RECEIVER_V4 = (
     "198.18.1.1", "198.18.1.2", "198.18.2.2", "198.18.2.1",
@@ -85,86 +81,17 @@ def _remove_stale() -> None:
             pass
 
 
-class NsProc:
-    """A process in a namespace whose stdout lines and stderr are collected by threads."""
+class NsProc(Proc):
+    """A process in a namespace: `ip netns exec` execs the command, so popen.pid is it."""
 
     def __init__(self, ns: str, argv: list[str]):
-        self.argv = argv
-        self.popen = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],  # ip execs the command: popen.pid is it
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace",
-        )
-        self.lines: list[str] = []
-        self._q: queue.Queue[str | None] = queue.Queue()
-        self._err: list[str] = []
-        self._threads = [
-            threading.Thread(target=self._pump_out, daemon=True),
-            threading.Thread(target=self._pump_err, daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-
-    def _pump_out(self) -> None:
-        for line in self.popen.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            self._q.put(line)
-        self._q.put(None)
-
-    def _pump_err(self) -> None:
-        for chunk in self.popen.stderr:
-            self._err.append(chunk)
-
-    @property
-    def stdout(self) -> str:
-        return "\n".join(self.lines)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._err)
+        super().__init__(argv, prefix=("ip", "netns", "exec", ns))
 
     def wait_line(self, pattern: str, timeout: float = 30.0) -> re.Match:
-        """The first new stdout line matching pattern (waiting up to timeout seconds)."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._q.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                raise AssertionError(
-                    f"{self.argv} ended (rc={self.popen.wait()}) without {pattern!r}; "
-                    f"stdout={self.stdout!r} stderr={self.stderr!r}"
-                )
-            if m := rx.search(line):
-                return m
-        raise AssertionError(f"no line {pattern!r} within {timeout} s from {self.argv}; "
-                             f"stdout={self.stdout!r} stderr={self.stderr!r}")
+        return super().wait_line(pattern, timeout)
 
     def wait_port(self, timeout: float = 30.0) -> int:
-        return int(self.wait_line(_LISTENING.pattern, timeout).group(2))
-
-    def wait(self, timeout: float) -> int:
-        try:
-            rc = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.argv} still running after {timeout} s; stderr={self.stderr!r}"
-            ) from None
-        for t in self._threads:
-            t.join(timeout=5)
-        return rc
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=5)
+        return super().wait_port(timeout)
 
 
 @dataclass
@@ -315,20 +242,3 @@ def netbed():
 def namespaces() -> set[str]:
     """The names of the namespaces that exist now."""
     return {line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line.split()}
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "the condition") -> None:
-    """Wait for an event that no process announces (a file's growth), polling it."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.005)
-
-
-def make_file(path: Path, size: int, seed: int = 0) -> Path:
-    """A file of pseudo-random bytes (reproducible, incompressible)."""
-    import random
-
-    path.write_bytes(random.Random(seed).randbytes(size))
-    return path

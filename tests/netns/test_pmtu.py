@@ -106,7 +106,7 @@ def test_the_mtu_falls_mid_transfer_and_the_transfer_completes(netbed, tmp_path,
     # our datagram: the size falls at once to what it names. At the sender's own link, the
     # kernel refuses the next send (EMSGSIZE) and the size falls at once.
     wait_for(lambda: _received_bytes(tmp_path / "out") >= 1_000_000
-             or sender.popen.poll() is not None)
+             or sender.popen.poll() is not None, 60, "1 MB at the receiver")
     if where == "sender":
         bed.set_mtu(bed.sender, "eth0", 1280)
     else:
