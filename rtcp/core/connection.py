@@ -907,6 +907,7 @@ class Connection:
         window = seg.window << self._snd_wscale
         sb = self.scoreboard
         newly_sacked = 0
+        fin_sacked = False
         acked_before = self.snd_una
         if self.sack_ok and seg.sack_blocks:
             blocks = []
@@ -917,6 +918,17 @@ class Connection:
                     blocks.append((lo, hi))
             if blocks:
                 newly_sacked = sb.on_sack(blocks, now)
+                fin = self._fin_offset
+                if fin is not None and not self._fin_sacked and any(
+                    lo <= fin < hi for lo, hi in blocks
+                ):
+                    # The peer holds our FIN out of order (RFC 2018, _sack_blocks): it was
+                    # delivered, so RACK (RFC 8985 6.2) learns that what left before it is
+                    # missing: the last data (an application's last word, e.g. a verdict) is
+                    # repaired after the reordering window, not at the RTO.
+                    self._fin_sacked = True
+                    sb.advance_rack(self._fin_sent_at, fin + 1, self._fin_retransmitted, now)
+                    fin_sacked = True
 
         if ack > self.snd_una:
             self._on_ack_advance(seg, ack, now)
@@ -942,7 +954,7 @@ class Connection:
         lost_before = sb.lost_bytes
         if len(sb):
             reorder_window = self._reorder_window()
-            if newly_sacked:
+            if newly_sacked or fin_sacked:
                 sb.detect_losses(reorder_window)
                 self._rack_deadline = sb.reorder_deadline(reorder_window)
             if not self._in_recovery and self.snd_una >= self._recover:
@@ -1470,6 +1482,8 @@ class Connection:
     def _send_fin(self, out: list[bytes], now: float) -> None:
         if self._fin_resend:
             self._fin_resend = False
+            self._fin_retransmitted = True
+            self._fin_sent_at = now
             out.append(self._emit_fin(now))
             return
         if not self._fin_queued or self._fin_offset is not None:
@@ -1478,12 +1492,17 @@ class Connection:
         if self.snd_nxt < data_end or self.snd_nxt >= self.snd_una + self.snd_wnd:
             return  # the FIN occupies a sequence number: it waits for the peer's window too
         self._fin_offset = self.snd_nxt
+        self._fin_sent_at = now
         self.snd_nxt += 1
         out.append(self._emit_fin(now))
         if self._rto_deadline is None:
             self._arm_timer("retransmission", now, self.rtt.rto_s)
         if self._tlp_deadline is None:
             self._arm_tlp(now)
+
+    _fin_sent_at = 0.0  # the FIN's latest transmission (RACK, when the peer SACKs it)
+    _fin_retransmitted = False
+    _fin_sacked = False
 
     def _emit_fin(self, now: float) -> bytes:
         assert self._fin_offset is not None
@@ -1500,15 +1519,31 @@ class Connection:
 
     def _emit_ack(self, now: float, seq_off: int | None = None) -> bytes:
         opts = self._data_options(now)
-        if self.sack_ok and self._reasm.has_gap():
-            opts += wire.opt_sack(
-                (wrap(lo, self.irs), wrap(hi, self.irs)) for lo, hi in self._reasm.sack_ranges()
-            )
+        if self.sack_ok:
+            blocks = self._sack_blocks()
+            if blocks:
+                opts += wire.opt_sack((wrap(lo, self.irs), wrap(hi, self.irs)) for lo, hi in blocks)
         if self._pmtu_ack_pending is not None:
             opts += wire.opt_pmtu_ack(self._pmtu_ack_pending)
             self._pmtu_ack_pending = None
         seq = wrap(self.snd_nxt if seq_off is None else seq_off, self.iss)
         return self._emit(ACK, seq, wrap(self.rcv_nxt, self.irs), self.peer_id, opts, b"", now)
+
+    def _sack_blocks(self) -> list[tuple[int, int]]:
+        """The SACK blocks of an ACK (RFC 2018 4): the held out-of-order ranges, and a FIN
+        that arrived out of order. The FIN occupies a sequence number (RFC 9293 3.4) and is
+        reported like data, as Linux does: its sender then knows that what it sent before the
+        FIN is missing (RFC 8985's RACK marks it lost after the reordering window), where a
+        duplicate ACK without the block told it nothing and the loss waited for the RTO."""
+        ranges = self._reasm.sack_ranges() if self._reasm.has_gap() else []
+        fin = self._peer_fin_offset
+        if fin is None or fin <= self.rcv_nxt:
+            return ranges
+        for i, (lo, hi) in enumerate(ranges):
+            if hi == fin:
+                ranges[i] = (lo, fin + 1)
+                return ranges
+        return [(fin, fin + 1), *ranges][: wire.MAX_SACK_BLOCKS]
 
     def _emit_probe(self, size: int, now: float) -> bytes:
         """A padding-only probe of exactly `size` bytes (RFC 8899 4.1)."""

@@ -126,18 +126,7 @@ class Scoreboard:
         """`rec` reached the receiver (cumulative ACK or SACK): update the rate sample."""
         self.delivered += size
         self.delivered_time = now
-        # RFC 8985 6.2 step 2: a retransmitted segment's delivery may be the original's, so
-        # its (re)transmission time proves nothing about what was sent before it, unless it
-        # was delivered at least min_RTT after the retransmission (then the retransmission
-        # arrived). Without this, SACKs of retransmissions (tail loss probes) never advance
-        # RACK, and segments lost behind them wait for DupThresh SACKs or the RTO.
-        if rec.sent_at >= self.newest_delivered_sent_at and (
-            not rec.retransmits or now - rec.sent_at >= self.min_rtt_s
-        ) and (rec.sent_at > self.newest_delivered_sent_at or rec.end > self.rack_end):
-            # RACK.segment (RFC 8985 6.2): the latest sent, ties broken by sequence
-            self.newest_delivered_sent_at = rec.sent_at
-            self.rack_end = rec.end
-            self.rack_rtt_s = now - rec.sent_at
+        self.advance_rack(rec.sent_at, rec.end, bool(rec.retransmits), now)
         if self.app_limited_until and self.delivered > self.app_limited_until:
             self.app_limited_until = 0
         delivered, delivered_time, first_sent_time, app_limited = rec.stamp
@@ -152,6 +141,23 @@ class Scoreboard:
             # rate-based controller's RTprop, and so its window, far below the real one.
             self._rs_rtt = None if rec.retransmits or not in_order else now - rec.sent_at
             self.first_sent_time = rec.sent_at
+
+    def advance_rack(self, sent_at: float, end: int, retransmitted: bool, now: float) -> None:
+        """RFC 8985 6.2 step 2: a segment sent at `sent_at`, ending at offset `end`, was
+        delivered: a data record here, or the FIN (no record: it carries no bytes).
+
+        A retransmitted segment's delivery may be the original's, so its (re)transmission time
+        proves nothing about what was sent before it, unless it was delivered at least min_RTT
+        after the retransmission (then the retransmission arrived). Without this, SACKs of
+        retransmissions (tail loss probes) never advance RACK, and segments lost behind them
+        wait for DupThresh SACKs or the RTO."""
+        if sent_at >= self.newest_delivered_sent_at and (
+            not retransmitted or now - sent_at >= self.min_rtt_s
+        ) and (sent_at > self.newest_delivered_sent_at or end > self.rack_end):
+            # RACK.segment (RFC 8985 6.2): the latest sent, ties broken by sequence
+            self.newest_delivered_sent_at = sent_at
+            self.rack_end = end
+            self.rack_rtt_s = now - sent_at
 
     def take_rate_sample(self) -> tuple[int, float, int, float | None, bool] | None:
         """(delivered bytes, interval s, prior delivered, rtt s, app-limited) of the ACK just

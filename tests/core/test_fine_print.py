@@ -6,6 +6,7 @@ import pytest
 
 from tests.core.conn_helpers import (
     ACK,
+    FIN,
     MSS,
     REMOTE_WINDOW,
     SYN,
@@ -135,11 +136,16 @@ def test_rto_backoff_stops_at_one_second_by_default():
     assert times == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
 
 
+HANDSHAKE_RTT_S = 0.1
+
+
 def _established_with_sack():
+    """A client with SACK whose handshake took HANDSHAKE_RTT_S (its RTT sample)."""
     conn = syn_sent(sack=True)
-    send(conn, T0, SYN | ACK, rseq(0), lseq(1), mss=MSS, sack_permitted=True)
+    t = T0 + HANDSHAKE_RTT_S
+    send(conn, t, SYN | ACK, rseq(0), lseq(1), mss=MSS, sack_permitted=True)
     assert conn.state is State.ESTABLISHED and conn.sack_ok
-    recv(conn, T0)
+    recv(conn, t)
     return conn
 
 
@@ -311,3 +317,59 @@ def test_the_answer_to_a_retransmitted_syn_ack_echoes_its_tsval():
     send(conn, T0 + 1, SYN | ACK, rseq(0), lseq(1), mss=1000, ts_val=7000, ts_ecr=0)
     [answer] = recv(conn, T0 + 1)
     assert (len(answer.payload), answer.ts_ecr) == (500, 7000)
+
+
+HANDSHAKE_RTT_S = 0.1
+
+
+def _established_with_sack():
+    """A client with SACK whose handshake took HANDSHAKE_RTT_S (its RTT sample)."""
+    conn = syn_sent(sack=True)
+    t = T0 + HANDSHAKE_RTT_S
+    send(conn, t, SYN | ACK, rseq(0), lseq(1), mss=MSS, sack_permitted=True)
+    assert conn.state is State.ESTABLISHED and conn.sack_ok
+    recv(conn, t)
+    return conn
+
+
+def test_a_fin_that_arrives_out_of_order_is_sacked():
+    # The peer's last data (offsets 1-100) is lost, its FIN (offset 101) arrives: the
+    # duplicate ACK reports the FIN in a SACK block, as Linux does (RFC 2018, RFC 9293 3.4).
+    conn = _established_with_sack()
+    send(conn, T0 + 0.01, FIN | ACK, rseq(101), lseq(1))
+    ack = recv_one(conn, T0 + 0.01)
+    assert (ack.flags, ack.ack) == (ACK, rseq(1))
+    assert ack.sack_blocks == ((rseq(101), rseq(102)),)
+    # with data held before it, the FIN extends that range
+    send(conn, T0 + 0.02, ACK, rseq(51), lseq(1), payload=bytes(50))
+    assert recv_one(conn, T0 + 0.02).sack_blocks == ((rseq(51), rseq(102)),)
+    send(conn, T0 + 0.03, ACK, rseq(1), lseq(1), payload=bytes(50))
+    ack = recv_one(conn, T0 + 0.03)
+    assert (ack.ack, ack.sack_blocks) == (rseq(102), ())
+    assert conn.state is State.CLOSE_WAIT
+
+
+def test_a_sacked_fin_repairs_the_data_lost_before_it_without_waiting_for_the_rto():
+    # A receiver's last word (its verdict) and FIN leave together; the verdict is lost, the
+    # FIN arrives and is SACKed: RACK (RFC 8985 6.2, 6.3) marks the verdict lost after the
+    # reordering window and it is sent again, long before the probe timeout or the RTO.
+    conn = _established_with_sack()
+    t1 = T0 + 1.0
+    conn.send(bytes(100))
+    conn.close()
+    first = recv(conn, t1)
+    assert [(s.flags, s.seq, len(s.payload)) for s in first] == [
+        (ACK, lseq(1), 100), (FIN | ACK, lseq(101), 0),
+    ]
+    probe_at = conn.get_timer()  # the tail loss probe: two RTTs
+    # the peer's duplicate ACK with the FIN's SACK block, one RTT later
+    t2 = t1 + HANDSHAKE_RTT_S
+    send(conn, t2, ACK, rseq(1), lseq(1), sack_blocks=((lseq(101), lseq(102)),))
+    t = conn.get_timer()
+    assert t < probe_at  # RTT + the reordering window
+    conn.handle_timer(t)
+    resent = recv(conn, t)
+    assert [(s.seq, len(s.payload)) for s in resent] == [(lseq(1), 100)]
+    stats = conn.refresh_stats()
+    assert stats.retransmits_fast == 1
+    assert stats.retransmits_timeout == stats.retransmits_tlp == 0

@@ -283,9 +283,13 @@ def test_no_sack_blocks_without_holes_or_without_permission():
 # --- counters in the simulator, with deterministic drops -----------------------------------------
 
 
-def _sim(sack: bool, drop_nth: set[int], size: int = 60 * 1362, drop_retx: int = 0):
+def _sim(
+    sack: bool, drop_nth: set[int], size: int = 60 * 1362, drop_retx: int = 0,
+    drop_fin: bool = False,
+):
     """Send `size` bytes; drop the data segments whose first transmissions are numbered in
-    drop_nth (1-based), and the first `drop_retx` retransmissions of each of them."""
+    drop_nth (1-based), and the first `drop_retx` retransmissions of each of them (and with
+    drop_fin the sender's first FIN)."""
     cfg = {"sack": sack, "user_timeout_s": 60}
     if "pmtud" in ConnectionConfig.__dataclass_fields__:
         cfg["pmtud"] = False
@@ -297,6 +301,9 @@ def _sim(sack: bool, drop_nth: set[int], size: int = 60 * 1362, drop_retx: int =
 
     def drop(name, dgram):
         seg = wire.decode(dgram)
+        if name == "client" and seg.flags & wire.FIN and drop_fin and "FIN" not in dropped:
+            dropped.append("FIN")
+            return True
         if name != "client" or not seg.payload:
             return False
         if seg.seq not in first_sent:
@@ -369,11 +376,21 @@ def test_tail_loss_needs_the_timer_without_sack():
 
 def test_tail_loss_is_repaired_by_a_tail_loss_probe():
     # RFC 8985 7: with SACK, a probe 2*SRTT after the tail resends the last segment; its SACK
-    # reveals the hole and recovery repairs it long before the RTO would have fired
-    stats, dropped = _sim(True, {60})
-    assert dropped
-    assert stats.retransmits_tlp == 1
+    # reveals the hole and recovery repairs it long before the RTO would have fired. (The FIN
+    # after the tail is lost too: else its SACK repairs the tail first, see below.)
+    stats, dropped = _sim(True, {60}, drop_fin=True)
+    assert len(dropped) == 2
+    assert stats.retransmits_tlp == 2  # the last segment, then the FIN
     assert stats.timeouts == 0
+
+
+def test_tail_loss_before_the_fin_is_repaired_when_the_fin_is_sacked():
+    # The last data segment lost, the FIN after it arrives: the receiver SACKs the FIN, and
+    # RACK (RFC 8985 6.2) repairs the tail after the reordering window, before any probe.
+    stats, dropped = _sim(True, {60})
+    assert len(dropped) == 1
+    assert stats.retransmits_fast == 1
+    assert stats.retransmits_tlp == stats.timeouts == 0
     assert stats.retransmissions == 1
 
 
