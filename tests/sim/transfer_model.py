@@ -40,6 +40,7 @@ class SenderModel:
         self.timeout_s = timeout_s
         self.clock = lambda: 0.0
         self.last_progress = 0.0
+        self.longest_wait_s = 0.0  # the longest time without progress, until the verdict
         self.established = False
         self.queued = 0
         self.acked = 0
@@ -56,15 +57,20 @@ class SenderModel:
         self.last_progress = now
         self.conn.connect(now)
 
+    def _progress(self) -> None:
+        now = self.now
+        self.longest_wait_s = max(self.longest_wait_s, now - self.last_progress)
+        self.last_progress = now
+
     def step(self) -> None:
         conn = self.conn
         while (ev := conn.next_event()) is not None:
             self.events.append(ev)
             if isinstance(ev, events.HandshakeComplete):
                 self.established = True
-                self.last_progress = self.now
+                self._progress()
             elif isinstance(ev, events.DataReceived):
-                self.last_progress = self.now
+                self._progress()
             elif isinstance(ev, events.ConnectionClosed):
                 if self.outcome is None:
                     self.outcome = f"closed before the verdict: {ev.reason} ({ev.error})"
@@ -79,7 +85,7 @@ class SenderModel:
         acked = max(0, conn.snd_una - 1)
         if acked > self.acked:
             self.acked = acked
-            self.last_progress = self.now  # the send buffer's space grew
+            self._progress()  # the send buffer's space grew
         if self.established and self.queued < len(self.stream) and self.outcome is None:
             self.queued += conn.send(memoryview(self.stream)[self.queued:])
 
