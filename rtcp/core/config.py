@@ -28,10 +28,10 @@ class ConnectionConfig:
     max_rto_s: float = 60.0  # RFC 6298 2.5
     # Backoff raises the RTO to at most this (or to the RTO before backoff when that is
     # larger); None = to max_rto_s, as RFC 6298 5.5. A deliberate deviation (README, mechanism
-    # map): the connection gives up after user_timeout_s of silence (15 s for `rtcp send`),
-    # and a backoff doubling to 60 s would leave 4 tries in that time; a path that loses 30%
-    # each way then fails one handshake in fifty. After a timeout cwnd is one segment, so a
-    # try a second is one datagram a second.
+    # map): the connection gives up after user_timeout_s of silence (30 s for `rtcp send`),
+    # and a backoff doubling to 60 s would leave 5 tries in that time (4 in 15 s: a path that
+    # loses 30% each way then failed one handshake in fifty). After a timeout cwnd is one
+    # segment, so a try a second is one datagram a second.
     max_backoff_rto_s: float | None = 1.0
     user_timeout_s: float = 30.0  # abort when the peer is silent this long while we wait on it
     time_wait_s: float = 1.0  # 2*MSL; short because rtcp's ids make old duplicates harmless

@@ -342,10 +342,10 @@ def send_command(
         False, "--quiet", "-q", help="No progress bar and no summary (errors still print)."
     ),
     timeout: str = typer.Option(
-        "15s",
+        "30s",
         "--timeout",
         metavar="DURATION",
-        help="Give up after this long without progress (15s, 500ms, 2min).",
+        help="Give up after this long without progress (30s, 500ms, 2min).",
     ),
     interval: str | None = typer.Option(
         None,

@@ -101,6 +101,7 @@ class SenderModel:
             self.closing_since = None
             return
         if self.outcome is None:
+            self.longest_wait_s = max(self.longest_wait_s, now - self.last_progress)
             what = "no progress" if self.established else "no answer"
             self.outcome = f"{what} within {self.timeout_s:g} s"
             self.conn.abort()
