@@ -37,7 +37,7 @@ def test_ladder_shows_handshake_loss_fast_retransmit_and_close(tmp_path):
     assert re.search(r"\|-- data seq=2001 len=1000 -+X +lost by the proxy +\|", lost[0])
     # later segments arrive out of order, the receiver SACKs them
     assert re.search(r"data seq=3001 len=1000 -+>\| out of order: buffered", text)
-    assert "ACK ack=2001 SACK=3001-10001" in text
+    assert "ACK ack=2001 SACK=3001-10002" in text  # the FIN (seq 10001) arrived too
     # the retransmission says why, and fills the gap
     assert re.search(r"data seq=2001 len=1000 -+>\| fills the gap", lost[1])
     retransmit_note = text.splitlines()[text.splitlines().index(lost[1]) + 1]

@@ -140,7 +140,7 @@ def test_simulated_transfers_keep_each_ends_state_order(tmp_path, kwargs):
 def test_receiver_only_ladder_infers_and_draws_its_sack_blocks(tmp_path):
     tr = traced_transfer(tmp_path, 10_000, drop_data=(3,))  # data seq=2001 lost once
     text = render_ladder([tr.recv])
-    assert re.search(r"<-+ ACK ack=2001 SACK=3001-10001 --\|", text)
+    assert re.search(r"<-+ ACK ack=2001 SACK=3001-10002 --\|", text)  # data and FIN
     assert "late or again: retransmitted or reordered" in text  # not "retransmission"
     footer = " ".join(text.split("\n\n")[1].split())  # unwrapped
     assert "0 retransmitted" not in footer.split("recv:")[0]  # the client's line
