@@ -51,7 +51,7 @@ from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.connection import Connection
 from rtcp.core.validation import AmplificationLimit, PathValidator, RetryTokens
-from rtcp.net import udp
+from rtcp.net import heap, udp
 
 _RECV_BUFFER_BYTES = udp.RECV_BUFFER_BYTES
 # Datagrams read per wakeup before the loop services timers and sends; it goes on reading at
@@ -252,6 +252,7 @@ class Driver:
             except OSError:
                 sock.close()
                 raise
+        heap.keep_freed_memory()  # no page faults from 64 KB buffers going back and forth
         self.sock = sock
         self.sock.setblocking(False)
         udp.tune_buffers(self.sock, buffer_bytes)
