@@ -8,6 +8,7 @@ import os
 import random
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -150,6 +151,75 @@ def test_seal_open_round_trip_and_any_flipped_bit_is_dropped(seg, flip):
     bad[bit // 8] ^= 1 << (bit % 8)
     assert b.open(bytes(bad)) is None
     assert stats.auth_failures + stats.replayed == 2
+
+
+@settings(**SETTINGS)
+@given(
+    size=st.sampled_from([prot.IN_PLACE_MIN_BYTES - 29, prot.IN_PLACE_MIN_BYTES, 65507 - 16]),
+    flip=st.integers(0, 10**6),
+)
+def test_large_datagrams_sealed_in_place_round_trip_and_any_flipped_bit_is_dropped(size, flip):
+    """Large datagrams take the in-place path (encrypt_into / decrypt_into): the same wire
+    form and the same checks as the small ones."""
+    a, b, stats = _cipher_pair()
+    plain = wire.build(wire.ACK, 7, 9, 1000, 2000, 512, b"", random.Random(size).randbytes(
+        size - wire.HEADER_BYTES))
+    sealed = a.seal(plain)
+    assert len(sealed) == len(plain) + prot.TAG_BYTES and sealed[1:24] == plain[1:24]
+    twin = ChaCha20Poly1305(KEY)  # the wire format, computed independently
+    header = b"\x02" + plain[1:24] + (0).to_bytes(4, "big")
+    assert bytes(sealed) == header + twin.encrypt(bytes(12), plain[28:], header)
+    assert b.open(sealed) == plain[:24] + bytes(4) + plain[28:]
+    bad = bytearray(a.seal(plain))
+    bit = flip % (8 * len(bad))
+    bad[bit // 8] ^= 1 << (bit % 8)
+    assert b.open(bytes(bad)) is None
+    assert stats.auth_failures == 1
+
+
+@settings(**SETTINGS)
+@given(
+    kinds=st.lists(
+        st.sampled_from(["ok", "ok", "ok", "big", "replay", "flip", "short", "plain", "other",
+                         "path", "runt"]),
+        max_size=24,
+    )
+)
+def test_a_batch_opens_like_its_datagrams_one_by_one(kinds):
+    """open_run (the GRO batch path) takes the run addressed to one connection, with the
+    same verdicts and counters as open() on each; it stops before another connection's
+    datagram, a path segment or a runt, which the driver routes one by one."""
+    stats = prot.ProtectionStats()
+    a = prot.PacketCipher(KEY, OTHER_KEY, stats)
+    batch = []
+    for i, kind in enumerate(kinds):
+        dst = 8 if kind == "other" else 9
+        flags = 0 if kind == "path" else wire.ACK
+        payload = bytes(5000) if kind == "big" else bytes([i]) * 100
+        sealed = bytes(a.seal(wire.build(flags, 7, dst, i, 0, 100, b"", payload)))
+        if kind == "replay" and batch:
+            sealed = batch[0]
+        elif kind == "flip":
+            sealed = sealed[:-1] + bytes([sealed[-1] ^ 1])
+        elif kind == "short":
+            sealed = sealed[: wire.HEADER_BYTES + 3]
+        elif kind == "plain":
+            sealed = wire.build(wire.ACK, 7, dst, i, 0, 100, b"", payload)
+        elif kind == "runt":
+            sealed = sealed[:10]
+        batch.append(sealed)
+    run_stats, one_stats = prot.ProtectionStats(), prot.ProtectionStats()
+    run_cipher = prot.PacketCipher(OTHER_KEY, KEY, run_stats)
+    one_cipher = prot.PacketCipher(OTHER_KEY, KEY, one_stats)
+    views = [memoryview(d) for d in batch]  # as a GRO read hands them over
+    opened = []
+    used = run_cipher.open_run(views, 9, opened)
+    ends = [i for i, k in enumerate(kinds) if k in ("other", "path", "runt")]
+    assert used == (ends[0] if ends else len(kinds))
+    expected = [p for p in map(one_cipher.open, batch[:used]) if p is not None]
+    assert [bytes(p) for p in opened] == [bytes(p) for p in expected]
+    assert run_stats == one_stats
+    assert (run_cipher._top, run_cipher._seen) == (one_cipher._top, one_cipher._seen)
 
 
 def test_replay_window_accepts_reordering_and_refuses_what_is_too_old():
