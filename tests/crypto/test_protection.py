@@ -42,26 +42,36 @@ def _versions(net, name):
     return [d[0] for who, d in net.wire_log if who == name]
 
 
-def test_transfer_with_a_key_is_intact_and_unreadable_on_the_wire():
+@pytest.mark.parametrize(
+    ("fast", "version"),
+    [
+        ((False, False), prot.PROTECTED_VERSION),
+        ((True, False), prot.PROTECTED_VERSION),
+        ((False, True), prot.PROTECTED_VERSION),
+        ((True, True), prot.PROTECTED_AES_VERSION),  # AES-256-GCM only when both have fast AES
+    ],
+)
+def test_transfer_with_a_key_is_intact_and_unreadable_on_the_wire(fast, version):
     data = _data(300_000)
-    net = _run(PSK, PSK, data)
+    net = _run(PSK, PSK, data, fast=fast)
     assert bytes(net.server.received) == data
     assert net.client.closed.reason == "closed"
     # the SYN and SYN-ACK are the only plaintext-format datagrams; the payload never shows
     for name in ("client", "server"):
         versions = _versions(net, name)
         assert versions[0] == prot.PLAINTEXT_VERSION
-        assert set(versions[1:]) == {prot.PROTECTED_VERSION}
+        assert set(versions[1:]) == {version}
     assert not any(MARKER in d for _, d in net.wire_log)
     assert net.layers["client"].stats.handshakes == 1
     assert net.acceptor.stats.handshakes == 1
     assert net.acceptor.stats.auth_failures == 0
 
 
-def test_transfer_with_a_code():
+@pytest.mark.parametrize("fast", [(False, False), (True, True)])
+def test_transfer_with_a_code(fast):
     code = prot.generate_code()
     data = _data(100_000)
-    net = _run(Secret(code=code), Secret(code=code), data)
+    net = _run(Secret(code=code), Secret(code=code), data, fast=fast)
     assert bytes(net.server.received) == data
     assert not any(MARKER in d for _, d in net.wire_log)
     assert net.acceptor.code_used_up and net.acceptor.code_retired
@@ -80,7 +90,7 @@ def _packet_numbers(net, name):
     return [
         int.from_bytes(d[24:28], "big")
         for who, d in net.wire_log
-        if who == name and d[0] == prot.PROTECTED_VERSION
+        if who == name and d[0] in prot.PROTECTED_VERSIONS
     ]
 
 
@@ -90,10 +100,11 @@ def _packet_numbers(net, name):
     loss=st.floats(0.0, 0.2),
     duplicate=st.floats(0.0, 0.1),
     size=st.integers(1, 200_000),
+    aes=st.booleans(),
 )
-def test_no_nonce_is_used_twice_even_across_retransmissions(seed, loss, duplicate, size):
+def test_no_nonce_is_used_twice_even_across_retransmissions(seed, loss, duplicate, size, aes):
     link = ImpairConfig(loss=loss, duplicate=duplicate, delay_s=0.002)
-    net = _run(PSK, PSK, _data(size, seed), seed=seed, up=link, down=link)
+    net = _run(PSK, PSK, _data(size, seed), seed=seed, up=link, down=link, fast=(aes, aes))
     for name in ("client", "server"):
         numbers = _packet_numbers(net, name)
         assert len(numbers) == len(set(numbers))  # one packet number = one nonce, each once
@@ -404,8 +415,9 @@ def test_generic_options_round_trip():
     assert wire.find_option(out, 202) is None
 
 
-def test_keylog_lets_a_capture_be_decrypted():
-    net = _run(PSK, PSK, _data(50_000))
+@pytest.mark.parametrize("aes", [False, True])
+def test_keylog_lets_a_capture_be_decrypted(aes):
+    net = _run(PSK, PSK, _data(50_000), fast=(aes, aes))
     keys = prot.parse_keylog(net.layers["client"].keylog_line())
     assert keys == prot.parse_keylog(net.layers["server"].keylog_line())
     decryptor = prot.CaptureDecryptor(keys)
@@ -415,6 +427,60 @@ def test_keylog_lets_a_capture_be_decrypted():
     for d in plain:
         wire.decode(d)  # valid CRC-32 again
     assert any(MARKER in d for d in plain)
+
+
+def _handshake(client_fast: bool, server_fast: bool, secret=PSK):
+    """A client layer, the server layer the Acceptor made, and the sealed SYN-ACK."""
+    client = prot.ClientProtection(secret, fast=client_fast)
+    syn = client.seal_all([wire.build(wire.SYN, 7, 0, 1000, 0, 100)])[0]
+    server, _reply, why = prot.Acceptor(secret, fast=server_fast).accept(syn)
+    assert server is not None, why
+    synack = server.seal_all([wire.build(wire.SYN | wire.ACK, 9, 7, 5000, 1001, 100)])[0]
+    return client, server, synack
+
+
+@pytest.mark.parametrize(
+    ("client_fast", "server_fast", "aead"),
+    [
+        (True, True, prot.AEAD_AES_256_GCM),
+        (True, False, prot.AEAD_CHACHA20_POLY1305),
+        (False, True, prot.AEAD_CHACHA20_POLY1305),
+        (False, False, prot.AEAD_CHACHA20_POLY1305),
+    ],
+)
+def test_the_aead_is_negotiated_in_the_handshake(client_fast, server_fast, aead):
+    client, server, synack = _handshake(client_fast, server_fast)
+    assert client.open(synack) is not None
+    assert client.cipher.aead == server.cipher.aead == aead
+    sealed = client.seal_all([wire.build(wire.ACK, 7, 9, 1001, 5001, 100, b"", b"data")])[0]
+    assert sealed[0] == prot.AEADS[aead][1]  # the version byte names the AEAD
+    assert server.open(sealed) is not None and server.confirmed
+
+
+@pytest.mark.parametrize("secret", [PSK, Secret(code="7-guitar-oxygen-banjo")])
+def test_a_rewritten_aead_choice_fails_the_handshake(secret):
+    """The offer and the choice are bound into the key derivation: an on-path attacker who
+    rewrites the SYN-ACK's choice (or the SYN's offer, whose proof with a code is only an
+    integrity check) gets a failed handshake, never two ends with different AEADs."""
+    client, _server, synack = _handshake(True, True, secret)
+    offset, _value = wire.find_option(synack, wire.OPT_AEAD)
+    forged = bytearray(synack)
+    forged[offset + 2] = prot.AEAD_CHACHA20_POLY1305
+    assert client.open(wire.with_checksum(forged)) is None
+    assert client.cipher is None and client.stats.auth_failures == 1
+    # and a SYN-ACK choosing an AEAD the client did not offer is refused too
+    forged[offset + 2] = 7
+    assert client.open(wire.with_checksum(forged)) is None and client.cipher is None
+
+
+def test_fast_aes_is_read_from_the_cpu_flags():
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 ssse3 {} avx2\n"
+    assert prot.cpuinfo_has_fast_aes(x86.format("pclmulqdq aes"))
+    assert not prot.cpuinfo_has_fast_aes(x86.format("pclmulqdq"))  # no AES-NI
+    assert not prot.cpuinfo_has_fast_aes(x86.format("aes"))  # no carry-less multiply (GHASH)
+    assert prot.cpuinfo_has_fast_aes("Features\t: fp asimd evtstrm aes pmull sha1 sha2\n")
+    assert not prot.cpuinfo_has_fast_aes("Features\t: fp asimd evtstrm\n")
+    assert not prot.cpuinfo_has_fast_aes("")
 
 
 def _mutations(datagram: bytes):
