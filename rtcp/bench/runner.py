@@ -207,8 +207,9 @@ def all_rows() -> list[Row]:
             None,
             send_args=["--trace", "{workdir}/send-trace.jsonl"],
         ),
-        # Packet protection (--psk-file: X25519, then AES-256-GCM or ChaCha20-Poly1305) beside the plaintext rows:
-        # the cost of encryption is the ratio of each to its plaintext twin in the same run.
+        # Packet protection (--psk-file: X25519, then AES-256-GCM or ChaCha20-Poly1305) beside
+        # the plaintext rows: the cost of encryption is the ratio of each to its plaintext twin
+        # in the same run (rtcp/bench/encryption.py).
         _rtcp_row("rtcp-direct-encrypted", "rtcp-direct with --psk-file (encrypted)", None,
                   encrypted=True),
         _rtcp_row("rtcp-proxy-clean-encrypted", "rtcp-proxy-clean with --psk-file (encrypted)",
