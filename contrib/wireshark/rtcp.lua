@@ -17,9 +17,10 @@
 --   0 version(1) 1 flags(1) 2 window(2) 4 src conn id(4) 8 dst conn id(4) 12 seq(4) 16 ack(4)
 --   20 options length(2) 22 reserved(2) 24 CRC-32(4) 28 options (TLV) then payload.
 -- The CRC-32 (zlib's) covers bytes 0..23 and 28..end. Wireshark 4.x bundles Lua 5.2: bit32.
--- Protected datagrams (--psk-file, --code; rtcp/core/protection.py) have version 2: the header
--- stays readable, bytes 24..27 hold the packet number (the nonce) instead of the CRC-32, and
--- options and payload are encrypted, followed by a 16-byte ChaCha20-Poly1305 tag. The dissector
+-- Protected datagrams (--psk-file, --code; rtcp/core/protection.py) have version 2 (sealed
+-- with ChaCha20-Poly1305) or 3 (AES-256-GCM, when both ends have fast AES): the header stays
+-- readable, bytes 24..27 hold the packet number (the nonce) instead of the CRC-32, and options
+-- and payload are encrypted, followed by a 16-byte tag. The dissector
 -- shows the header and marks the rest as encrypted; `rtcp decrypt CAPTURE --keylog FILE -o
 -- PLAIN.pcap` turns a capture into plaintext datagrams with the traffic keys of --keylog.
 
@@ -30,7 +31,11 @@ local FLAG_FIN, FLAG_SYN, FLAG_RST, FLAG_PSH, FLAG_ACK, FLAG_PROBE = 0x01, 0x02,
 local FLAG_RETRY = 0x40
 local UNUSED_FLAGS = 0x80
 local HEADER_LEN = 28
-local PROTECTED_VERSION = 2
+local PROTECTED_VERSION = 2  -- ChaCha20-Poly1305
+local PROTECTED_AES_VERSION = 3  -- AES-256-GCM
+local function is_protected(version)
+    return version == PROTECTED_VERSION or version == PROTECTED_AES_VERSION
+end
 local TAG_LEN = 16
 
 local option_names = {
@@ -49,6 +54,7 @@ local option_names = {
     [41] = "Code exchange (SPAKE2)",
     [42] = "Key proof",
     [43] = "Key rejected",
+    [44] = "AEAD (offer or choice)",
 }
 
 local f = rtcpu.fields
@@ -188,11 +194,11 @@ local function looks_like_rtcp(tvb)
     local n = tvb:len()
     if n < HEADER_LEN then return false end
     local version = tvb(0, 1):uint()
-    if version ~= 1 and version ~= PROTECTED_VERSION then return false end
+    if version ~= 1 and not is_protected(version) then return false end
     if bit32.band(tvb(1, 1):uint(), UNUSED_FLAGS) ~= 0 then return false end
     if tvb(22, 2):uint() ~= 0 then return false end
     local opt_len = tvb(20, 2):uint()
-    if version == PROTECTED_VERSION then
+    if is_protected(version) then
         return HEADER_LEN + opt_len + TAG_LEN <= n  -- the options are encrypted: no TLV walk
     end
     if HEADER_LEN + opt_len > n then return false end
@@ -318,7 +324,7 @@ local function dissect(tvb, pinfo, tree)
     local ack = tvb(16, 4):uint()
     local opt_len = tvb(20, 2):uint()
     local checksum = tvb(24, 4):uint()
-    local protected = (version == PROTECTED_VERSION)
+    local protected = is_protected(version)
     local body = HEADER_LEN + opt_len
     local payload_len = n - body - (protected and TAG_LEN or 0)
     if payload_len < 0 then payload_len = 0 end

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rtcp.bench import netns
+from rtcp.bench import encryption, netns
 
 SCHEMA = "rtcp-bench/1"
 REGRESSION_THRESHOLD = 0.10  # a row that loses more than 10% of its ratio to the relay is flagged
@@ -75,6 +75,9 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
         "impaired_size_bytes": (doc.get("config") or {}).get("impaired_size_bytes"),
         "repeats": (doc.get("config") or {}).get("repeats"),
         "proxy_forwarding_ratio": (doc.get("proxy_forwarding") or {}).get("ratio_to_relay"),
+        "encrypted_to_plaintext": {
+            p["path"]: p["ratio"] for p in (doc.get("encryption") or {}).get("pairs", [])
+        },
         "rows": {
             row["name"]: {
                 "goodput_bytes_per_s": row.get("goodput_bytes_per_s"),
@@ -309,6 +312,7 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{fwd['ratio_to_relay']:.2f} x the bare relay ({fwd['relay_datagrams_per_s']:,.0f}/s);"
             f" {verdict} the {fwd['target']} target"
         )
+    lines += encryption.summary_lines(doc)
     lines += netns.summary_lines(doc["rows"])
     if cfg.get("sender_startup_cpu_s"):
         lines.append(

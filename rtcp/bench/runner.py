@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtcp.bench import ceilings, netns, report
+from rtcp.bench import ceilings, encryption, netns, report
 from rtcp.bench.defaults import CONCURRENT_SENDERS, RELAY_DATAGRAM_BYTES
 from rtcp.bench.procs import BenchError, rtcp_cli
 from rtcp.bench.rtcp_rows import make_file, run_rtcp, startup_cpu_s
@@ -207,8 +207,9 @@ def all_rows() -> list[Row]:
             None,
             send_args=["--trace", "{workdir}/send-trace.jsonl"],
         ),
-        # Packet protection (--psk-file: X25519 + ChaCha20-Poly1305) beside the plaintext rows:
-        # the cost of encryption is the ratio of each to its plaintext twin in the same run.
+        # Packet protection (--psk-file: X25519, then AES-256-GCM or ChaCha20-Poly1305) beside
+        # the plaintext rows: the cost of encryption is the ratio of each to its plaintext twin
+        # in the same run (rtcp/bench/encryption.py).
         _rtcp_row("rtcp-direct-encrypted", "rtcp-direct with --psk-file (encrypted)", None,
                   encrypted=True),
         _rtcp_row("rtcp-proxy-clean-encrypted", "rtcp-proxy-clean with --psk-file (encrypted)",
@@ -328,6 +329,7 @@ def run_rows(
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> list[dict[str, Any]]:
     runs: dict[str, list[dict[str, Any]]] = {r.name: [] for r in rows}
+    rounds: dict[str, list[int]] = {r.name: [] for r in rows}  # the round of each run
     errors: dict[str, list[str]] = {r.name: [] for r in rows}
     total = len(rows) * repeats
     done = 0
@@ -343,6 +345,7 @@ def run_rows(
                 log(f"{prefix}  FAILED: {exc}")
                 continue
             runs[row.name].append(figures)
+            rounds[row.name].append(round_no)
             rate = figures.get("goodput_bytes_per_s") or 0.0
             log(f"{prefix}  {rate / 1e6:9.2f} MB/s  ({time.monotonic() - started:.1f} s)")
     results = []
@@ -360,6 +363,7 @@ def run_rows(
                 "errors": errors[row.name],
                 **median,
                 "runs": runs[row.name],
+                "run_rounds": rounds[row.name],
             }
         )
     _add_ratios(results)
@@ -439,4 +443,5 @@ def run_benchmark(
     doc["ok"] = all(r["ok"] for r in results)
     doc["rows"] = results
     doc["proxy_forwarding"] = report.proxy_forwarding(results, f"relay-{RELAY_DATAGRAM_BYTES}")
+    doc["encryption"] = encryption.compare(results)
     return doc

@@ -79,6 +79,7 @@ OPT_KEY_SHARE = 40  # an ephemeral X25519 public key (32 bytes)
 OPT_PAKE = 41  # a SPAKE2 message (--code)
 OPT_KEY_PROOF = 42  # HMAC proving the key; always the last option of its segment
 OPT_KEY_REJECTED = 43  # in a RST answering a SYN: the receiver did not accept the key
+OPT_AEAD = 44  # protection's AEAD: the SYN's offer (ids, preferred first), the SYN-ACK's choice
 
 # SACK blocks per segment. TCP fits 4 in its 40 bytes of options; rtcp's options have no such
 # limit (the option's length byte allows 31), and with ACKs lost as well as data, 4 blocks

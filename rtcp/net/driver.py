@@ -51,7 +51,7 @@ from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.connection import Connection
 from rtcp.core.validation import AmplificationLimit, PathValidator, RetryTokens
-from rtcp.net import udp
+from rtcp.net import heap, udp
 
 _RECV_BUFFER_BYTES = udp.RECV_BUFFER_BYTES
 # Datagrams read per wakeup before the loop services timers and sends; it goes on reading at
@@ -252,6 +252,7 @@ class Driver:
             except OSError:
                 sock.close()
                 raise
+        heap.keep_freed_memory()  # no page faults from 64 KB buffers going back and forth
         self.sock = sock
         self.sock.setblocking(False)
         udp.tune_buffers(self.sock, buffer_bytes)
@@ -701,6 +702,12 @@ class Driver:
         """_route_batch for a protected connection: open the run of datagrams addressed to it,
         then hand the plaintexts to the connection together (its receive fast path). Returns
         how many datagrams of the batch it consumed."""
+        opened = []
+        used = h.protection.open_run(batch, dst_id, opened)  # the steady state: one loop
+        if used is not None:
+            if opened:
+                self._receive_opened(h, opened, now)
+            return used
         run = 0
         for data in batch:
             ids = wire.peek_ids(data)
@@ -716,13 +723,17 @@ class Driver:
                 opened.append(plain)
             if h.protection is None or h.conn.is_closed:
                 break  # the layer is done (or failed): the rest is routed as usual
+        self._receive_opened(h, opened, now)
+        return used
+
+    @staticmethod
+    def _receive_opened(h: Handle, opened: list, now: float) -> None:
         while opened:
             taken = h.conn.receive_datagrams(opened, now)
             if not taken:  # each one carries its id: only for safety, one by one
                 h.conn.receive_datagram(opened[0], now)
                 taken = 1
             opened = opened[taken:]
-        return used
 
     def _route(self, data: bytes, addr: tuple, now: float) -> None:
         ids = wire.peek_ids(data)

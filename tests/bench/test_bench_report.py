@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
-from rtcp.bench import report, runner
+from rtcp.bench import encryption, report, runner
 from rtcp.bench.defaults import QUICK_ROWS
 
 
@@ -154,3 +156,51 @@ def test_proxy_forwarding_ratio() -> None:
     assert fwd["ratio_to_relay"] == pytest.approx(0.85)
     assert fwd["meets_target"] is True
     assert report.proxy_forwarding(rows[:1], "relay-1400") is None
+
+
+def _pair_row(name: str, per_round: dict[int, float], cpu: dict) -> dict:
+    runs = [{"goodput_bytes_per_s": v} for v in per_round.values()]
+    return {
+        "name": name, "kind": "rtcp", "runs": runs, "run_rounds": list(per_round),
+        "goodput_bytes_per_s": statistics.median(per_round.values()), "cpu_s_per_mb": cpu,
+    }
+
+
+def test_encrypted_to_plaintext_ratio_pairs_runs_of_the_same_round() -> None:
+    plain_cpu = {"sender": 0.0021, "receiver": 0.0054, "proxy": None}
+    enc_cpu = {"sender": 0.0036, "receiver": 0.0060, "proxy": None}
+    rows = [
+        _pair_row("rtcp-direct", {1: 250e6, 2: 100e6, 3: 200e6}, plain_cpu),
+        # round 2 failed for the encrypted row: its other runs pair with rounds 1 and 3 only
+        _pair_row("rtcp-direct-encrypted", {1: 200e6, 3: 150e6}, enc_cpu),
+        _pair_row("rtcp-proxy-clean-mtu1400", {1: 150e6}, plain_cpu),
+        _pair_row("rtcp-proxy-clean-encrypted-mtu1400", {1: 100e6}, enc_cpu),
+    ]
+    found = encryption.compare(rows)
+    direct, capped = found["pairs"]
+    assert direct["run_ratios"] == pytest.approx([0.8, 0.75])
+    assert direct["ratio"] == pytest.approx(0.775)
+    assert direct["meets_target"] is False
+    assert capped["target"] is None and capped["meets_target"] is None
+    doc = {"encryption": found}
+    lines = encryption.summary_lines(doc)
+    assert lines[0] == (
+        "encrypted/plaintext, default path, direct: 0.78 (median of 2 per-run ratios;"
+        " 175 / 200 MB/s); CPU ms/MB snd/rcv 3.6/6.0 vs 2.1/5.4; BELOW the 0.8 target"
+    )
+    assert lines[1].startswith("encrypted/plaintext, --mtu 1400, through the proxy: 0.67 ")
+    assert lines[1].endswith("no target (the cost per datagram)")
+    assert encryption.compare(rows[:1]) is None
+
+
+def test_the_table_and_history_carry_the_encryption_ratio() -> None:
+    doc = _doc({"relay-1400": 100e6, "rtcp-direct": 80e6, "rtcp-direct-encrypted": 72e6})
+    for row in doc["rows"]:
+        row["runs"], row["run_rounds"] = [{"goodput_bytes_per_s": row["goodput_bytes_per_s"]}], [1]
+    doc["encryption"] = encryption.compare(doc["rows"])
+    doc = report.finish_document(doc, None)
+    assert "encrypted/plaintext, default path, direct: 0.90" in report.format_table(doc)
+    assert "meets the 0.8 target" in report.format_table(doc)
+    assert doc["history"][-1]["encrypted_to_plaintext"] == {
+        "default path, direct": pytest.approx(0.9)
+    }

@@ -18,6 +18,7 @@ class ProtectedSim(SimNetwork):
         server_secret: Secret | None,
         *,
         code_uses: int = 1,
+        fast: tuple[bool, bool] = (False, False),
         client_config: ConnectionConfig | None = None,
         server_config: ConnectionConfig | None = None,
         **kwargs,
@@ -29,8 +30,12 @@ class ProtectedSim(SimNetwork):
         if server_secret is not None:
             server_config = adjust_config(server_config)
         super().__init__(client_config=client_config, server_config=server_config, **kwargs)
-        self.layers = {"client": ClientProtection(client_secret), "server": None}
-        self.acceptor = Acceptor(server_secret, code_uses=code_uses) if server_secret else None
+        # fast: whether (client, server) have fast AES (fixed here, not this machine's CPU):
+        # AES-256-GCM only when both do, else ChaCha20-Poly1305
+        self.layers = {"client": ClientProtection(client_secret, fast=fast[0]), "server": None}
+        self.acceptor = (
+            Acceptor(server_secret, code_uses=code_uses, fast=fast[1]) if server_secret else None
+        )
         self.refusals: list[str] = []
         self.wire_log: list[tuple[str, bytes]] = []  # every datagram as it left, sealed
 

@@ -8,6 +8,7 @@ import os
 import random
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,26 +42,36 @@ def _versions(net, name):
     return [d[0] for who, d in net.wire_log if who == name]
 
 
-def test_transfer_with_a_key_is_intact_and_unreadable_on_the_wire():
+@pytest.mark.parametrize(
+    ("fast", "version"),
+    [
+        ((False, False), prot.PROTECTED_VERSION),
+        ((True, False), prot.PROTECTED_VERSION),
+        ((False, True), prot.PROTECTED_VERSION),
+        ((True, True), prot.PROTECTED_AES_VERSION),  # AES-256-GCM only when both have fast AES
+    ],
+)
+def test_transfer_with_a_key_is_intact_and_unreadable_on_the_wire(fast, version):
     data = _data(300_000)
-    net = _run(PSK, PSK, data)
+    net = _run(PSK, PSK, data, fast=fast)
     assert bytes(net.server.received) == data
     assert net.client.closed.reason == "closed"
     # the SYN and SYN-ACK are the only plaintext-format datagrams; the payload never shows
     for name in ("client", "server"):
         versions = _versions(net, name)
         assert versions[0] == prot.PLAINTEXT_VERSION
-        assert set(versions[1:]) == {prot.PROTECTED_VERSION}
+        assert set(versions[1:]) == {version}
     assert not any(MARKER in d for _, d in net.wire_log)
     assert net.layers["client"].stats.handshakes == 1
     assert net.acceptor.stats.handshakes == 1
     assert net.acceptor.stats.auth_failures == 0
 
 
-def test_transfer_with_a_code():
+@pytest.mark.parametrize("fast", [(False, False), (True, True)])
+def test_transfer_with_a_code(fast):
     code = prot.generate_code()
     data = _data(100_000)
-    net = _run(Secret(code=code), Secret(code=code), data)
+    net = _run(Secret(code=code), Secret(code=code), data, fast=fast)
     assert bytes(net.server.received) == data
     assert not any(MARKER in d for _, d in net.wire_log)
     assert net.acceptor.code_used_up and net.acceptor.code_retired
@@ -79,7 +90,7 @@ def _packet_numbers(net, name):
     return [
         int.from_bytes(d[24:28], "big")
         for who, d in net.wire_log
-        if who == name and d[0] == prot.PROTECTED_VERSION
+        if who == name and d[0] in prot.PROTECTED_VERSIONS
     ]
 
 
@@ -89,10 +100,11 @@ def _packet_numbers(net, name):
     loss=st.floats(0.0, 0.2),
     duplicate=st.floats(0.0, 0.1),
     size=st.integers(1, 200_000),
+    aes=st.booleans(),
 )
-def test_no_nonce_is_used_twice_even_across_retransmissions(seed, loss, duplicate, size):
+def test_no_nonce_is_used_twice_even_across_retransmissions(seed, loss, duplicate, size, aes):
     link = ImpairConfig(loss=loss, duplicate=duplicate, delay_s=0.002)
-    net = _run(PSK, PSK, _data(size, seed), seed=seed, up=link, down=link)
+    net = _run(PSK, PSK, _data(size, seed), seed=seed, up=link, down=link, fast=(aes, aes))
     for name in ("client", "server"):
         numbers = _packet_numbers(net, name)
         assert len(numbers) == len(set(numbers))  # one packet number = one nonce, each once
@@ -150,6 +162,75 @@ def test_seal_open_round_trip_and_any_flipped_bit_is_dropped(seg, flip):
     bad[bit // 8] ^= 1 << (bit % 8)
     assert b.open(bytes(bad)) is None
     assert stats.auth_failures + stats.replayed == 2
+
+
+@settings(**SETTINGS)
+@given(
+    size=st.sampled_from([prot.IN_PLACE_MIN_BYTES - 29, prot.IN_PLACE_MIN_BYTES, 65507 - 16]),
+    flip=st.integers(0, 10**6),
+)
+def test_large_datagrams_sealed_in_place_round_trip_and_any_flipped_bit_is_dropped(size, flip):
+    """Large datagrams take the in-place path (encrypt_into / decrypt_into): the same wire
+    form and the same checks as the small ones."""
+    a, b, stats = _cipher_pair()
+    plain = wire.build(wire.ACK, 7, 9, 1000, 2000, 512, b"", random.Random(size).randbytes(
+        size - wire.HEADER_BYTES))
+    sealed = a.seal(plain)
+    assert len(sealed) == len(plain) + prot.TAG_BYTES and sealed[1:24] == plain[1:24]
+    twin = ChaCha20Poly1305(KEY)  # the wire format, computed independently
+    header = b"\x02" + plain[1:24] + (0).to_bytes(4, "big")
+    assert bytes(sealed) == header + twin.encrypt(bytes(12), plain[28:], header)
+    assert b.open(sealed) == plain[:24] + bytes(4) + plain[28:]
+    bad = bytearray(a.seal(plain))
+    bit = flip % (8 * len(bad))
+    bad[bit // 8] ^= 1 << (bit % 8)
+    assert b.open(bytes(bad)) is None
+    assert stats.auth_failures == 1
+
+
+@settings(**SETTINGS)
+@given(
+    kinds=st.lists(
+        st.sampled_from(["ok", "ok", "ok", "big", "replay", "flip", "short", "plain", "other",
+                         "path", "runt"]),
+        max_size=24,
+    )
+)
+def test_a_batch_opens_like_its_datagrams_one_by_one(kinds):
+    """open_run (the GRO batch path) takes the run addressed to one connection, with the
+    same verdicts and counters as open() on each; it stops before another connection's
+    datagram, a path segment or a runt, which the driver routes one by one."""
+    stats = prot.ProtectionStats()
+    a = prot.PacketCipher(KEY, OTHER_KEY, stats)
+    batch = []
+    for i, kind in enumerate(kinds):
+        dst = 8 if kind == "other" else 9
+        flags = 0 if kind == "path" else wire.ACK
+        payload = bytes(5000) if kind == "big" else bytes([i]) * 100
+        sealed = bytes(a.seal(wire.build(flags, 7, dst, i, 0, 100, b"", payload)))
+        if kind == "replay" and batch:
+            sealed = batch[0]
+        elif kind == "flip":
+            sealed = sealed[:-1] + bytes([sealed[-1] ^ 1])
+        elif kind == "short":
+            sealed = sealed[: wire.HEADER_BYTES + 3]
+        elif kind == "plain":
+            sealed = wire.build(wire.ACK, 7, dst, i, 0, 100, b"", payload)
+        elif kind == "runt":
+            sealed = sealed[:10]
+        batch.append(sealed)
+    run_stats, one_stats = prot.ProtectionStats(), prot.ProtectionStats()
+    run_cipher = prot.PacketCipher(OTHER_KEY, KEY, run_stats)
+    one_cipher = prot.PacketCipher(OTHER_KEY, KEY, one_stats)
+    views = [memoryview(d) for d in batch]  # as a GRO read hands them over
+    opened = []
+    used = run_cipher.open_run(views, 9, opened)
+    ends = [i for i, k in enumerate(kinds) if k in ("other", "path", "runt")]
+    assert used == (ends[0] if ends else len(kinds))
+    expected = [p for p in map(one_cipher.open, batch[:used]) if p is not None]
+    assert [bytes(p) for p in opened] == [bytes(p) for p in expected]
+    assert run_stats == one_stats
+    assert (run_cipher._top, run_cipher._seen) == (one_cipher._top, one_cipher._seen)
 
 
 def test_replay_window_accepts_reordering_and_refuses_what_is_too_old():
@@ -334,8 +415,9 @@ def test_generic_options_round_trip():
     assert wire.find_option(out, 202) is None
 
 
-def test_keylog_lets_a_capture_be_decrypted():
-    net = _run(PSK, PSK, _data(50_000))
+@pytest.mark.parametrize("aes", [False, True])
+def test_keylog_lets_a_capture_be_decrypted(aes):
+    net = _run(PSK, PSK, _data(50_000), fast=(aes, aes))
     keys = prot.parse_keylog(net.layers["client"].keylog_line())
     assert keys == prot.parse_keylog(net.layers["server"].keylog_line())
     decryptor = prot.CaptureDecryptor(keys)
@@ -345,6 +427,60 @@ def test_keylog_lets_a_capture_be_decrypted():
     for d in plain:
         wire.decode(d)  # valid CRC-32 again
     assert any(MARKER in d for d in plain)
+
+
+def _handshake(client_fast: bool, server_fast: bool, secret=PSK):
+    """A client layer, the server layer the Acceptor made, and the sealed SYN-ACK."""
+    client = prot.ClientProtection(secret, fast=client_fast)
+    syn = client.seal_all([wire.build(wire.SYN, 7, 0, 1000, 0, 100)])[0]
+    server, _reply, why = prot.Acceptor(secret, fast=server_fast).accept(syn)
+    assert server is not None, why
+    synack = server.seal_all([wire.build(wire.SYN | wire.ACK, 9, 7, 5000, 1001, 100)])[0]
+    return client, server, synack
+
+
+@pytest.mark.parametrize(
+    ("client_fast", "server_fast", "aead"),
+    [
+        (True, True, prot.AEAD_AES_256_GCM),
+        (True, False, prot.AEAD_CHACHA20_POLY1305),
+        (False, True, prot.AEAD_CHACHA20_POLY1305),
+        (False, False, prot.AEAD_CHACHA20_POLY1305),
+    ],
+)
+def test_the_aead_is_negotiated_in_the_handshake(client_fast, server_fast, aead):
+    client, server, synack = _handshake(client_fast, server_fast)
+    assert client.open(synack) is not None
+    assert client.cipher.aead == server.cipher.aead == aead
+    sealed = client.seal_all([wire.build(wire.ACK, 7, 9, 1001, 5001, 100, b"", b"data")])[0]
+    assert sealed[0] == prot.AEADS[aead][1]  # the version byte names the AEAD
+    assert server.open(sealed) is not None and server.confirmed
+
+
+@pytest.mark.parametrize("secret", [PSK, Secret(code="7-guitar-oxygen-banjo")])
+def test_a_rewritten_aead_choice_fails_the_handshake(secret):
+    """The offer and the choice are bound into the key derivation: an on-path attacker who
+    rewrites the SYN-ACK's choice (or the SYN's offer, whose proof with a code is only an
+    integrity check) gets a failed handshake, never two ends with different AEADs."""
+    client, _server, synack = _handshake(True, True, secret)
+    offset, _value = wire.find_option(synack, wire.OPT_AEAD)
+    forged = bytearray(synack)
+    forged[offset + 2] = prot.AEAD_CHACHA20_POLY1305
+    assert client.open(wire.with_checksum(forged)) is None
+    assert client.cipher is None and client.stats.auth_failures == 1
+    # and a SYN-ACK choosing an AEAD the client did not offer is refused too
+    forged[offset + 2] = 7
+    assert client.open(wire.with_checksum(forged)) is None and client.cipher is None
+
+
+def test_fast_aes_is_read_from_the_cpu_flags():
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 ssse3 {} avx2\n"
+    assert prot.cpuinfo_has_fast_aes(x86.format("pclmulqdq aes"))
+    assert not prot.cpuinfo_has_fast_aes(x86.format("pclmulqdq"))  # no AES-NI
+    assert not prot.cpuinfo_has_fast_aes(x86.format("aes"))  # no carry-less multiply (GHASH)
+    assert prot.cpuinfo_has_fast_aes("Features\t: fp asimd evtstrm aes pmull sha1 sha2\n")
+    assert not prot.cpuinfo_has_fast_aes("Features\t: fp asimd evtstrm\n")
+    assert not prot.cpuinfo_has_fast_aes("")
 
 
 def _mutations(datagram: bytes):

@@ -22,10 +22,11 @@ FIELDS = ("rtcpu.version", "rtcpu.protected", "rtcpu.pn", "rtcpu.seq", "rtcpu.ac
 CLIENT, SERVER = ("127.0.0.1", 40123), ("127.0.0.1", 9000)
 
 
-def test_tshark_shows_the_header_of_protected_datagrams(tmp_path):
+@pytest.mark.parametrize("aead", [prot.AEAD_CHACHA20_POLY1305, prot.AEAD_AES_256_GCM])
+def test_tshark_shows_the_header_of_protected_datagrams(tmp_path, aead):
     client = prot.ClientProtection(prot.Secret(psk=bytes(32)))
     syn = client.seal_all([wire.build(wire.SYN, 0x11, 0, 1000, 0, 500, wire.opt_mss(1300))])[0]
-    cipher = prot.PacketCipher(bytes(range(32)), bytes(32), prot.ProtectionStats())
+    cipher = prot.PacketCipher(bytes(range(32)), bytes(32), prot.ProtectionStats(), aead)
     cipher.next_pn = 41
     data = cipher.seal(wire.build(wire.ACK, 0x11, 0x22, 1001, 77, 512,
                                   wire.opt_timestamps(5, 6), b"secret" * 100))
@@ -43,7 +44,7 @@ def test_tshark_shows_the_header_of_protected_datagrams(tmp_path):
     assert len(rows) == 2
     assert rows[0]["rtcpu.version"] == "1" and rows[0]["rtcpu.protected"] == ""
     row = rows[1]
-    assert row["rtcpu.version"] == "2" and row["rtcpu.protected"] == "1"
+    assert row["rtcpu.version"] == str(cipher.version) and row["rtcpu.protected"] == "1"
     assert row["rtcpu.pn"] == "41"
     assert (row["rtcpu.seq"], row["rtcpu.ack"], row["rtcpu.window"]) == ("1001", "77", "512")
     assert row["rtcpu.len"] == "600"  # the payload's length: options length is readable
