@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,7 +25,15 @@ from rtcp.transfer import limits as lim
 from rtcp.transfer import protocol as proto
 from rtcp.transfer import records as rec
 from rtcp.transfer import report
-from rtcp.transfer.storage import DEFAULT_PARTIAL_MAX_AGE_S, IncomingFile, OutputDir, Refusal
+from rtcp.transfer.storage import (
+    DEFAULT_PARTIAL_MAX_AGE_S,
+    DEFAULT_PARTIAL_MAX_BYTES,
+    MAX_FILES_WAITING,
+    CommitJob,
+    IncomingFile,
+    OutputDir,
+    Refusal,
+)
 from rtcp.units import format_rate
 
 DEFAULT_IDLE_TIMEOUT_S = 30.0
@@ -151,6 +160,8 @@ class ReceiveApp(App):
         self._rate_check_at: float | None = None
         self._bytes_at_check = 0
         self.bytes_in = 0  # stream bytes read from the connection
+        self._stream_ended = False  # the sender's FIN arrived
+        self._eof_parsed = False  # ... and the parser was told, after the last byte
 
     # --- outcome -----------------------------------------------------------------------
 
@@ -247,18 +258,9 @@ class ReceiveApp(App):
             self._read(now)
         elif isinstance(event, ev.StreamEnded):
             self.last_activity = now
+            self._stream_ended = True
             self._read(now)
-            if self.tree is not None:
-                if not self._discarding:
-                    self.tree.handle(self.tree.parser.end_of_stream(), now)
-                return
-            if self._sniff and not self._sniffed:
-                self._sniffed = True
-                self._handle(self.parser.feed(bytes(self._sniff)), now)
-            if not self._discarding:
-                self._handle(self.parser.end_of_stream(), now)
-            if self.verdict is None:  # cannot happen: end_of_stream fails or we answered
-                self._answer(proto.Verdict(proto.Status.PROTOCOL_ERROR, "stream ended"), now)
+            self._end_of_stream(now)
         elif isinstance(event, ev.ConnectionClosed):
             if self._outcome is None:
                 if event.reason == "reset":
@@ -277,8 +279,8 @@ class ReceiveApp(App):
 
     def _read(self, now: float) -> None:
         conn = self.handle.conn
-        if len(self._replies) > MAX_REPLY_BACKLOG_BYTES:
-            return  # poll() reads on once the replies drained
+        if self._held_back():
+            return  # poll() reads on once the replies drained and the commits caught up
         # The chunks as they arrived: the parser slices them (memoryviews) for the file and the
         # hash, so no byte is copied on the way from the connection to the disk. Small ones
         # (1400-byte datagrams) are joined first: one copy is cheaper than a parser step, a
@@ -299,6 +301,40 @@ class ReceiveApp(App):
                 self.tree.handle(self.tree.parser.feed(data), now)
             else:
                 self._handle(self.parser.feed(data), now)
+
+    def _end_of_stream(self, now: float) -> None:
+        """The sender's stream ended: tell the parser once every byte of it was parsed (the
+        reading may be held back)."""
+        if not self._stream_ended or self._eof_parsed or self.handle.conn.readable:
+            return
+        self._eof_parsed = True
+        if self.tree is not None:
+            if not self._discarding:
+                self.tree.handle(self.tree.parser.end_of_stream(), now)
+            return
+        if self._sniff and not self._sniffed:
+            self._sniffed = True
+            self._handle(self.parser.feed(bytes(self._sniff)), now)
+        if not self._discarding:
+            self._handle(self.parser.end_of_stream(), now)
+        if self.verdict is None:  # cannot happen: end_of_stream fails or we answered
+            self._answer(proto.Verdict(proto.Status.PROTOCOL_ERROR, "stream ended"), now)
+
+    def _held_back(self) -> bool:
+        """Too much waiting on our side (replies the sender has not taken, files not yet
+        committed): leave the sender's bytes in the connection, whose window then closes."""
+        if self._discarding:
+            return False
+        return (
+            len(self._replies) > MAX_REPLY_BACKLOG_BYTES
+            or self.out.files_waiting >= MAX_FILES_WAITING
+        )
+
+    def wake(self) -> None:
+        """Wake the driver's loop (from a writer or commit thread): a file is ready."""
+        driver = getattr(self.handle, "driver", None)
+        if driver is not None:
+            driver.wakeup()
 
     def _sniff_version(self, data, now: float):
         """Gather the magic and the version byte; version 2 starts a TreeSession. Returns
@@ -372,11 +408,13 @@ class ReceiveApp(App):
     def poll(self, now: float) -> None:
         if self.budget is not None:
             self.budget.maybe_regrant(now)
+        if self.tree is not None and self.result is None:
+            self.tree.advance(now)
         if self._verdict_out is not None or self._replies:
-            backlogged = len(self._replies) > MAX_REPLY_BACKLOG_BYTES
             self._push_verdict()
-            if backlogged and self.handle.conn.readable and self.result is None:
-                self._read(now)
+        if self.result is None and self.handle.conn.readable and not self._held_back():
+            self._read(now)
+            self._end_of_stream(now)
 
     def deadline(self) -> float | None:
         if self.result is not None:
@@ -459,7 +497,12 @@ class TreeSession:
         self.skipping = False  # the current file's body is read and dropped (refused)
         self.current_mtime_ns = 0
         self.current_asked = False  # the current file asked for an offer: it may resume
-        self.offer: tuple[int, object] | None = None  # (offset, prefix hash) offered
+        self.offer: tuple[int, bytes] | None = None  # (offset, prefix SHA-256) offered
+        self.waiting: list[_Waiting] = []  # files ended, verdict not out yet (in order)
+        self.folders: list[tuple[str, int]] = []  # (path, mtime) of the folders made
+        self.ended = False  # END arrived: close once every file's verdict is out
+        self.resumed: list[IncomingFile] = []  # files continued from a partial
+        self.resumed_bytes = 0  # bytes of partials kept instead of received again
         self.entries = 0
         self.results: list[ReceiveResult] = []  # the failed ones
         self.first_failure: ReceiveResult | None = None
@@ -472,7 +515,7 @@ class TreeSession:
     def _entry_done(
         self, index: int, path: str, verdict: proto.Verdict, now: float, *, size=None,
         received: int = 0, sha256: str | None = None, stored: str | None = None,
-        report: bool = True,
+        report: bool = True, started: float | None = None,
     ) -> None:
         self._reply(rec.encode_verdict(index, verdict))
         self.entries += 1
@@ -484,7 +527,7 @@ class TreeSession:
             name=path,
             size=size,
             bytes_received=received,
-            seconds=max(0.0, now - self.current_started),
+            seconds=max(0.0, now - (self.current_started if started is None else started)),
             exit_code=code,
             verified=verdict.ok,
             reason="verified" if verdict.ok else verdict.describe(),
@@ -527,6 +570,7 @@ class TreeSession:
                     try:
                         app.out.make_dir(item.path)
                         verdict = proto.Verdict(proto.Status.OK, "")
+                        self.folders.append((item.path, item.mtime_ns))
                     except Refusal as exc:
                         verdict = exc.verdict
                 self._entry_done(item.index, item.path + "/", verdict, now, report=False)
@@ -580,9 +624,8 @@ class TreeSession:
             if partial is None:
                 self._reply(rec.encode_offer(item.index, 0, bytes(proto.DIGEST_BYTES)))
             else:
-                offset, hasher = partial
-                self.offer = (offset, hasher)
-                self._reply(rec.encode_offer(item.index, offset, hasher.copy().digest()))
+                self.offer = partial
+                self._reply(rec.encode_offer(item.index, *partial))
             self.handle(self.parser.accept(), now)
 
     def _body_started(self, item: rec.BodyStarted, now: float) -> None:
@@ -601,36 +644,101 @@ class TreeSession:
             self.current = out.open_relative(self.current_path, self.current_size, resume=resume)
         except Refusal as exc:
             self._refuse_current(exc.verdict, now)
+            return
+        if resume is not None:
+            self.resumed.append(self.current)
+            self.resumed_bytes += resume[0]
 
     def _refuse_current(self, verdict: proto.Verdict, now: float) -> None:
         self._abort_current(keep=False)
         self.skipping = True
         self._entry_done(self.current_index, self.current_path, verdict, now)
 
-    def _abort_current(self, *, keep: bool = False) -> None:
+    def _abort_current(self, *, keep: bool = False) -> bool:
         """Drop the current file; keep: an interruption, keep its data for a resume (files
-        that asked for an offer only)."""
+        that asked for an offer only). True when a partial was kept."""
         current, self.current = self.current, None
         if current is None or current.committed:
-            return
+            return False
         if keep and self.current_asked and current.keep_partial(self.current_mtime_ns):
-            return
+            return True
         current.abort()
+        return False
 
     def _file_ended(self, item: rec.FileEnded, now: float) -> None:
         if self.skipping or self.current is None:
             self.skipping = False
             return
         incoming, self.current = self.current, None
-        commit = incoming.finish(item.digest, item.size)
-        self._entry_done(
-            item.index, self.current_path, commit.verdict, now, size=incoming.size,
-            received=incoming.bytes_written, sha256=commit.sha256,
-            stored=str(commit.path) if commit.path is not None else None,
+        incoming.on_ready = self.app.wake
+        incoming.end(item.digest, item.size)
+        incoming.count_waiting()
+        self.waiting.append(
+            _Waiting(item.index, self.current_path, incoming, self.current_started,
+                     self.current_mtime_ns)
         )
+        self.advance(now)
+
+    def advance(self, now: float) -> None:
+        """Move the files that ended on: checked once their writer is done, then handed to
+        the group commit, then answered once committed (VERDICTs may leave out of order:
+        each names its entry). After END, close once all are answered."""
+        out = self.app.out
+        keep_times = out.keep_times
+        still = []
+        for waiting in self.waiting:
+            incoming = waiting.incoming
+            if waiting.job is None:
+                if not incoming.ready:
+                    still.append(waiting)
+                    continue
+                failed = incoming.check()
+                if failed is None:
+                    mtime = waiting.mtime_ns if keep_times else None
+                    waiting.job = CommitJob(incoming, mtime, notify=self.app.wake)
+                    out.committer.submit(waiting.job)
+                    still.append(waiting)
+                    continue
+                commit = failed
+            elif not waiting.job.done:
+                still.append(waiting)
+                continue
+            else:
+                commit = waiting.job.result
+            self._entry_done(
+                waiting.index, waiting.path, commit.verdict, now, size=incoming.size,
+                received=incoming.bytes_written, sha256=commit.sha256,
+                stored=str(commit.path) if commit.path is not None else None,
+                started=waiting.started,
+            )
+        self.waiting = still
+        if self.ended and not self.waiting and self.app._outcome is None:
+            self._stream_finished(now)
+
+    def _set_folder_times(self) -> None:
+        """The sender's mtime on each folder of this connection, deepest first, once its
+        content is in place (creating a file in a folder changes its mtime)."""
+        out = self.app.out
+        for path, mtime_ns in sorted(self.folders, key=lambda f: -f[0].count("/")):
+            try:
+                fd = out.open_folder(path)
+            except Refusal:
+                continue
+            try:
+                os.utime(fd, ns=(time.time_ns(), mtime_ns))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _stream_finished(self, now: float) -> None:
         app = self.app
+        if self.waiting:
+            self.ended = True  # advance() comes back here once every file is answered
+            app._rate_check_at = None  # the sender has sent all: it waits, it is not slow
+            return
+        if app.out.keep_times:
+            self._set_folder_times()
         app.verdict_at = app._close_grace_from = now
         if self.first_failure is None:
             app._decide(ExitCode.OK, True, "verified")
@@ -641,9 +749,20 @@ class TreeSession:
         app._push_verdict()
 
     def finish(self, code: ExitCode, verified: bool, reason: str, now: float) -> ReceiveResult:
-        """The connection's own result, once it is over (the files' results came before)."""
-        self._abort_current(keep=not verified)
+        """The connection's own result, once it is over (the files' results came before).
+        Files still being checked are dropped; those in the group commit are committed (their
+        verdicts cannot leave any more)."""
+        kept = self._abort_current(keep=not verified)
+        for waiting in self.waiting:
+            if waiting.job is None:
+                waiting.incoming.abort()
+        self.waiting = []
         app = self.app
+        stats = report.connection_stats(app.handle)
+        stats["partials_kept"] = int(kept)
+        stats["resumed_files"] = len(self.resumed)
+        stats["resumed_bytes"] = self.resumed_bytes
+        stats["prefix_bytes_hashed"] = sum(f.prefix_bytes_hashed for f in self.resumed)
         if not self.parser.finished and verified:
             code, verified = ExitCode.FAILURE, False
         end = app.verdict_at if app.verdict_at is not None else now
@@ -656,9 +775,22 @@ class TreeSession:
             exit_code=code,
             verified=verified,
             reason=reason,
+            stats=stats,
             entries=self.entries,
             failed=len(self.results),
         )
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A file whose last byte arrived: its check, then its commit (job), then its verdict."""
+
+    index: int
+    path: str
+    incoming: IncomingFile
+    started: float
+    mtime_ns: int
+    job: CommitJob | None = None
 
 
 class RefusingApp(App):
@@ -726,9 +858,11 @@ class FileServer:
         limits: lim.ReceiverLimits | None = None,
         on_refusal: Callable[[str, str, str], None] | None = None,
         partial_max_age_s: float = DEFAULT_PARTIAL_MAX_AGE_S,
+        partial_max_bytes: int = DEFAULT_PARTIAL_MAX_BYTES,
     ):
         self.driver = driver
         self.partial_max_age_s = partial_max_age_s
+        self.partial_max_bytes = partial_max_bytes
         self._partials_swept_at: float | None = None
         self.out = out
         self.config = config or ConnectionConfig()
@@ -757,7 +891,7 @@ class FileServer:
         now = self.driver.clock()
         if self._partials_swept_at is None or now - self._partials_swept_at >= PARTIAL_SWEEP_S:
             self._partials_swept_at = now
-            self.out.remove_old_partials(self.partial_max_age_s, time.time())
+            self.sweep_partials()
         limits = self.limits
         if len(self.apps) >= limits.max_connections:
             return self._refuse(lim.CONNECTIONS, peer, limits.max_connections)
@@ -778,8 +912,19 @@ class FileServer:
         self.apps.append(app)
         return app
 
+    def sweep_partials(self) -> None:
+        """Remove the partials beyond --partial-max-age, MAX_PARTIALS or --partial-max-bytes
+        (the oldest first), and count them."""
+        removed, nbytes = self.out.remove_old_partials(
+            self.partial_max_age_s, time.time(), self.partial_max_bytes
+        )
+        self.counters[lim.PARTIALS_REMOVED] += removed
+        self.counters[lim.PARTIAL_BYTES_REMOVED] += nbytes
+
     def _finished(self, result: ReceiveResult) -> None:
         self.results.append(result)
+        if result.final and (result.stats or {}).get("partials_kept"):
+            self.sweep_partials()  # the partials just kept count against the bounds at once
         _trim_heap()
         if self.on_result is not None:
             self.on_result(result)
@@ -813,3 +958,4 @@ class FileServer:
             if app.result is None:
                 app.abort(now, reason)
         self.driver.service(now)
+        self.out.drain_commits()
