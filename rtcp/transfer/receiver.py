@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -30,6 +31,7 @@ from rtcp.transfer.storage import (
     DEFAULT_PARTIAL_MAX_BYTES,
     MAX_FILES_WAITING,
     CommitJob,
+    FolderCache,
     IncomingFile,
     OutputDir,
     Refusal,
@@ -104,6 +106,8 @@ def _peer_text(addr: tuple) -> str:
 
 # Received chunks smaller than this on average are joined before they are parsed.
 _JOIN_BELOW_BYTES = 16384
+# A version 2 stream is parsed this much at a time, the limits checked in between.
+FEED_SLICE_BYTES = 64 * 1024
 # Replies (verdicts, offers) not yet taken by the connection: above this, the receiver stops
 # reading the sender's stream until they drain (a sender that never reads its replies cannot
 # make them pile up).
@@ -160,6 +164,7 @@ class ReceiveApp(App):
         self._rate_check_at: float | None = None
         self._bytes_at_check = 0
         self.bytes_in = 0  # stream bytes read from the connection
+        self._unparsed: deque = deque()  # read, not parsed yet (version 2: held back)
         self._stream_ended = False  # the sender's FIN arrived
         self._eof_parsed = False  # ... and the parser was told, after the last byte
 
@@ -279,7 +284,9 @@ class ReceiveApp(App):
 
     def _read(self, now: float) -> None:
         conn = self.handle.conn
-        if self._held_back():
+        if self._unparsed:
+            self._feed_tree(now)
+        if self._held_back() or self._unparsed:
             return  # poll() reads on once the replies drained and the commits caught up
         # The chunks as they arrived: the parser slices them (memoryviews) for the file and the
         # hash, so no byte is copied on the way from the connection to the disk. Small ones
@@ -298,14 +305,35 @@ class ReceiveApp(App):
                 if data is None:
                     continue
             if self.tree is not None:
-                self.tree.handle(self.tree.parser.feed(data), now)
+                self._unparsed.append(data)
             else:
                 self._handle(self.parser.feed(data), now)
+        if self._unparsed:
+            self._feed_tree(now)
+
+    def _feed_tree(self, now: float) -> None:
+        """Parse what was read, FEED_SLICE_BYTES at a time, while nothing holds us back: a
+        read may bring a whole window of small files, and each waiting file costs memory and
+        descriptors until it is committed."""
+        unparsed = self._unparsed
+        while unparsed and not self._held_back():
+            data = unparsed[0]
+            if len(data) > FEED_SLICE_BYTES:
+                view = memoryview(data)
+                data, unparsed[0] = view[:FEED_SLICE_BYTES], view[FEED_SLICE_BYTES:]
+            else:
+                unparsed.popleft()
+            self.tree.handle(self.tree.parser.feed(data), now)
+        if self._discarding:
+            unparsed.clear()
 
     def _end_of_stream(self, now: float) -> None:
         """The sender's stream ended: tell the parser once every byte of it was parsed (the
         reading may be held back)."""
-        if not self._stream_ended or self._eof_parsed or self.handle.conn.readable:
+        if (
+            not self._stream_ended or self._eof_parsed or self.handle.conn.readable
+            or self._unparsed
+        ):
             return
         self._eof_parsed = True
         if self.tree is not None:
@@ -412,7 +440,9 @@ class ReceiveApp(App):
             self.tree.advance(now)
         if self._verdict_out is not None or self._replies:
             self._push_verdict()
-        if self.result is None and self.handle.conn.readable and not self._held_back():
+        if self.result is None and not self._held_back() and (
+            self._unparsed or self.handle.conn.readable
+        ):
             self._read(now)
             self._end_of_stream(now)
 
@@ -501,6 +531,7 @@ class TreeSession:
         self.waiting: list[_Waiting] = []  # files ended, verdict not out yet (in order)
         self.folders: list[tuple[str, int]] = []  # (path, mtime) of the folders made
         self.ended = False  # END arrived: close once every file's verdict is out
+        self.folders_open = FolderCache()  # the folders this connection's files go into
         self.resumed: list[IncomingFile] = []  # files continued from a partial
         self.resumed_bytes = 0  # bytes of partials kept instead of received again
         self.entries = 0
@@ -608,7 +639,7 @@ class TreeSession:
         else:
             try:
                 self.current = app.out.open_relative(
-                    item.path, item.size, check_only=item.ask_offer
+                    item.path, item.size, check_only=item.ask_offer, folders=self.folders_open
                 )
             except Refusal as exc:
                 refusal = exc.verdict
@@ -641,7 +672,9 @@ class TreeSession:
         if resume is None and self.offer is not None:
             out.drop_partial(self.current_path)  # the sender's file changed, or --no-resume
         try:
-            self.current = out.open_relative(self.current_path, self.current_size, resume=resume)
+            self.current = out.open_relative(
+                self.current_path, self.current_size, resume=resume, folders=self.folders_open
+            )
         except Refusal as exc:
             self._refuse_current(exc.verdict, now)
             return
@@ -673,47 +706,45 @@ class TreeSession:
         incoming.on_ready = self.app.wake
         incoming.end(item.digest, item.size)
         incoming.count_waiting()
-        self.waiting.append(
-            _Waiting(item.index, self.current_path, incoming, self.current_started,
-                     self.current_mtime_ns)
+        waiting = _Waiting(
+            item.index, self.current_path, incoming, self.current_started, self.current_mtime_ns
         )
-        self.advance(now)
+        if not self._step(waiting, now):
+            self.waiting.append(waiting)
 
     def advance(self, now: float) -> None:
-        """Move the files that ended on: checked once their writer is done, then handed to
-        the group commit, then answered once committed (VERDICTs may leave out of order:
-        each names its entry). After END, close once all are answered."""
-        out = self.app.out
-        keep_times = out.keep_times
-        still = []
-        for waiting in self.waiting:
-            incoming = waiting.incoming
-            if waiting.job is None:
-                if not incoming.ready:
-                    still.append(waiting)
-                    continue
-                failed = incoming.check()
-                if failed is None:
-                    mtime = waiting.mtime_ns if keep_times else None
-                    waiting.job = CommitJob(incoming, mtime, notify=self.app.wake)
-                    out.committer.submit(waiting.job)
-                    still.append(waiting)
-                    continue
-                commit = failed
-            elif not waiting.job.done:
-                still.append(waiting)
-                continue
-            else:
-                commit = waiting.job.result
-            self._entry_done(
-                waiting.index, waiting.path, commit.verdict, now, size=incoming.size,
-                received=incoming.bytes_written, sha256=commit.sha256,
-                stored=str(commit.path) if commit.path is not None else None,
-                started=waiting.started,
-            )
-        self.waiting = still
+        """Move the files that ended on (poll): checked once their writer is done, then
+        handed to the group commit, then answered once committed (VERDICTs may leave out of
+        order: each names its entry). After END, close once all are answered."""
+        if self.waiting:
+            self.waiting = [w for w in self.waiting if not self._step(w, now)]
         if self.ended and not self.waiting and self.app._outcome is None:
             self._stream_finished(now)
+
+    def _step(self, waiting: _Waiting, now: float) -> bool:
+        """One file's next step, if it can take it now; True once it is answered."""
+        incoming = waiting.incoming
+        if waiting.job is None:
+            if not incoming.ready:
+                return False
+            commit = incoming.check()
+            if commit is None:
+                out = self.app.out
+                mtime = waiting.mtime_ns if out.keep_times else None
+                waiting.job = CommitJob(incoming, mtime, notify=self.app.wake)
+                out.committer.submit(waiting.job)
+                return False
+        elif not waiting.job.done:
+            return False
+        else:
+            commit = waiting.job.result
+        self._entry_done(
+            waiting.index, waiting.path, commit.verdict, now, size=incoming.size,
+            received=incoming.bytes_written, sha256=commit.sha256,
+            stored=str(commit.path) if commit.path is not None else None,
+            started=waiting.started,
+        )
+        return True
 
     def _set_folder_times(self) -> None:
         """The sender's mtime on each folder of this connection, deepest first, once its
@@ -757,6 +788,7 @@ class TreeSession:
             if waiting.job is None:
                 waiting.incoming.abort()
         self.waiting = []
+        self.folders_open.close()
         app = self.app
         stats = report.connection_stats(app.handle)
         stats["partials_kept"] = int(kept)
@@ -923,9 +955,10 @@ class FileServer:
 
     def _finished(self, result: ReceiveResult) -> None:
         self.results.append(result)
-        if result.final and (result.stats or {}).get("partials_kept"):
-            self.sweep_partials()  # the partials just kept count against the bounds at once
-        _trim_heap()
+        if result.final:
+            if (result.stats or {}).get("partials_kept"):
+                self.sweep_partials()  # the partials just kept count against the bounds now
+            _trim_heap()  # a connection's buffers were freed (not after each file of a tree)
         if self.on_result is not None:
             self.on_result(result)
 

@@ -62,6 +62,9 @@ COMMIT_SYNC_THREADS = 16
 # Files whose last byte arrived but whose verdict is not out yet (each holds two fds): above
 # this, the receiver stops reading its connections until the commits catch up.
 MAX_FILES_WAITING = 128
+# Files of a tree smaller than this wait in memory for their end (at most MAX_FILES_WAITING x
+# this much per receiver), and the group commit creates and writes their temporaries.
+SMALL_FILE_BYTES = 32 * 1024
 COMMIT_DRAIN_S = 30.0  # a stopping receiver waits this long at most for the commits
 _SIDECAR_MAX_BYTES = 16384
 _NAME_MAX = 255
@@ -358,11 +361,13 @@ class OutputDir:
         return self._walk(rel.split("/"), rel)
 
     def open_relative(
-        self, rel: str, size: int | None, *, resume=None, check_only: bool = False
+        self, rel: str, size: int | None, *, resume=None, check_only: bool = False,
+        folders: FolderCache | None = None,
     ) -> IncomingFile | None:
         """The temporary for out/rel (parents created as folders); raises Refusal.
         resume: (offset, SHA-256 of the prefix) from find_partial: continue that partial.
-        check_only: the same checks (and folders), no temporary (None)."""
+        check_only: the same checks (and folders), no temporary (None). folders: the
+        connection's open folders, reused instead of walking to them again."""
         try:
             rel = validate_path(rel)
         except BadName as exc:
@@ -370,7 +375,7 @@ class OutputDir:
         if rel in self.in_flight:
             raise Refusal(Status.FILE_EXISTS, f"{rel} is being received from another sender")
         *parents, leaf = rel.split("/")
-        parent_fd = self._walk(parents, rel)
+        parent_fd = self._walk(parents, rel) if folders is None else folders.open(self, parents, rel)
         try:
             try:
                 st = os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
@@ -397,6 +402,34 @@ class OutputDir:
         except BaseException:
             os.close(parent_fd)
             raise
+
+
+class FolderCache:
+    """The folders a connection wrote into last, kept open: a tree's files share a few
+    folders, and walking to one again costs an open per segment (each waiting for the journal
+    while commits run: opening a folder updates its atime). A folder is reached only by
+    OutputDir._walk (O_NOFOLLOW from the output folder), as without the cache."""
+
+    MAX_FOLDERS = 16
+
+    def __init__(self) -> None:
+        self._fds: dict[tuple[str, ...], int] = {}
+
+    def open(self, out: OutputDir, parents: list[str], rel: str) -> int:
+        """A new fd (the caller closes it) of the folder out/parents; raises Refusal."""
+        key = tuple(parents)
+        fd = self._fds.get(key)
+        if fd is None:
+            fd = out._walk(parents, rel)
+            if len(self._fds) >= self.MAX_FOLDERS:
+                os.close(self._fds.pop(next(iter(self._fds))))
+            self._fds[key] = fd
+        return os.dup(fd)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 @dataclass(slots=True)
@@ -459,28 +492,22 @@ class IncomingFile:
         self._resume_digest = b""
         self.prefix_bytes_hashed = 0  # bytes read back from disk to be hashed (the counter)
         self._counted = False  # in out's count of files waiting for their verdict
-        for _attempt in range(8):
-            self.temp = out.path / _temp_name(self._leaf)
-            try:
-                fd = os.open(
-                    self.temp,
-                    os.O_WRONLY
-                    | os.O_CREAT
-                    | os.O_EXCL
-                    | getattr(os, "O_CLOEXEC", 0)
-                    | getattr(os, "O_NOFOLLOW", 0),
-                    0o600,
-                )
-                break
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise Refusal(
-                    Status.IO_ERROR,
-                    f"cannot create a file in the output folder: {_io_message(exc)}",
-                ) from None
-        else:
-            raise Refusal(Status.IO_ERROR, "cannot create a unique temporary file")
+        # A small file of a tree is held in memory until its end, and its temporary created
+        # by the group commit, off the event loop (a create waits for the journal's commits)
+        self._deferred = (
+            parent_fd is not None and resume is None and size is not None
+            and size < SMALL_FILE_BYTES
+        )
+        self.temp: Path | None = None
+        self._deferred_hashed = False
+        if self._deferred:  # no fd held while it waits: the commit opens the folder again
+            os.close(parent_fd)
+            self._parent_fd = None
+            self._file = None
+            out.in_flight.add(name)
+            self._writer_stopped = True  # never a thread: the data stays gathered
+            return
+        fd = self._create_temp()
         if resume is not None:  # the partial becomes this temporary (its prefix kept)
             offset, digest = resume
             partial, _sidecar = out._partial_paths(name)
@@ -509,6 +536,31 @@ class IncomingFile:
         self._writer_stopped = False  # the writer thread starts with the first hand-off
         if resume is not None:
             self._start_writer()  # it owes the prefix's hash: never pay it on the event loop
+
+    def _create_temp(self) -> int:
+        """Create the temporary (O_EXCL: never through an existing entry); its fd."""
+        for _attempt in range(8):
+            self.temp = self.out.path / _temp_name(self._leaf)
+            try:
+                return os.open(
+                    self.temp,
+                    os.O_WRONLY
+                    | os.O_CREAT
+                    | os.O_EXCL
+                    | getattr(os, "O_CLOEXEC", 0)
+                    | getattr(os, "O_NOFOLLOW", 0),
+                    0o600,
+                )
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                self.temp = None
+                raise Refusal(
+                    Status.IO_ERROR,
+                    f"cannot create a file in the output folder: {_io_message(exc)}",
+                ) from None
+        self.temp = None
+        raise Refusal(Status.IO_ERROR, "cannot create a unique temporary file")
 
     @property
     def hexdigest(self) -> str:
@@ -610,6 +662,12 @@ class IncomingFile:
             self.prefix_bytes_hashed += len(chunk)
 
     def _write_gathered(self) -> None:
+        if self._deferred:  # hashed here once, written by store()
+            if not self._deferred_hashed:
+                self._deferred_hashed = True
+                for data in self._gathered:
+                    self._hash.update(data)
+            return
         if self._gathered and self._write_error is None:
             try:
                 for data in self._gathered:
@@ -689,7 +747,13 @@ class IncomingFile:
 
     def store(self, mtime_ns: int | None = None) -> None:
         """A checked file to disk: fdatasync, the mode a new file gets, the sender's mtime
-        (mtime_ns; None keeps the time of receipt), close. Any thread; raises OSError."""
+        (mtime_ns; None keeps the time of receipt), close. Any thread; raises OSError or
+        Refusal (a small file's temporary cannot be created)."""
+        if self._deferred:
+            self._file = open(self._create_temp(), "wb", buffering=0)  # noqa: SIM115
+            for data in self._gathered:
+                self._file.write(data)
+            self._gathered = []
         self._file.flush()
         fileno = self._file.fileno()
         os.fdatasync(fileno)
@@ -702,9 +766,16 @@ class IncomingFile:
         self._closed = True
         self._close_read_fd()
 
-    def place(self) -> None:
+    def place(self, folders: FolderCache | None = None) -> None:
         """A stored file under its final name (not yet durable there: its folder's fsync
-        does that). Raises Refusal (it exists) or OSError."""
+        does that). Raises Refusal (it exists, its folder is gone) or OSError. folders: where
+        a small file (which held no fd) finds its folder again."""
+        if self._deferred and self._parent_fd is None:
+            *parents, _leaf = self.name.split("/")
+            if folders is None:
+                self._parent_fd = self.out._walk(parents, self.name)
+            else:
+                self._parent_fd = folders.open(self.out, parents, self.name)
         self._commit()
 
     def settled(self) -> CommitResult:
@@ -818,6 +889,9 @@ class IncomingFile:
         be CPU the peer did not pay for); one whose end arrived is not kept."""
         if self.committed or self._closed or self.size is None or self._settle:
             return False
+        if self._deferred:
+            self.abort()
+            return False
         self._stop_writer()
         if self._write_error is not None or self.bytes_written == 0:
             return False
@@ -858,19 +932,21 @@ class IncomingFile:
         if self._writer is not None:
             self._write_error = self._write_error or OSError("aborted")  # drain, write no more
             self._stop_writer()  # the file must stay open until the thread is done with it
-        if not self._closed:
+        if not self._closed and self._file is not None:
             self._closed = True
             try:
                 self._file.close()
             except OSError:
                 pass
         self._close_read_fd()
-        try:
-            os.unlink(self.temp)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass
+        self._gathered = []
+        if self.temp is not None:
+            try:
+                os.unlink(self.temp)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                pass
         self._release()
 
 
@@ -901,6 +977,7 @@ class Committer:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._outstanding = 0  # jobs submitted and not done
+        self.folders = FolderCache()  # the commit thread's, for one batch: small files' folders
         self.batches = 0  # counters: batches stored, files in them
         self.files = 0
 
@@ -926,7 +1003,7 @@ class Committer:
         def store(job: CommitJob) -> None:
             try:
                 job.incoming.store(job.mtime_ns)
-            except OSError as exc:
+            except (Refusal, OSError) as exc:
                 job.error = exc
 
         list(self._pool.map(store, batch))
@@ -935,13 +1012,14 @@ class Committer:
             if job.error is not None:
                 continue
             try:
-                job.incoming.place()
+                job.incoming.place(self.folders)
                 fd = job.incoming._parent_fd
                 if fd is not None:
                     st = os.fstat(fd)
                     folders.setdefault((st.st_dev, st.st_ino), fd)
             except (Refusal, OSError) as exc:
                 job.error = exc
+        self.folders.close()  # walked again next batch: a folder may be removed meanwhile
         list(self._pool.map(_fsync_quietly, folders.values()))
         if any(job.incoming._parent_fd is None and job.error is None for job in batch):
             _fsync_dir(batch[0].incoming.out.path)

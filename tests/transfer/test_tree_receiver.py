@@ -290,13 +290,17 @@ def test_files_and_folders_get_the_senders_mtime(tmp_path, keep_times):
     folder_ns, file_ns = 1_500_000_000_000_000_000, 1_400_000_000_987_654_321
     peer.send(rec.encode_dir("d", folder_ns))
     peer.send(rec.encode_dir("d/e", folder_ns + 1))
-    send_file(peer, "d/e/f.txt", b"content", mtime_ns=file_ns)
+    send_file(peer, "d/e/f.txt", b"content", mtime_ns=file_ns)  # held in memory
+    big = os.urandom(100_000)
+    send_file(peer, "d/big.bin", big, mtime_ns=file_ns + 2)  # through the writer thread
     peer.end()
-    assert peer.wait_verdict(2).ok
+    assert peer.wait_verdict(2).ok and peer.wait_verdict(3).ok
     assert peer.handle.conn.closed_by_us  # all answered: the receiver closed
-    times = [os.stat(tmp_path / p).st_mtime_ns for p in ("d", "d/e", "d/e/f.txt")]
+    assert (tmp_path / "d/big.bin").read_bytes() == big
+    paths = ("d", "d/e", "d/e/f.txt", "d/big.bin")
+    times = [os.stat(tmp_path / p).st_mtime_ns for p in paths]
     if keep_times:
-        assert times == [folder_ns, folder_ns + 1, file_ns]
+        assert times == [folder_ns, folder_ns + 1, file_ns, file_ns + 2]
     else:
         assert folder_ns not in times and file_ns not in times
 
@@ -369,3 +373,18 @@ def test_a_stream_end_held_back_waits_for_the_bytes_before_it(tmp_path, monkeypa
     assert sorted(os.listdir(tmp_path)) == ["f0", "f1", "f2"]
     assert not any(isinstance(r, rec.ConnectionVerdict) for r in peer.replies)
     assert peer.handle.conn.closed_by_us
+
+
+def test_a_folder_removed_between_two_connections_is_made_again(tmp_path):
+    """The open folders that speed up a tree's commits never outlive what they point to."""
+    import shutil
+
+    out = OutputDir(tmp_path)
+    for name in ("a", "b"):
+        peer = Peer(out)
+        send_file(peer, f"d/{name}", name.encode())
+        peer.end()
+        assert peer.wait_verdict(0).ok
+        assert (tmp_path / "d" / name).read_bytes() == name.encode()
+        peer.close("closed")
+        shutil.rmtree(tmp_path / "d")
