@@ -23,7 +23,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -974,8 +973,7 @@ class Committer:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._jobs: list[CommitJob] = []
-        self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None  # runs while there are jobs
         self._outstanding = 0  # jobs submitted and not done
         self.folders = FolderCache()  # the commit thread's, for one batch: small files' folders
         self.batches = 0  # counters: batches stored, files in them
@@ -986,16 +984,16 @@ class Committer:
             self._jobs.append(job)
             self._outstanding += 1
             if self._thread is None:
-                self._pool = ThreadPoolExecutor(COMMIT_SYNC_THREADS, "rtcp-sync")
                 self._thread = threading.Thread(target=self._run, name="rtcp-commit", daemon=True)
                 self._thread.start()
-            self._wake.notify()
 
     def _run(self) -> None:
+        """Commit batches until none is left, then end (an idle receiver keeps no thread)."""
         while True:
             with self._lock:
-                while not self._jobs:
-                    self._wake.wait()  # also woken by a drain()'s notify_all: harmless
+                if not self._jobs:
+                    self._thread = None
+                    return
                 batch, self._jobs = self._jobs, []
             self._commit(batch)
 
@@ -1005,8 +1003,10 @@ class Committer:
                 job.incoming.store(job.mtime_ns)
             except (Refusal, OSError) as exc:
                 job.error = exc
+            except Exception as exc:  # noqa: BLE001 - a verdict, never a lost thread
+                job.error = OSError(str(exc))
 
-        list(self._pool.map(store, batch))
+        _in_parallel(store, batch)
         folders: dict[tuple[int, int], int] = {}
         for job in batch:
             if job.error is not None:
@@ -1020,7 +1020,7 @@ class Committer:
             except (Refusal, OSError) as exc:
                 job.error = exc
         self.folders.close()  # walked again next batch: a folder may be removed meanwhile
-        list(self._pool.map(_fsync_quietly, folders.values()))
+        _in_parallel(_fsync_quietly, list(folders.values()))
         if any(job.incoming._parent_fd is None and job.error is None for job in batch):
             _fsync_dir(batch[0].incoming.out.path)
         notify = []
@@ -1054,6 +1054,34 @@ class Committer:
         """Wait until every file submitted is committed (a receiver that stops first)."""
         with self._lock:
             return self._wake.wait_for(lambda: self._outstanding == 0, timeout_s)
+
+
+def _in_parallel(work: Callable[[object], None], items: list) -> None:
+    """work(item) for every item, on up to COMMIT_SYNC_THREADS threads at once (threads of
+    this batch only: they end with it)."""
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    todo = iter(items)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                item = next(todo, todo)
+            if item is todo:
+                return
+            work(item)
+
+    threads = [
+        threading.Thread(target=worker, name="rtcp-sync", daemon=True)
+        for _ in range(min(COMMIT_SYNC_THREADS, len(items)))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _fsync_quietly(fd: int) -> None:
