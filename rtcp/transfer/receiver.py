@@ -348,6 +348,12 @@ class ReceiveApp(App):
         if self.verdict is None:  # cannot happen: end_of_stream fails or we answered
             self._answer(proto.Verdict(proto.Status.PROTOCOL_ERROR, "stream ended"), now)
 
+    def _busy_here(self) -> bool:
+        """Files of this connection wait for their hash or their commit, and the sender is
+        done or held back by them (a bounded wait: a prefix is hashed once, a commit ends)."""
+        tree = self.tree
+        return tree is not None and bool(tree.waiting) and (tree.ended or self._held_back())
+
     def _held_back(self) -> bool:
         """Too much waiting on our side (replies the sender has not taken, files not yet
         committed): leave the sender's bytes in the connection, whose window then closes."""
@@ -466,6 +472,13 @@ class ReceiveApp(App):
             self._close_grace_from = now  # the verdict is still on its way
             return
         if self.verdict_at is None:
+            if self._busy_here():
+                # we are the slow side: the sender waits for us, it is neither idle nor slow
+                self.last_activity = now
+                if self._rate_check_at is not None:
+                    self._rate_check_at = now + lim.MIN_RATE_INTERVAL_S
+                    self._bytes_at_check = self.bytes_in
+                return
             if not self.header_seen and now >= self.started + self.limits.header_deadline_s:
                 self._cut_off(
                     lim.HEADER_DEADLINE,

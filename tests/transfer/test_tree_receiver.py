@@ -388,3 +388,33 @@ def test_a_folder_removed_between_two_connections_is_made_again(tmp_path):
         assert (tmp_path / "d" / name).read_bytes() == name.encode()
         peer.close("closed")
         shutil.rmtree(tmp_path / "d")
+
+
+def test_a_sender_waiting_for_a_long_hash_is_not_timed_out(tmp_path, monkeypatch):
+    """After END the sender waits while the receiver hashes a resumed prefix: the idle and
+    minimum-rate limits judge the sender, so they do not cut it off meanwhile."""
+    out = OutputDir(tmp_path)
+    data = os.urandom(BIG)
+    held = 2 * 1024 * 1024
+    keep_a_partial(out, data, held)
+    hashing, release = threading.Event(), threading.Event()
+    real_pread = os.pread
+
+    def held_pread(fd, n, offset):
+        hashing.set()
+        assert release.wait(WAIT_S)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", held_pread)
+    peer = Peer(out)
+    peer.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    peer.send(rec.encode_start(held) + data[held:] + sha(data))
+    peer.end()
+    assert hashing.wait(WAIT_S)
+    for _ in range(3):  # long past the idle timeout (30 s) and the rate window (10 s)
+        peer.now = peer.app.deadline()
+        peer.app.on_deadline(peer.now)
+        assert peer.results == [] and not peer.handle.conn.is_closed
+    release.set()
+    assert peer.wait_verdict(0).ok
+    assert (tmp_path / "big.bin").read_bytes() == data
