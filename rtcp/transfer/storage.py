@@ -575,8 +575,12 @@ class IncomingFile:
             exc = self._write_error
             self.abort()
             raise Refusal(Status.IO_ERROR, f"cannot write {self.name}: {_io_message(exc)}")
-        if not (type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)):
-            data = bytes(data)  # the caller may reuse a mutable buffer: the thread gets a copy
+        if self._deferred or not (
+            type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)
+        ):
+            # the caller may reuse a mutable buffer: the thread gets a copy; a small file
+            # that waits keeps its own bytes, not the whole read its view points into
+            data = bytes(data)
         self.bytes_written += len(data)
         if self._gathered or len(data) < HANDOFF_BYTES:
             self._gathered.append(data)
