@@ -374,10 +374,13 @@ class OutputDir:
         if rel in self.in_flight:
             raise Refusal(Status.FILE_EXISTS, f"{rel} is being received from another sender")
         *parents, leaf = rel.split("/")
-        parent_fd = self._walk(parents, rel) if folders is None else folders.open(self, parents, rel)
+        # the folder: our own fd (walked now), or one the connection keeps open (borrowed)
+        parent_fd = self._walk(parents, rel) if folders is None else None
+        folder_fd = parent_fd if folders is None else folders.get(self, parents, rel)
+        small = resume is None and size is not None and size < SMALL_FILE_BYTES
         try:
             try:
-                st = os.stat(leaf, dir_fd=parent_fd, follow_symlinks=False)
+                st = os.stat(leaf, dir_fd=folder_fd, follow_symlinks=False)
             except FileNotFoundError:
                 st = None
             if st is not None:
@@ -385,7 +388,7 @@ class OutputDir:
                     raise Refusal(Status.FILE_EXISTS, f"{rel} exists on the receiver")
                 if stat.S_ISDIR(st.st_mode):
                     raise Refusal(Status.IO_ERROR, f"{rel} is a directory on the receiver")
-            if size is not None:
+            if size is not None and not small:  # a small file that does not fit: ENOSPC
                 try:
                     free = shutil.disk_usage(self.path).free
                 except OSError:
@@ -395,12 +398,19 @@ class OutputDir:
                         Status.TOO_LARGE, f"{size} bytes do not fit in the {free} bytes free"
                     )
             if check_only:
-                os.close(parent_fd)
                 return None
-            return IncomingFile(self, rel, size, parent_fd=parent_fd, leaf=leaf, resume=resume)
-        except BaseException:
-            os.close(parent_fd)
-            raise
+            if small:  # held in memory: no fd until its commit finds the folder again
+                return IncomingFile(self, rel, size, leaf=leaf, small=True)
+            if parent_fd is None:
+                parent_fd = os.dup(folder_fd)
+            incoming = IncomingFile(
+                self, rel, size, parent_fd=parent_fd, leaf=leaf, resume=resume
+            )
+            parent_fd = None  # the file's now
+            return incoming
+        finally:
+            if parent_fd is not None:
+                os.close(parent_fd)
 
 
 class FolderCache:
@@ -416,6 +426,11 @@ class FolderCache:
 
     def open(self, out: OutputDir, parents: list[str], rel: str) -> int:
         """A new fd (the caller closes it) of the folder out/parents; raises Refusal."""
+        return os.dup(self.get(out, parents, rel))
+
+    def get(self, out: OutputDir, parents: list[str], rel: str) -> int:
+        """The cache's fd of the folder out/parents (valid until the next call or close());
+        raises Refusal."""
         key = tuple(parents)
         fd = self._fds.get(key)
         if fd is None:
@@ -423,7 +438,7 @@ class FolderCache:
             if len(self._fds) >= self.MAX_FOLDERS:
                 os.close(self._fds.pop(next(iter(self._fds))))
             self._fds[key] = fd
-        return os.dup(fd)
+        return fd
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -458,11 +473,14 @@ class IncomingFile:
         parent_fd: int | None = None,
         leaf: str | None = None,
         resume: tuple[int, bytes] | None = None,
+        small: bool = False,
     ):
         """name: a base name, or (with parent_fd, the open folder that gets the file, which
         this object closes, and leaf, the last segment) a relative path. size None: unknown,
         the trailer says it (finish). resume: (offset, SHA-256 of the prefix) from
-        find_partial: the partial of this path becomes the temporary, its prefix kept."""
+        find_partial: the partial of this path becomes the temporary, its prefix kept.
+        small: a file of a tree under SMALL_FILE_BYTES, held in memory until the group commit
+        creates its temporary (no parent_fd: the commit finds its folder again)."""
         self.out = out
         self.name = name
         self.size = size
@@ -493,15 +511,10 @@ class IncomingFile:
         self._counted = False  # in out's count of files waiting for their verdict
         # A small file of a tree is held in memory until its end, and its temporary created
         # by the group commit, off the event loop (a create waits for the journal's commits)
-        self._deferred = (
-            parent_fd is not None and resume is None and size is not None
-            and size < SMALL_FILE_BYTES
-        )
+        self._deferred = small
         self.temp: Path | None = None
         self._deferred_hashed = False
-        if self._deferred:  # no fd held while it waits: the commit opens the folder again
-            os.close(parent_fd)
-            self._parent_fd = None
+        if small:
             self._file = None
             out.in_flight.add(name)
             self._writer_stopped = True  # never a thread: the data stays gathered
