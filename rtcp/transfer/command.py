@@ -887,7 +887,8 @@ def recv_command(
     no_times: bool = typer.Option(
         False,
         "--no-times",
-        help="Do not give files and folders the sender's modification time (rsync -t keeps it).",
+        help="Leave files and folders the time they arrived (default: the sender's mtime, as "
+        "rsync -a).",
     ),
 ) -> None:
     """Receive files from `rtcp send` into DIR, each verified by SHA-256 before it appears.
@@ -902,6 +903,7 @@ def recv_command(
     Serves concurrent transfers until Ctrl-C or SIGTERM, then aborts the open ones (exit 0).
 
     A file gets its final name only after its SHA-256 matched; existing files need --force.
+    Files and folders of a tree get the sender's modification time (--no-times: not).
 
     --trace FILE and --pcap FILE record every transfer served (each one flushed as it ends).
 
