@@ -39,6 +39,8 @@ MAX_SIZE = "largest file"
 # --partial-max-bytes (storage.py has the defaults).
 PARTIALS_REMOVED = "partials removed"
 PARTIAL_BYTES_REMOVED = "partial bytes removed"
+# Bytes of resumed partials read back and hashed (storage.RESUME_HASH_BYTES_PER_BYTE bounds it).
+PREFIX_BYTES_HASHED = "resumed prefix bytes hashed"
 
 
 @dataclass

@@ -316,7 +316,7 @@ class ReceiveApp(App):
         read may bring a whole window of small files, and each waiting file costs memory and
         descriptors until it is committed."""
         unparsed = self._unparsed
-        while unparsed and not self._held_back():
+        while unparsed and not self._discarding and not self._held_back():
             data = unparsed[0]
             if len(data) > FEED_SLICE_BYTES:
                 view = memoryview(data)
@@ -969,7 +969,9 @@ class FileServer:
     def _finished(self, result: ReceiveResult) -> None:
         self.results.append(result)
         if result.final:
-            if (result.stats or {}).get("partials_kept"):
+            stats = result.stats or {}
+            self.counters[lim.PREFIX_BYTES_HASHED] += stats.get("prefix_bytes_hashed", 0)
+            if stats.get("partials_kept"):
                 self.sweep_partials()  # the partials just kept count against the bounds now
             _trim_heap()  # a connection's buffers were freed (not after each file of a tree)
         if self.on_result is not None:

@@ -261,7 +261,8 @@ def test_partials_are_bounded_in_bytes_oldest_first(tmp_path):
     assert out.partials() == []
 
 
-def test_a_kept_partial_beyond_the_byte_bound_is_removed_and_counted(tmp_path):
+def server_for(out: OutputDir, **kwargs):
+    """A FileServer whose counters the tests read (its driver is never run)."""
     from rtcp.transfer.receiver import FileServer
 
     class Driver:
@@ -270,8 +271,30 @@ def test_a_kept_partial_beyond_the_byte_bound_is_removed_and_counted(tmp_path):
         def listen(self, *_args) -> None:
             pass
 
+    return FileServer(Driver(), out, **kwargs)
+
+
+def test_the_server_sums_the_prefix_bytes_hashed(tmp_path):
     out = OutputDir(tmp_path)
-    server = FileServer(Driver(), out, partial_max_bytes=1024 * 1024)
+    server = server_for(out)
+    data = os.urandom(BIG)
+    held = 2 * 1024 * 1024
+    keep_a_partial(out, data, held)
+    peer = Peer(out)
+    peer.app.on_finished = server._finished
+    peer.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    peer.send(rec.encode_start(held) + data[held:] + sha(data))
+    assert peer.wait_verdict(0).ok
+    peer.end()
+    peer.close("closed")
+    hashed = server.results[-1].stats["prefix_bytes_hashed"]
+    assert held <= hashed <= len(data)
+    assert server.counters[lim.PREFIX_BYTES_HASHED] == hashed
+
+
+def test_a_kept_partial_beyond_the_byte_bound_is_removed_and_counted(tmp_path):
+    out = OutputDir(tmp_path)
+    server = server_for(out, partial_max_bytes=1024 * 1024)
     peer = Peer(out)
     peer.app.on_finished = server._finished
     data = os.urandom(BIG)
