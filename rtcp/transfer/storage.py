@@ -595,10 +595,10 @@ class IncomingFile:
             # that waits keeps its own bytes, not the whole read its view points into
             data = bytes(data)
         self.bytes_written += len(data)
-        if self._gathered or len(data) < HANDOFF_BYTES:
+        if self._deferred or self._gathered or len(data) < HANDOFF_BYTES:
             self._gathered.append(data)
             self._gathered_bytes += len(data)
-            if self._gathered_bytes >= HANDOFF_BYTES:
+            if self._gathered_bytes >= HANDOFF_BYTES and not self._deferred:
                 self._hand_off()
             return
         self._put(data)
