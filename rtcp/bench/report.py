@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rtcp.bench import encryption, netns
+from rtcp.bench import encryption, netns, tree_rows
 
 SCHEMA = "rtcp-bench/1"
 REGRESSION_THRESHOLD = 0.10  # a row that loses more than 10% of its ratio to the relay is flagged
@@ -314,6 +314,7 @@ def format_table(doc: dict[str, Any]) -> str:
         )
     lines += encryption.summary_lines(doc)
     lines += netns.summary_lines(doc["rows"])
+    lines += tree_rows.summary_lines(doc["rows"])
     if cfg.get("sender_startup_cpu_s"):
         lines.append(
             f"sender start-up (interpreter, imports, option parsing) costs"

@@ -125,3 +125,27 @@ def describe(key: str) -> str:
     count, size = TREES[key]
     return f"{count} files of {size // 1024} KiB"
 
+
+
+def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per tree measured: files per second and MB/s of rtcp and of tar over kernel
+    TCP, and their ratio (the table's goodput column shows MB/s only)."""
+    by_name = {r["name"]: r for r in rows}
+    lines = []
+    for key in TREES:
+        measured = []
+        for label, name in (("rtcp", f"tree-{key}-rtcp"), ("tar over TCP", f"tree-{key}-tar-tcp")):
+            row = by_name.get(name) or {}
+            if row.get("files_per_s"):
+                measured.append((label, row))
+        if not measured:
+            continue
+        text = ", ".join(
+            f"{label} {row['files_per_s']:,.0f} files/s ({row['goodput_bytes_per_s'] / 1e6:.2f}"
+            " MB/s)"
+            for label, row in measured
+        )
+        if len(measured) == 2:
+            text += f" = {measured[0][1]['files_per_s'] / measured[1][1]['files_per_s']:.2f} x tar"
+        lines.append(f"tree of {describe(key)}: {text}")
+    return lines

@@ -877,6 +877,19 @@ def recv_command(
         help="Remove the partials of interrupted transfers (kept for a resume) older than this.",
         rich_help_panel=_PANEL_LIMITS,
     ),
+    partial_max_bytes: str = typer.Option(
+        "16GiB",
+        "--partial-max-bytes",
+        metavar="SIZE",
+        help="Bytes all partials may hold together; beyond, the oldest are removed.",
+        rich_help_panel=_PANEL_LIMITS,
+    ),
+    no_times: bool = typer.Option(
+        False,
+        "--no-times",
+        help="Leave files and folders the time they arrived (default: the sender's mtime, as "
+        "rsync -a).",
+    ),
 ) -> None:
     """Receive files from `rtcp send` into DIR, each verified by SHA-256 before it appears.
 
@@ -890,6 +903,7 @@ def recv_command(
     Serves concurrent transfers until Ctrl-C or SIGTERM, then aborts the open ones (exit 0).
 
     A file gets its final name only after its SHA-256 matched; existing files need --force.
+    Files and folders of a tree get the sender's modification time (--no-times: not).
 
     --trace FILE and --pcap FILE record every transfer served (each one flushed as it ends).
 
@@ -925,8 +939,9 @@ def recv_command(
     secret = keys.load_secret(psk_file, prot.generate_code() if code else None)
     keylog_write = keys.keylog_writer(keylog)
     partial_max_age_s = _positive_seconds("--partial-max-age", partial_max_age)
-    output = OutputDir(Path(out), force=force)
-    output.remove_old_partials(partial_max_age_s, time.time())
+    partial_max_bytes_n = _parse_flag("--partial-max-bytes", parse_size, partial_max_bytes)
+    output = OutputDir(Path(out), force=force, keep_times=not no_times)
+    output.remove_old_partials(partial_max_age_s, time.time(), partial_max_bytes_n)
     removed = output.cleanup_leftovers()
     if removed and not quiet:
         print(
@@ -983,6 +998,7 @@ def recv_command(
                 limits=limits,
                 on_refusal=None if quiet else _RefusalLog(limits),
                 partial_max_age_s=partial_max_age_s,
+                partial_max_bytes=partial_max_bytes_n,
             )
 
             def finished() -> bool:

@@ -35,6 +35,12 @@ MEMORY = "receive memory"
 HEADER_DEADLINE = "header deadline"
 MIN_RATE = "minimum rate"
 MAX_SIZE = "largest file"
+# Counters of the partials (resume) removed by their bounds: --partial-max-age, MAX_PARTIALS,
+# --partial-max-bytes (storage.py has the defaults).
+PARTIALS_REMOVED = "partials removed"
+PARTIAL_BYTES_REMOVED = "partial bytes removed"
+# Bytes of resumed partials read back and hashed (storage.RESUME_HASH_BYTES_PER_BYTE bounds it).
+PREFIX_BYTES_HASHED = "resumed prefix bytes hashed"
 
 
 @dataclass

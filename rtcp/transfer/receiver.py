@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -24,7 +26,16 @@ from rtcp.transfer import limits as lim
 from rtcp.transfer import protocol as proto
 from rtcp.transfer import records as rec
 from rtcp.transfer import report
-from rtcp.transfer.storage import DEFAULT_PARTIAL_MAX_AGE_S, IncomingFile, OutputDir, Refusal
+from rtcp.transfer.storage import (
+    DEFAULT_PARTIAL_MAX_AGE_S,
+    DEFAULT_PARTIAL_MAX_BYTES,
+    MAX_FILES_WAITING,
+    CommitJob,
+    FolderCache,
+    IncomingFile,
+    OutputDir,
+    Refusal,
+)
 from rtcp.units import format_rate
 
 DEFAULT_IDLE_TIMEOUT_S = 30.0
@@ -95,6 +106,8 @@ def _peer_text(addr: tuple) -> str:
 
 # Received chunks smaller than this on average are joined before they are parsed.
 _JOIN_BELOW_BYTES = 16384
+# A version 2 stream is parsed this much at a time, the limits checked in between.
+FEED_SLICE_BYTES = 64 * 1024
 # Replies (verdicts, offers) not yet taken by the connection: above this, the receiver stops
 # reading the sender's stream until they drain (a sender that never reads its replies cannot
 # make them pile up).
@@ -151,6 +164,9 @@ class ReceiveApp(App):
         self._rate_check_at: float | None = None
         self._bytes_at_check = 0
         self.bytes_in = 0  # stream bytes read from the connection
+        self._unparsed: deque = deque()  # read, not parsed yet (version 2: held back)
+        self._stream_ended = False  # the sender's FIN arrived
+        self._eof_parsed = False  # ... and the parser was told, after the last byte
 
     # --- outcome -----------------------------------------------------------------------
 
@@ -247,18 +263,9 @@ class ReceiveApp(App):
             self._read(now)
         elif isinstance(event, ev.StreamEnded):
             self.last_activity = now
+            self._stream_ended = True
             self._read(now)
-            if self.tree is not None:
-                if not self._discarding:
-                    self.tree.handle(self.tree.parser.end_of_stream(), now)
-                return
-            if self._sniff and not self._sniffed:
-                self._sniffed = True
-                self._handle(self.parser.feed(bytes(self._sniff)), now)
-            if not self._discarding:
-                self._handle(self.parser.end_of_stream(), now)
-            if self.verdict is None:  # cannot happen: end_of_stream fails or we answered
-                self._answer(proto.Verdict(proto.Status.PROTOCOL_ERROR, "stream ended"), now)
+            self._end_of_stream(now)
         elif isinstance(event, ev.ConnectionClosed):
             if self._outcome is None:
                 if event.reason == "reset":
@@ -277,8 +284,10 @@ class ReceiveApp(App):
 
     def _read(self, now: float) -> None:
         conn = self.handle.conn
-        if len(self._replies) > MAX_REPLY_BACKLOG_BYTES:
-            return  # poll() reads on once the replies drained
+        if self._unparsed:
+            self._feed_tree(now)
+        if self._held_back() or self._unparsed:
+            return  # poll() reads on once the replies drained and the commits caught up
         # The chunks as they arrived: the parser slices them (memoryviews) for the file and the
         # hash, so no byte is copied on the way from the connection to the disk. Small ones
         # (1400-byte datagrams) are joined first: one copy is cheaper than a parser step, a
@@ -296,9 +305,70 @@ class ReceiveApp(App):
                 if data is None:
                     continue
             if self.tree is not None:
-                self.tree.handle(self.tree.parser.feed(data), now)
+                self._unparsed.append(data)
             else:
                 self._handle(self.parser.feed(data), now)
+        if self._unparsed:
+            self._feed_tree(now)
+
+    def _feed_tree(self, now: float) -> None:
+        """Parse what was read, FEED_SLICE_BYTES at a time, while nothing holds us back: a
+        read may bring a whole window of small files, and each waiting file costs memory and
+        descriptors until it is committed."""
+        unparsed = self._unparsed
+        while unparsed and not self._discarding and not self._held_back():
+            data = unparsed[0]
+            if len(data) > FEED_SLICE_BYTES:
+                view = memoryview(data)
+                data, unparsed[0] = view[:FEED_SLICE_BYTES], view[FEED_SLICE_BYTES:]
+            else:
+                unparsed.popleft()
+            self.tree.handle(self.tree.parser.feed(data), now)
+        if self._discarding:
+            unparsed.clear()
+
+    def _end_of_stream(self, now: float) -> None:
+        """The sender's stream ended: tell the parser once every byte of it was parsed (the
+        reading may be held back)."""
+        if (
+            not self._stream_ended or self._eof_parsed or self.handle.conn.readable
+            or self._unparsed
+        ):
+            return
+        self._eof_parsed = True
+        if self.tree is not None:
+            if not self._discarding:
+                self.tree.handle(self.tree.parser.end_of_stream(), now)
+            return
+        if self._sniff and not self._sniffed:
+            self._sniffed = True
+            self._handle(self.parser.feed(bytes(self._sniff)), now)
+        if not self._discarding:
+            self._handle(self.parser.end_of_stream(), now)
+        if self.verdict is None:  # cannot happen: end_of_stream fails or we answered
+            self._answer(proto.Verdict(proto.Status.PROTOCOL_ERROR, "stream ended"), now)
+
+    def _busy_here(self) -> bool:
+        """Files of this connection wait for their hash or their commit, and the sender is
+        done or held back by them (a bounded wait: a prefix is hashed once, a commit ends)."""
+        tree = self.tree
+        return tree is not None and bool(tree.waiting) and (tree.ended or self._held_back())
+
+    def _held_back(self) -> bool:
+        """Too much waiting on our side (replies the sender has not taken, files not yet
+        committed): leave the sender's bytes in the connection, whose window then closes."""
+        if self._discarding:
+            return False
+        return (
+            len(self._replies) > MAX_REPLY_BACKLOG_BYTES
+            or self.out.files_waiting >= MAX_FILES_WAITING
+        )
+
+    def wake(self) -> None:
+        """Wake the driver's loop (from a writer or commit thread): a file is ready."""
+        driver = getattr(self.handle, "driver", None)
+        if driver is not None:
+            driver.wakeup()
 
     def _sniff_version(self, data, now: float):
         """Gather the magic and the version byte; version 2 starts a TreeSession. Returns
@@ -372,11 +442,15 @@ class ReceiveApp(App):
     def poll(self, now: float) -> None:
         if self.budget is not None:
             self.budget.maybe_regrant(now)
+        if self.tree is not None and self.result is None:
+            self.tree.advance(now)
         if self._verdict_out is not None or self._replies:
-            backlogged = len(self._replies) > MAX_REPLY_BACKLOG_BYTES
             self._push_verdict()
-            if backlogged and self.handle.conn.readable and self.result is None:
-                self._read(now)
+        if self.result is None and not self._held_back() and (
+            self._unparsed or self.handle.conn.readable
+        ):
+            self._read(now)
+            self._end_of_stream(now)
 
     def deadline(self) -> float | None:
         if self.result is not None:
@@ -398,6 +472,13 @@ class ReceiveApp(App):
             self._close_grace_from = now  # the verdict is still on its way
             return
         if self.verdict_at is None:
+            if self._busy_here():
+                # we are the slow side: the sender waits for us, it is neither idle nor slow
+                self.last_activity = now
+                if self._rate_check_at is not None:
+                    self._rate_check_at = now + lim.MIN_RATE_INTERVAL_S
+                    self._bytes_at_check = self.bytes_in
+                return
             if not self.header_seen and now >= self.started + self.limits.header_deadline_s:
                 self._cut_off(
                     lim.HEADER_DEADLINE,
@@ -459,7 +540,13 @@ class TreeSession:
         self.skipping = False  # the current file's body is read and dropped (refused)
         self.current_mtime_ns = 0
         self.current_asked = False  # the current file asked for an offer: it may resume
-        self.offer: tuple[int, object] | None = None  # (offset, prefix hash) offered
+        self.offer: tuple[int, bytes] | None = None  # (offset, prefix SHA-256) offered
+        self.waiting: list[_Waiting] = []  # files ended, verdict not out yet (in order)
+        self.folders: list[tuple[str, int]] = []  # (path, mtime) of the folders made
+        self.ended = False  # END arrived: close once every file's verdict is out
+        self.folders_open = FolderCache()  # the folders this connection's files go into
+        self.resumed: list[IncomingFile] = []  # files continued from a partial
+        self.resumed_bytes = 0  # bytes of partials kept instead of received again
         self.entries = 0
         self.results: list[ReceiveResult] = []  # the failed ones
         self.first_failure: ReceiveResult | None = None
@@ -472,7 +559,7 @@ class TreeSession:
     def _entry_done(
         self, index: int, path: str, verdict: proto.Verdict, now: float, *, size=None,
         received: int = 0, sha256: str | None = None, stored: str | None = None,
-        report: bool = True,
+        report: bool = True, started: float | None = None,
     ) -> None:
         self._reply(rec.encode_verdict(index, verdict))
         self.entries += 1
@@ -484,7 +571,7 @@ class TreeSession:
             name=path,
             size=size,
             bytes_received=received,
-            seconds=max(0.0, now - self.current_started),
+            seconds=max(0.0, now - (self.current_started if started is None else started)),
             exit_code=code,
             verified=verdict.ok,
             reason="verified" if verdict.ok else verdict.describe(),
@@ -527,6 +614,7 @@ class TreeSession:
                     try:
                         app.out.make_dir(item.path)
                         verdict = proto.Verdict(proto.Status.OK, "")
+                        self.folders.append((item.path, item.mtime_ns))
                     except Refusal as exc:
                         verdict = exc.verdict
                 self._entry_done(item.index, item.path + "/", verdict, now, report=False)
@@ -564,7 +652,7 @@ class TreeSession:
         else:
             try:
                 self.current = app.out.open_relative(
-                    item.path, item.size, check_only=item.ask_offer
+                    item.path, item.size, check_only=item.ask_offer, folders=self.folders_open
                 )
             except Refusal as exc:
                 refusal = exc.verdict
@@ -580,9 +668,8 @@ class TreeSession:
             if partial is None:
                 self._reply(rec.encode_offer(item.index, 0, bytes(proto.DIGEST_BYTES)))
             else:
-                offset, hasher = partial
-                self.offer = (offset, hasher)
-                self._reply(rec.encode_offer(item.index, offset, hasher.copy().digest()))
+                self.offer = partial
+                self._reply(rec.encode_offer(item.index, *partial))
             self.handle(self.parser.accept(), now)
 
     def _body_started(self, item: rec.BodyStarted, now: float) -> None:
@@ -598,39 +685,104 @@ class TreeSession:
         if resume is None and self.offer is not None:
             out.drop_partial(self.current_path)  # the sender's file changed, or --no-resume
         try:
-            self.current = out.open_relative(self.current_path, self.current_size, resume=resume)
+            self.current = out.open_relative(
+                self.current_path, self.current_size, resume=resume, folders=self.folders_open
+            )
         except Refusal as exc:
             self._refuse_current(exc.verdict, now)
+            return
+        if resume is not None:
+            self.resumed.append(self.current)
+            self.resumed_bytes += resume[0]
 
     def _refuse_current(self, verdict: proto.Verdict, now: float) -> None:
         self._abort_current(keep=False)
         self.skipping = True
         self._entry_done(self.current_index, self.current_path, verdict, now)
 
-    def _abort_current(self, *, keep: bool = False) -> None:
+    def _abort_current(self, *, keep: bool = False) -> bool:
         """Drop the current file; keep: an interruption, keep its data for a resume (files
-        that asked for an offer only)."""
+        that asked for an offer only). True when a partial was kept."""
         current, self.current = self.current, None
         if current is None or current.committed:
-            return
+            return False
         if keep and self.current_asked and current.keep_partial(self.current_mtime_ns):
-            return
+            return True
         current.abort()
+        return False
 
     def _file_ended(self, item: rec.FileEnded, now: float) -> None:
         if self.skipping or self.current is None:
             self.skipping = False
             return
         incoming, self.current = self.current, None
-        commit = incoming.finish(item.digest, item.size)
+        incoming.on_ready = self.app.wake
+        incoming.end(item.digest, item.size)
+        incoming.count_waiting()
+        waiting = _Waiting(
+            item.index, self.current_path, incoming, self.current_started, self.current_mtime_ns
+        )
+        if not self._step(waiting, now):
+            self.waiting.append(waiting)
+
+    def advance(self, now: float) -> None:
+        """Move the files that ended on (poll): checked once their writer is done, then
+        handed to the group commit, then answered once committed (VERDICTs may leave out of
+        order: each names its entry). After END, close once all are answered."""
+        if self.waiting:
+            self.waiting = [w for w in self.waiting if not self._step(w, now)]
+        if self.ended and not self.waiting and self.app._outcome is None:
+            self._stream_finished(now)
+
+    def _step(self, waiting: _Waiting, now: float) -> bool:
+        """One file's next step, if it can take it now; True once it is answered."""
+        incoming = waiting.incoming
+        if waiting.job is None:
+            if not incoming.ready:
+                return False
+            commit = incoming.check()
+            if commit is None:
+                out = self.app.out
+                mtime = waiting.mtime_ns if out.keep_times else None
+                waiting.job = CommitJob(incoming, mtime, notify=self.app.wake)
+                out.committer.submit(waiting.job)
+                return False
+        elif not waiting.job.done:
+            return False
+        else:
+            commit = waiting.job.result
         self._entry_done(
-            item.index, self.current_path, commit.verdict, now, size=incoming.size,
+            waiting.index, waiting.path, commit.verdict, now, size=incoming.size,
             received=incoming.bytes_written, sha256=commit.sha256,
             stored=str(commit.path) if commit.path is not None else None,
+            started=waiting.started,
         )
+        return True
+
+    def _set_folder_times(self) -> None:
+        """The sender's mtime on each folder of this connection, deepest first, once its
+        content is in place (creating a file in a folder changes its mtime)."""
+        out = self.app.out
+        for path, mtime_ns in sorted(self.folders, key=lambda f: -f[0].count("/")):
+            try:
+                fd = out.open_folder(path)
+            except Refusal:
+                continue
+            try:
+                os.utime(fd, ns=(time.time_ns(), mtime_ns))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _stream_finished(self, now: float) -> None:
         app = self.app
+        if self.waiting:
+            self.ended = True  # advance() comes back here once every file is answered
+            app._rate_check_at = None  # the sender has sent all: it waits, it is not slow
+            return
+        if app.out.keep_times:
+            self._set_folder_times()
         app.verdict_at = app._close_grace_from = now
         if self.first_failure is None:
             app._decide(ExitCode.OK, True, "verified")
@@ -641,9 +793,21 @@ class TreeSession:
         app._push_verdict()
 
     def finish(self, code: ExitCode, verified: bool, reason: str, now: float) -> ReceiveResult:
-        """The connection's own result, once it is over (the files' results came before)."""
-        self._abort_current(keep=not verified)
+        """The connection's own result, once it is over (the files' results came before).
+        Files still being checked are dropped; those in the group commit are committed (their
+        verdicts cannot leave any more)."""
+        kept = self._abort_current(keep=not verified)
+        for waiting in self.waiting:
+            if waiting.job is None:
+                waiting.incoming.abort()
+        self.waiting = []
+        self.folders_open.close()
         app = self.app
+        stats = report.connection_stats(app.handle)
+        stats["partials_kept"] = int(kept)
+        stats["resumed_files"] = len(self.resumed)
+        stats["resumed_bytes"] = self.resumed_bytes
+        stats["prefix_bytes_hashed"] = sum(f.prefix_bytes_hashed for f in self.resumed)
         if not self.parser.finished and verified:
             code, verified = ExitCode.FAILURE, False
         end = app.verdict_at if app.verdict_at is not None else now
@@ -656,9 +820,22 @@ class TreeSession:
             exit_code=code,
             verified=verified,
             reason=reason,
+            stats=stats,
             entries=self.entries,
             failed=len(self.results),
         )
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A file whose last byte arrived: its check, then its commit (job), then its verdict."""
+
+    index: int
+    path: str
+    incoming: IncomingFile
+    started: float
+    mtime_ns: int
+    job: CommitJob | None = None
 
 
 class RefusingApp(App):
@@ -726,9 +903,11 @@ class FileServer:
         limits: lim.ReceiverLimits | None = None,
         on_refusal: Callable[[str, str, str], None] | None = None,
         partial_max_age_s: float = DEFAULT_PARTIAL_MAX_AGE_S,
+        partial_max_bytes: int = DEFAULT_PARTIAL_MAX_BYTES,
     ):
         self.driver = driver
         self.partial_max_age_s = partial_max_age_s
+        self.partial_max_bytes = partial_max_bytes
         self._partials_swept_at: float | None = None
         self.out = out
         self.config = config or ConnectionConfig()
@@ -757,7 +936,7 @@ class FileServer:
         now = self.driver.clock()
         if self._partials_swept_at is None or now - self._partials_swept_at >= PARTIAL_SWEEP_S:
             self._partials_swept_at = now
-            self.out.remove_old_partials(self.partial_max_age_s, time.time())
+            self.sweep_partials()
         limits = self.limits
         if len(self.apps) >= limits.max_connections:
             return self._refuse(lim.CONNECTIONS, peer, limits.max_connections)
@@ -778,9 +957,23 @@ class FileServer:
         self.apps.append(app)
         return app
 
+    def sweep_partials(self) -> None:
+        """Remove the partials beyond --partial-max-age, MAX_PARTIALS or --partial-max-bytes
+        (the oldest first), and count them."""
+        removed, nbytes = self.out.remove_old_partials(
+            self.partial_max_age_s, time.time(), self.partial_max_bytes
+        )
+        self.counters[lim.PARTIALS_REMOVED] += removed
+        self.counters[lim.PARTIAL_BYTES_REMOVED] += nbytes
+
     def _finished(self, result: ReceiveResult) -> None:
         self.results.append(result)
-        _trim_heap()
+        if result.final:
+            stats = result.stats or {}
+            self.counters[lim.PREFIX_BYTES_HASHED] += stats.get("prefix_bytes_hashed", 0)
+            if stats.get("partials_kept"):
+                self.sweep_partials()  # the partials just kept count against the bounds now
+            _trim_heap()  # a connection's buffers were freed (not after each file of a tree)
         if self.on_result is not None:
             self.on_result(result)
 
@@ -813,3 +1006,4 @@ class FileServer:
             if app.result is None:
                 app.abort(now, reason)
         self.driver.service(now)
+        self.out.drain_commits()

@@ -60,6 +60,9 @@ def test_a_tree_with_empty_files_and_folders_arrives_whole(receiver, tmp_path):
             data = (out / "photos/2024/june/big.bin").read_bytes()
             assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["verified"]
     recv.wait_line(r"received 8 entries from .*: all 8 verified")
+    for rel in ("photos", "photos/2024", "photos/2024/june/big.bin", "photos/empty.txt"):
+        # the sender's times, as rsync -a keeps them
+        assert (out / rel).stat().st_mtime_ns == (tmp_path / "src" / rel).stat().st_mtime_ns, rel
 
 
 def test_a_thousand_small_files_cross_one_connection(receiver, tmp_path):
@@ -246,6 +249,17 @@ def test_old_partials_are_removed_at_start(receiver, tmp_path):
         os.utime(out / f".rtcp-tmp-partial-0123{suffix}", (1000, 1000))
     receiver("--partial-max-age", "1h", out=out)
     assert _partials(out) == []
+
+
+def test_partials_beyond_the_byte_bound_are_removed_at_start(receiver, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for key, size in (("0123", 3000), ("4567", 1000)):  # the first is the older
+        (out / f".rtcp-tmp-partial-{key}.part").write_bytes(b"x" * size)
+        (out / f".rtcp-tmp-partial-{key}.json").write_bytes(b"{}")
+    os.utime(out / ".rtcp-tmp-partial-0123.json", (1000, 1000))
+    receiver("--partial-max-bytes", "3KiB", out=out)
+    assert _partials(out) == [".rtcp-tmp-partial-4567.json", ".rtcp-tmp-partial-4567.part"]
 
 
 def test_parallel_connections_share_the_files_and_the_receiver_limits_hold(receiver, tmp_path):
