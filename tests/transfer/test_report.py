@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from rtcp.core.connection import ConnectionStats
@@ -12,19 +10,22 @@ from rtcp.transfer import report
 
 
 class FakeApp:
-    """What IntervalReport reads of a SendApp: its clock, start, acked bytes, stats."""
+    """What IntervalReport reads of a send (tree.TreeApps): its clock, start, acked bytes,
+    and the connections' sample."""
 
     def __init__(self) -> None:
         self.now = 100.0
         self.started = 100.0
         self.file_bytes_acked = 0
         self.succeeded = False
-        self.verdict_at = None
+        self.finished_at = None
         self.stats = ConnectionStats(cwnd_bytes=14_000, srtt_s=0.002)
-        self.handle = SimpleNamespace(conn=SimpleNamespace(stats=self.stats))
 
     def clock(self) -> float:
         return self.now
+
+    def connection_sample(self):
+        return self.stats.retransmissions, self.stats.cwnd_bytes, self.stats.srtt_s
 
 
 def _run(lines: list[str] | None):
@@ -36,7 +37,7 @@ def _run(lines: list[str] | None):
         app.file_bytes_acked = step * 10_000
         app.stats.retransmissions = step // 100 * 2
         rep(app, app.now)
-    app.succeeded, app.verdict_at = True, app.now
+    app.succeeded, app.finished_at = True, app.now
     app.now += 0.5  # the FIN exchange after the verdict: not part of the transfer's time
     rep.finish()
     return rep
