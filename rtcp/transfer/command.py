@@ -573,7 +573,8 @@ def tree_summary_text(result) -> str:
     """The human summary of a send of many entries: totals, then every failure."""
     files_ok = sum(1 for r in result.results if r.verified and r.kind == "file")
     dirs = sum(1 for r in result.results if r.kind == "dir")
-    lines = [f"sent {_count(result.files, 'file')} and {_count(dirs, 'folder')} to {result.peer}"]
+    what = f"{_count(result.files, 'file')} and {_count(dirs, 'folder')} to {result.peer}"
+    lines = [f"sent {what}" if result.verified else f"tried to send {what}"]
     lines.append(f"  size         {format_bytes(result.bytes)} ({result.bytes} bytes)")
     lines.extend(_resumed_lines(result))
     lines.append(f"  time         {result.seconds:.3f} s")
