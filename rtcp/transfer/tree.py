@@ -247,6 +247,7 @@ class TreeSendApp(App):
         self._out: list = []  # pieces of the stream not yet accepted by conn.send()
         self._file = None  # the current file's object
         self._reader: ReadAhead | None = None
+        self._prefix: tuple | None = None  # a prefix check under way (_start_prefix_check)
         self._hash = None
         self._body_left: int | None = None  # bytes of the current body still to queue
         self._body_index = -1
@@ -357,6 +358,9 @@ class TreeSendApp(App):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._prefix is not None:
+            self._prefix[-1].close()
+            self._prefix = None
         if self._file is not None and self._file is not self.stdin:
             self._file.close()
         self._file = None
@@ -454,35 +458,58 @@ class TreeSendApp(App):
         self.last_progress = now
         self.waiting = None
         index = self.sent[item.index]
-        offset, hasher = 0, hashlib.sha256()
         if item.offset and self.resume:
-            offset, hasher = self._check_prefix(index, item.offset, item.prefix_digest)
-            self.resumed_bytes += offset
+            if item.offset <= (self.results[index].bytes or 0):
+                self._start_prefix_check(index, item.offset, item.prefix_digest)
+                return
+            self._changed(index)
+        self._start_body_at(index, 0, hashlib.sha256())
+
+    def _start_body_at(self, index: int, offset: int, hasher) -> None:
+        """START (offset: where the body begins) and the body from there."""
+        self.resumed_bytes += offset
+        self.results[index].resumed_from = offset
         self._queue_overhead(rec.encode_start(offset))
         self._begin_body(index, offset, hasher)
 
-    def _check_prefix(self, index: int, offset: int, digest: bytes):
-        """Hash our own first `offset` bytes (locally: nothing is sent) and compare them with
-        the receiver's partial. (offset, hash so far) to resume, else (0, fresh hash)."""
-        result = self.results[index]
+    def _changed(self, index: int) -> None:
+        path = self.results[index].path
+        self.warn(f"{path}: changed since the partial on the receiver: starting over")
+
+    def _start_prefix_check(self, index: int, offset: int, digest: bytes) -> None:
+        """Hash our own first `offset` bytes (locally: nothing is sent) to compare them with
+        the receiver's partial, in a ReadAhead helper: the loop goes on meanwhile (ACKs,
+        timers), and each chunk hashed counts as progress (a prefix of many GB on a slow
+        disk takes longer than --timeout). _prefix_step finishes it."""
         hasher = hashlib.sha256()
-        if offset <= (result.bytes or 0):
+        reader = ReadAhead(
+            self._file, offset, hasher.update, chunk_bytes=READ_CHUNK_BYTES,
+            name=self.entries[index].source or "stdin",
+            on_chunk=self.handle.driver.wakeup if self.handle.driver else None,
+        )
+        self._prefix = (index, offset, digest, hasher, reader)
+
+    def _prefix_step(self, now: float) -> bool:
+        """Take what the prefix check hashed; True once it is over (the body started)."""
+        index, offset, digest, hasher, reader = self._prefix
+        while reader.ready():
             try:
-                done = 0
-                while done < offset:
-                    chunk = self._file.read(min(READ_CHUNK_BYTES, offset - done))
-                    if not chunk:
-                        break
-                    hasher.update(chunk)
-                    done += len(chunk)
-                if done == offset and hasher.digest() == digest:
-                    result.resumed_from = offset
-                    return offset, hasher
+                chunk = reader.take()
+            except SourceError:  # shorter or unreadable now: start over (the body tells)
+                chunk, hasher = None, None
+            if chunk is not None:
+                self.last_progress = now
+                continue
+            reader.close()
+            self._prefix = None
+            if hasher is not None and hasher.digest() == digest:
+                self._start_body_at(index, offset, hasher)
+            else:
+                self._changed(index)
                 self._file.seek(0)
-            except OSError:
-                self._file.seek(0)
-        self.warn(f"{result.path}: changed since the partial on the receiver: starting over")
-        return 0, hashlib.sha256()
+                self._start_body_at(index, 0, hashlib.sha256())
+            return True
+        return False
 
     # --- the stream ----------------------------------------------------------------------
 
@@ -608,6 +635,9 @@ class TreeSendApp(App):
             return
         conn = self.handle.conn
         self._note_acked(now)
+        if self._prefix is not None and not self._prefix_step(now):
+            conn.cork = False
+            return
         space = conn.send_buffer_space
         while space > 0:
             if not self._out:
