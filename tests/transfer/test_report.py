@@ -118,3 +118,26 @@ def test_recv_json_objects():
     obj = report.receive_json(failed)
     assert obj["bytes"] == 10 and obj["error"] == "bad name" and obj["exit_code"] == 8
     assert obj["rtt_ms"] is None and obj["stats"] == {} and obj["goodput_bytes_per_s"] == 0.0
+
+
+def test_a_parallel_send_sums_retransmissions_and_cwnd_and_averages_srtt():
+    """--interval over --parallel: one sample for the whole send (tree.TreeApps)."""
+    from types import SimpleNamespace
+
+    from rtcp.transfer.tree import TreeApps
+
+    def app(retx, cwnd, srtt, *, done=False):
+        stats = ConnectionStats(retransmissions=retx, cwnd_bytes=cwnd, srtt_s=srtt)
+        conn = SimpleNamespace(stats=stats, refresh_stats=lambda: stats)
+        return SimpleNamespace(
+            handle=SimpleNamespace(conn=conn), established=True, done=done, clock=lambda: 0.0,
+            started=0.0,
+        )
+
+    apps = [app(2, 10_000, 0.002), app(3, 30_000, 0.004), app(5, 99_000, 0.5, done=True)]
+    retx, cwnd, srtt = TreeApps(apps).connection_sample()
+    assert retx == 10  # every connection's, the finished one's too
+    assert cwnd == 40_000 and round(srtt * 1000) == 3  # those still sending
+    for a in apps:
+        a.done = True
+    assert TreeApps(apps).connection_sample()[1] == 139_000  # at the end: their last values
