@@ -193,9 +193,7 @@ class _Progress:
                 leave=True,
                 mininterval=0.1,
             )
-        done = app.file_bytes_done
-        if done > self.bar.n:
-            self.bar.update(done - self.bar.n)
+        _advance(self.bar, app)
         retx = app.retransmissions
         if retx != self._retx:
             self._retx = retx
@@ -205,6 +203,19 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _advance(bar, app) -> None:
+    """Move a tqdm bar to the bytes the receiver holds. What a resume found there already
+    moves it too, but not its rate and ETA (those count what this run sends)."""
+    held = app.resumed_bytes - bar.initial
+    if held > 0:  # bytes that did not cross the network now: as if the bar had started there
+        bar.initial += held
+        bar.n += held
+        bar.last_print_n += held
+    done = app.file_bytes_done
+    if done > bar.n:
+        bar.update(done - bar.n)
 
 
 def _trace_option() -> Any:
@@ -622,9 +633,7 @@ class _TreeProgress:
                 total=self.total, unit="B", unit_scale=True, unit_divisor=1000,
                 file=sys.stderr, dynamic_ncols=True, leave=True, mininterval=0.1,
             )
-        done = app.file_bytes_done
-        if done > self.bar.n:
-            self.bar.update(done - self.bar.n)
+        _advance(self.bar, app)
         files_done = sum(1 for r in app.results if r.verified and r.kind == "file")
         self.bar.set_description_str(f"{files_done}/{self.files} files", refresh=False)
 

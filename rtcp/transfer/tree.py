@@ -720,9 +720,14 @@ class TreeApps:
         return sum(a.file_bytes_acked for a in self.apps if a.established)
 
     @property
+    def resumed_bytes(self) -> int:
+        """Bytes of files the receiver held already (resumed partials)."""
+        return sum(a.resumed_bytes for a in self.apps)
+
+    @property
     def file_bytes_done(self) -> int:
         """Bytes of files the receiver holds: acknowledged, or resumed from a partial."""
-        return self.file_bytes_acked + sum(a.resumed_bytes for a in self.apps)
+        return self.file_bytes_acked + self.resumed_bytes
 
     @property
     def results(self) -> list[FileResult]:

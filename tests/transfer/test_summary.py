@@ -19,3 +19,24 @@ def test_the_summary_says_how_much_was_on_the_receiver_already():
     assert "resumed" not in summary_text(result)
     tree = TreeResult(peer="p", entries=2, files=2, bytes=5_000_000, resumed_bytes=4_000_000)
     assert "  resumed      4.0 MB on the receiver already, 1.0 MB sent" in tree_summary_text(tree)
+
+
+def test_the_bar_starts_where_a_resume_starts_and_its_rate_counts_this_run():
+    import io
+    from types import SimpleNamespace
+
+    from tqdm import tqdm
+
+    from rtcp.transfer.command import _advance
+
+    bar = tqdm(total=3_000_000, file=io.StringIO(), mininterval=0)
+    app = SimpleNamespace(resumed_bytes=0, file_bytes_done=0)
+    _advance(bar, app)
+    assert bar.n == 0
+    app.resumed_bytes = app.file_bytes_done = 1_000_000  # the offer was taken
+    _advance(bar, app)
+    assert bar.n == 1_000_000 and bar.initial == 1_000_000  # not bytes sent by this run
+    app.file_bytes_done = 1_500_000
+    _advance(bar, app)
+    assert bar.n == 1_500_000 and bar.initial == 1_000_000
+    bar.close()
