@@ -29,6 +29,7 @@ from rtcp.errors import (
 from rtcp.net.driver import Driver, resolve
 from rtcp.net.ready import wait_until_bound
 from rtcp.transfer import protocol as proto
+from rtcp.transfer.receiver import DEFAULT_IDLE_TIMEOUT_S
 
 READ_CHUNK_BYTES = 256 * 1024
 DEFAULT_TIMEOUT_S = 15.0
@@ -73,7 +74,11 @@ def verdict_error(verdict: proto.Verdict) -> RtcpError:
         return HashMismatch(f"SHA-256 mismatch at the receiver ({verdict.message})")
     if verdict.status == proto.Status.FILE_EXISTS:
         if "being received" in verdict.message:  # in flight from another sender: wait
-            return FileExistsRefused(text)
+            return FileExistsRefused(
+                f"{text} (if that is an interrupted send, the receiver drops it after its "
+                f"--timeout, {DEFAULT_IDLE_TIMEOUT_S:g} s by default: sending again then "
+                "resumes it)"
+            )
         return FileExistsRefused(f"{text} (the receiver needs --force to overwrite)")
     return TransferRefused(text)
 
