@@ -6,8 +6,10 @@ and the file protocol's FileSender -- no CLI involved.
 
 From the repository's root after `make venv` (or `make test`), which installs rtcp into .venv;
 anywhere rtcp is installed (`pip install -e .`), `rtcp` and `python3` do the same.
-This is a deliberately small version of rtcp.transfer.sender.SendApp (which adds the
-progress, the no-progress timeout and the exact error mapping).
+This is a deliberately small client: it writes format version 1 (one file, no resume; the
+receiver still reads it, docs/transfer.md), where rtcp.transfer.tree.TreeSendApp, what
+`rtcp send` runs, writes version 2 and adds resume, the progress, the no-progress timeout and
+the exact error mapping.
 """
 
 from __future__ import annotations

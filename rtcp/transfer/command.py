@@ -144,6 +144,7 @@ def summary_text(result) -> str:
     and rates in SI units, as the progress bar and the receiver's log line."""
     lines = [f"sent {result.name} to {result.peer}"]
     lines.append(f"  size         {format_bytes(result.bytes)} ({result.bytes} bytes)")
+    lines.extend(_resumed_lines(result))
     lines.append(f"  time         {result.seconds:.3f} s")
     rate = result.goodput_bytes_per_s
     lines.append(f"  goodput      {format_rate(rate)} ({rate * 8 / 1e6:.2f} Mbit/s)")
@@ -192,10 +193,8 @@ class _Progress:
                 leave=True,
                 mininterval=0.1,
             )
-        done = app.file_bytes_acked
-        if done > self.bar.n:
-            self.bar.update(done - self.bar.n)
-        retx = app.handle.conn.stats.retransmissions
+        _advance(self.bar, app)
+        retx = app.retransmissions
         if retx != self._retx:
             self._retx = retx
             self.bar.set_postfix_str(f"retx={retx}", refresh=False)
@@ -204,6 +203,19 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _advance(bar, app) -> None:
+    """Move a tqdm bar to the bytes the receiver holds. What a resume found there already
+    moves it too, but not its rate and ETA (those count what this run sends)."""
+    held = app.resumed_bytes - bar.initial
+    if held > 0:  # bytes that did not cross the network now: as if the bar had started there
+        bar.initial += held
+        bar.n += held
+        bar.last_print_n += held
+    done = app.file_bytes_done
+    if done > bar.n:
+        bar.update(done - bar.n)
 
 
 def _trace_option() -> Any:
@@ -353,7 +365,9 @@ def send_command(
         "-i",
         metavar="DURATION",
         help="A line per interval on stdout, as iperf3 (1s): bytes, rate, retransmissions, "
-        "cwnd, SRTT, then the sum; with --json, the list 'intervals' instead. Printed with "
+        "cwnd, SRTT, then the sum; for a tree, lines for the whole (--parallel: retransmissions and "
+        "cwnd summed over the connections, SRTT their mean); with --json, the list "
+        "'intervals' instead. Printed with "
         "--quiet too.",
     ),
     rate: str | None = typer.Option(
@@ -478,7 +492,8 @@ def send_command(
       9    the keys do not match (another --psk-file or --code, or a key on one side only)
       130  interrupted (Ctrl-C)
     """
-    from rtcp.transfer.sender import SendResult, send_file
+    from rtcp.transfer.sender import SendResult
+    from rtcp.transfer.tree import TreeResult, collect_entries, lone_result, send_tree
 
     timeout_s = _positive_seconds("--timeout", timeout)
     host, port = _parse_flag("--to", parse_hostport, to)
@@ -486,47 +501,28 @@ def send_command(
         raise UsageError(f"--to: {to!r} needs a port")
     if name is not None and "-" not in files:
         raise UsageError("--name names what - reads from stdin: give - as a FILE")
+    if files.count("-") > 1:
+        raise UsageError("- (stdin) can be given once")
     connections = _parse_int("--parallel", parallel, 1, MAX_PARALLEL)
-    if len(files) != 1 or files[0] == "-" or Path(files[0]).is_dir() or connections > 1:
-        if interval is not None:
-            raise UsageError("--interval reports a single file's transfer (not yet a tree's)")
-        tree_config = build_config(
-            mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc,
-            timeout_s=timeout_s,
-        )
-        if rate is not None:
-            tree_config = replace(
-                tree_config, max_pacing_rate_bytes_per_s=report.parse_rate_cap(rate)
-            )
-        _send_tree_command(
-            files, host, port, to, name=name, follow_symlinks=follow_symlinks, quiet=quiet,
-            resume=not no_resume, parallel=connections,
-            json_output=json_output, timeout_s=timeout_s, wait_ready=wait_ready,
-            config=tree_config,
-            trace=trace, pcap=pcap, explain=explain, width=_explain_width(explain_width),
-            secret=keys.load_secret(psk_file, code), keylog=keys.keylog_writer(keylog),
-        )
-        return
-    path = Path(files[0])
     config = build_config(
         mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc, timeout_s=timeout_s
     )
     if rate is not None:
         config = replace(config, max_pacing_rate_bytes_per_s=report.parse_rate_cap(rate))
+    every_s = report.parse_interval(interval) if interval is not None else None
     width = _explain_width(explain_width)
     secret = keys.load_secret(psk_file, code)
     keylog_write = keys.keylog_writer(keylog)
+    entries = collect_entries(files, follow_symlinks=follow_symlinks, stdin_name=name)
+    # one FILE that is a file: the summary and --json of one file (the same stream as a tree's)
+    lone = files != ["-"] and len(files) == 1 and len(entries) == 1 and entries[0].kind == "file"
     show_bar = not quiet and sys.stderr.isatty()
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0  # send_file reports the real problem
-    progress = _Progress(path.name, size) if show_bar else None
+    progress: Any = None
+    if show_bar:
+        progress = _Progress(entries[0].rel, entries[0].size) if lone else _TreeProgress(entries)
     intervals = (
-        report.IntervalReport(
-            report.parse_interval(interval), None if json_output else report.line_writer(progress)
-        )
-        if interval is not None
+        report.IntervalReport(every_s, None if json_output else report.line_writer(progress))
+        if every_s is not None
         else None
     )
     recording = _Recording(trace, pcap, "send", explain=explain)  # LocalIOError: exit 7
@@ -535,22 +531,17 @@ def send_command(
     ladder: str | None = None
     try:
         try:
-            result = send_file(
-                path,
-                host,
-                port,
-                config=config,
-                timeout_s=timeout_s,
+            tree = send_tree(
+                entries, host, port, config=config, timeout_s=timeout_s,
                 on_progress=report.chain(progress, intervals),
                 progress_interval_s=report.SAMPLE_INTERVAL_S if intervals else 0.1,
-                pcap=recording.pcap,
-                wait_ready=wait_ready,
-                secret=secret,
-                keylog=keylog_write,
+                pcap=recording.pcap, wait_ready=wait_ready, secret=secret, keylog=keylog_write,
+                stdin=sys.stdin.buffer if "-" in files else None, resume=not no_resume,
+                parallel=connections,
             )
         except KeyboardInterrupt:
-            # typer would turn it into a silent exit 130: say what happened (send_file reset
-            # the connection, so the receiver drops its temporary at once)
+            # typer would turn it into a silent exit 130: say what happened (send_tree reset
+            # the connections, so the receiver keeps or drops its partials at once)
             raise RtcpError("interrupted: the transfer was aborted", ExitCode.INTERRUPTED) from None
         finally:
             if intervals is not None:
@@ -560,21 +551,26 @@ def send_command(
             ladder = recording.finish(width=width)
     except RtcpError as exc:
         if json_output:
-            failed = SendResult(file=str(path), name=path.name, peer=to, bytes=size)
+            if lone:
+                failed: Any = SendResult(
+                    file=files[0], name=entries[0].rel, peer=to, bytes=entries[0].size or 0
+                )
+            else:
+                failed = TreeResult(peer=to, entries=len(entries), files=0, bytes=0)
             failed.exit_code, failed.error = int(exc.exit_code), str(exc)
             _print_json(_with_intervals(failed.to_json(), intervals))
         _print_ladder(ladder, json_output)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+    result: Any = lone_result(files[0], tree) if lone else tree
     if json_output:
         _print_json(_with_intervals(result.to_json(), intervals))
     _print_ladder(ladder, json_output)
-    if result.verified:
-        if not quiet and not json_output:
-            print(summary_text(result), flush=True)
-        return
-    raise RtcpError(result.error or "the transfer failed", ExitCode(result.exit_code))
+    if not quiet and not json_output and (result.verified or not lone):
+        print(summary_text(result) if lone else tree_summary_text(result), flush=True)
+    if not result.verified:
+        raise RtcpError(result.error or "the transfer failed", ExitCode(result.exit_code))
 
 
 def _with_intervals(obj: dict, intervals) -> dict:
@@ -584,60 +580,14 @@ def _with_intervals(obj: dict, intervals) -> dict:
     return obj
 
 
-def _send_tree_command(
-    files, host, port, to, *, name, follow_symlinks, quiet, json_output, timeout_s, wait_ready,
-    config, trace, pcap, explain, width, secret, keylog, resume, parallel,
-) -> None:
-    """`rtcp send` with several FILEs, a folder or stdin: one connection, format version 2."""
-    from rtcp.transfer.tree import TreeResult, collect_entries, send_tree
-
-    if files.count("-") > 1:
-        raise UsageError("- (stdin) can be given once")
-    entries = collect_entries(files, follow_symlinks=follow_symlinks, stdin_name=name)
-    show_bar = not quiet and sys.stderr.isatty()
-    progress = _TreeProgress(entries) if show_bar else None
-    recording = _Recording(trace, pcap, "send", explain=explain)
-    config = recording.configure(config)
-    previous_term = signal.signal(signal.SIGTERM, _interrupt)
-    ladder: str | None = None
-    try:
-        try:
-            result = send_tree(
-                entries, host, port, config=config, timeout_s=timeout_s, on_progress=progress,
-                pcap=recording.pcap, wait_ready=wait_ready, secret=secret, keylog=keylog,
-                stdin=sys.stdin.buffer if "-" in files else None, resume=resume,
-                parallel=parallel,
-            )
-        except KeyboardInterrupt:
-            raise RtcpError("interrupted: the transfer was aborted", ExitCode.INTERRUPTED) from None
-        finally:
-            if progress is not None:
-                progress.close()
-            ladder = recording.finish(width=width)
-    except RtcpError as exc:
-        if json_output:
-            failed = TreeResult(peer=to, entries=len(entries), files=0, bytes=0)
-            failed.exit_code, failed.error = int(exc.exit_code), str(exc)
-            _print_json(failed.to_json())
-        _print_ladder(ladder, json_output)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-    if json_output:
-        _print_json(result.to_json())
-    _print_ladder(ladder, json_output)
-    if not quiet and not json_output:
-        print(tree_summary_text(result), flush=True)
-    if not result.verified:
-        raise RtcpError(result.error or "the transfer failed", ExitCode(result.exit_code))
-
-
 def tree_summary_text(result) -> str:
     """The human summary of a send of many entries: totals, then every failure."""
     files_ok = sum(1 for r in result.results if r.verified and r.kind == "file")
     dirs = sum(1 for r in result.results if r.kind == "dir")
-    lines = [f"sent {_count(result.files, 'file')} and {_count(dirs, 'folder')} to {result.peer}"]
+    what = f"{_count(result.files, 'file')} and {_count(dirs, 'folder')} to {result.peer}"
+    lines = [f"sent {what}" if result.verified else f"tried to send {what}"]
     lines.append(f"  size         {format_bytes(result.bytes)} ({result.bytes} bytes)")
+    lines.extend(_resumed_lines(result))
     lines.append(f"  time         {result.seconds:.3f} s")
     rate = result.goodput_bytes_per_s
     lines.append(f"  goodput      {format_rate(rate)} ({rate * 8 / 1e6:.2f} Mbit/s)")
@@ -651,6 +601,14 @@ def tree_summary_text(result) -> str:
         for r in failures:
             lines.append(f"    {r.path}: {r.error or r.verdict}")
     return "\n".join(lines)
+
+
+def _resumed_lines(result) -> list[str]:
+    """The summary's line for bytes the receiver held already (resumed partials)."""
+    if not result.resumed_bytes:
+        return []
+    held, sent = result.resumed_bytes, result.bytes - result.resumed_bytes
+    return [f"  resumed      {format_bytes(held)} on the receiver already, {format_bytes(sent)} sent"]
 
 
 def _count(n: int, noun: str) -> str:
@@ -675,9 +633,7 @@ class _TreeProgress:
                 total=self.total, unit="B", unit_scale=True, unit_divisor=1000,
                 file=sys.stderr, dynamic_ncols=True, leave=True, mininterval=0.1,
             )
-        done = app.file_bytes_acked
-        if done > self.bar.n:
-            self.bar.update(done - self.bar.n)
+        _advance(self.bar, app)
         files_done = sum(1 for r in app.results if r.verified and r.kind == "file")
         self.bar.set_description_str(f"{files_done}/{self.files} files", refresh=False)
 

@@ -550,6 +550,9 @@ class TreeSession:
         self.entries = 0
         self.results: list[ReceiveResult] = []  # the failed ones
         self.first_failure: ReceiveResult | None = None
+        # the first entry's result, held until a second record comes: a connection of one
+        # file (`rtcp send FILE`) is reported by that file's result alone (finish)
+        self.held: ReceiveResult | None = None
 
     # --- replies and per-entry results --------------------------------------------------
 
@@ -583,7 +586,17 @@ class TreeSession:
             self.results.append(result)
             if self.first_failure is None:
                 self.first_failure = result
-        self.app.on_finished(result)
+        if self.entries == 1:
+            self.held = result
+        else:
+            self._release_held()
+            self.app.on_finished(result)
+
+    def _release_held(self) -> None:
+        """More than one entry: the first one's result is reported on its own after all."""
+        held, self.held = self.held, None
+        if held is not None:
+            self.app.on_finished(held)
 
     # --- events -------------------------------------------------------------------------
 
@@ -606,6 +619,7 @@ class TreeSession:
             elif isinstance(item, rec.FileEnded):
                 self._file_ended(item, now)
             elif isinstance(item, rec.DirReceived):
+                self._release_held()
                 self.current_started = now
                 self._first_record(now)
                 if item.bad_path is not None:
@@ -632,6 +646,7 @@ class TreeSession:
 
     def _file_started(self, item: rec.FileStarted, now: float) -> None:
         app = self.app
+        self._release_held()
         self._first_record(now)
         self.current_index, self.current_path, self.current_size = item.index, item.path, item.size
         self.current_started = now
@@ -698,7 +713,9 @@ class TreeSession:
     def _refuse_current(self, verdict: proto.Verdict, now: float) -> None:
         self._abort_current(keep=False)
         self.skipping = True
-        self._entry_done(self.current_index, self.current_path, verdict, now)
+        self._entry_done(
+            self.current_index, self.current_path, verdict, now, size=self.current_size
+        )
 
     def _abort_current(self, *, keep: bool = False) -> bool:
         """Drop the current file; keep: an interruption, keep its data for a resume (files
@@ -796,6 +813,7 @@ class TreeSession:
         """The connection's own result, once it is over (the files' results came before).
         Files still being checked are dropped; those in the group commit are committed (their
         verdicts cannot leave any more)."""
+        written = self.current.bytes_written if self.current is not None else 0
         kept = self._abort_current(keep=not verified)
         for waiting in self.waiting:
             if waiting.job is None:
@@ -811,6 +829,10 @@ class TreeSession:
         if not self.parser.finished and verified:
             code, verified = ExitCode.FAILURE, False
         end = app.verdict_at if app.verdict_at is not None else now
+        lone = self._lone_file_result(code, verified, reason, now, written, stats)
+        if lone is not None:
+            return lone
+        self._release_held()
         return ReceiveResult(
             peer=app.peer,
             name=None,
@@ -824,6 +846,41 @@ class TreeSession:
             entries=self.entries,
             failed=len(self.results),
         )
+
+
+    def _lone_file_result(
+        self,
+        code: ExitCode,
+        verified: bool,
+        reason: str,
+        now: float,
+        written: int,
+        stats: dict,
+    ) -> ReceiveResult | None:
+        """A connection that carried one file, answered or interrupted (`rtcp send FILE`):
+        its result is that file's, final, with the connection's counters and, when the
+        connection failed after the file's verdict, the connection's outcome."""
+        app = self.app
+        held = self.held
+        if held is not None and not held.name.endswith("/"):
+            self.held = None
+            if held.verified and not verified:
+                held.exit_code, held.verified, held.reason = code, False, reason
+            held.final, held.stats = True, stats
+            return held
+        if self.entries == 0 and self.current_index == 0 and not verified:  # interrupted
+            return ReceiveResult(
+                peer=app.peer,
+                name=self.current_path,
+                size=self.current_size,
+                bytes_received=written,
+                seconds=max(0.0, now - app.started),
+                exit_code=code,
+                verified=False,
+                reason=reason,
+                stats=stats,
+            )
+        return None
 
 
 @dataclass(eq=False)

@@ -2,11 +2,14 @@
 list in `--json`), `rtcp send --rate` (the sender's own cap) and `rtcp recv --json` (one JSON
 object per finished transfer, JSON Lines).
 
-The interval figures come from the connection's own counters (ConnectionStats via
-refresh_stats), sampled by the sender's driver loop on its clock (send_file's on_progress hook):
-no thread. Bytes are file bytes the receiver acknowledged, so the intervals add up to the file
-once it is verified; retransmissions are the segments resent during the interval; cwnd and
-SRTT are their values at the interval's end. Times count from the first SYN, as the summary's.
+The interval figures come from the connections' own counters (ConnectionStats via
+refresh_stats), sampled by the sender's driver loop on its clock (send_tree's on_progress
+hook): no thread. Bytes are file bytes sent and acknowledged by the receiver, so the
+intervals add up to what this run carried once it is verified (a resumed file's prefix was
+not sent); retransmissions are the segments resent during the interval; cwnd and SRTT are
+their values at the interval's end. A tree is one transfer: one line per interval for all its
+files, over all its connections (--parallel: retransmissions and cwnd summed, SRTT their
+mean; tree.TreeApps.connection_sample). Times count from the first SYN, as the summary's.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from rtcp.units import format_bytes, format_rate, parse_duration, parse_rate
 
 # The shortest --interval: the driver loop samples at least this often while it runs
 MIN_INTERVAL_S = 0.1
-# How often send_file calls the progress hook with --interval: the interval ends land within
+# How often send_tree calls the progress hook with --interval: the interval ends land within
 # this of the nominal second, as iperf3's
 SAMPLE_INTERVAL_S = 0.01
 # The slowest --rate: a segment at least every few seconds (the receiver's --min-rate, 1 kbps
@@ -109,7 +112,7 @@ class IntervalReport:
     _last_bytes: int = 0
     _last_retx: int = 0
     _finished: bool = False
-    _app: object = None  # the SendApp the hook was last called with
+    _app: object = None  # the tree.TreeApps the hook was last called with
     _due_s: float = 0.0  # seconds since time zero at which the current interval ends
 
     def __post_init__(self) -> None:
@@ -134,8 +137,8 @@ class IntervalReport:
             return
         self._finished = True
         end = app.clock()
-        if getattr(app, "succeeded", False) and app.verdict_at is not None:
-            end = app.verdict_at  # as the summary's time: the verdict ends the transfer
+        if app.succeeded and app.finished_at is not None:
+            end = app.finished_at  # as the summary's time: the last verdict ends the transfer
         end_s = max(end - self._start, self._last_at)
         if end_s > self._last_at or self._acked(app) > self._last_bytes:
             self._close(app, end_s)
@@ -154,17 +157,14 @@ class IntervalReport:
         return app.file_bytes_acked
 
     def _close(self, app, end_s: float) -> None:
-        conn = app.handle.conn
-        stats = conn.refresh_stats() if hasattr(conn, "refresh_stats") else conn.stats
+        retx, cwnd, srtt = app.connection_sample()
         acked = self._acked(app)
-        retx = stats.retransmissions
-        srtt = stats.srtt_s
         interval = Interval(
             start_s=self._last_at,
             end_s=end_s,
             bytes=max(0, acked - self._last_bytes),
             retransmissions=max(0, retx - self._last_retx),
-            cwnd_bytes=stats.cwnd_bytes,
+            cwnd_bytes=cwnd,
             srtt_ms=round(srtt * 1000.0, 3) if srtt is not None else None,
         )
         self._last_at, self._last_bytes, self._last_retx = end_s, acked, retx

@@ -1,4 +1,7 @@
-"""Sending many files and folders over one connection (format version 2, records.py).
+"""The sending application: files and folders over one connection (format version 2,
+records.py), driven by rtcp.net.driver. It is rtcp's only way of sending: a lone
+`rtcp send FILE` is a tree of one file (send_tree, then lone_result for its summary), so it
+resumes as any file of a tree.
 
 `rtcp send A B DIR/ -`: the entries are listed first (collect_entries: a folder's own name is
 the top of its paths, like `scp -r`; symlinks are skipped unless followed; special files are
@@ -14,24 +17,37 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
 from rtcp.core.protection import FAILURE_MESSAGES, ClientProtection, Secret
-from rtcp.errors import ExitCode, KeyRejected, LocalIOError, RtcpError, TransferRefused, UsageError
+from rtcp.errors import (
+    ConnectionRefused,
+    ExitCode,
+    KeyRejected,
+    LocalIOError,
+    PeerTimeout,
+    RtcpError,
+    TransferRefused,
+    UsageError,
+)
 from rtcp.net.driver import App, Handle
 from rtcp.transfer import protocol as proto
 from rtcp.transfer import records as rec
 from rtcp.transfer.readahead import ReadAhead, SourceError
 from rtcp.transfer.sender import (
+    CLOSE_GRACE_S,
     DEFAULT_TIMEOUT_S,
+    NOT_RTCP_DATAGRAMS,
     READ_CHUNK_BYTES,
+    SendResult,
     _protection_stats,
     closed_error,
     make_config,
     open_driver,
     run_reporting,
+    stat_value,
     stats_dict,
     verdict_error,
 )
@@ -77,6 +93,7 @@ class TreeResult:
     entries: int
     files: int
     bytes: int
+    resumed_bytes: int = 0  # of `bytes`, held by the receiver already (resumed partials)
     verified: bool = False
     verified_entries: int = 0
     seconds: float = 0.0
@@ -87,7 +104,8 @@ class TreeResult:
     exit_code: int = int(ExitCode.OK)
     error: str | None = None
     results: list[FileResult] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # the connections' counters (summed)
+    driver: dict = field(default_factory=dict)  # the socket's counters (DriverStats)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -125,6 +143,7 @@ def collect_entries(
         if stat.S_ISDIR(st.st_mode):
             _walk(arg, top, entries, follow_symlinks, warn, {(st.st_dev, st.st_ino)})
         elif stat.S_ISREG(st.st_mode):
+            _check_readable(arg)
             entries.append(Entry("file", _checked(top), arg, st.st_size, st.st_mtime_ns))
         else:
             raise LocalIOError(f"{arg} is not a regular file or a folder")
@@ -134,6 +153,18 @@ def collect_entries(
             raise UsageError(f"two files would arrive as {entry.rel!r}")
         seen.add(entry.rel)
     return entries
+
+
+def _check_readable(path: str) -> None:
+    """A file named on the command line that cannot be opened fails before anything is sent
+    (one inside a folder fails on its own, as the tree goes on)."""
+    try:
+        with open(path, "rb", buffering=0):
+            pass
+    except PermissionError:
+        raise LocalIOError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise LocalIOError(f"cannot open {path}: {exc.strerror or exc}") from None
 
 
 def _checked(rel: str) -> str:
@@ -193,8 +224,12 @@ class TreeSendApp(App):
         stdin=None,
         resume: bool = True,
         warn: Callable[[str], None] | None = None,
+        wait_ready: bool = False,
     ):
         self.entries = entries
+        self.wait_ready = wait_ready  # a refusal before the handshake means "not yet"
+        self.refusals = 0
+        self.linger = False  # after an abort: stay a moment to answer the peer's challenge ACK
         self.resume = resume  # --no-resume: every file from byte 0
         self.warn = warn or (lambda text: print(f"rtcp: {text}", file=sys.stderr, flush=True))
         self.results = [
@@ -212,6 +247,7 @@ class TreeSendApp(App):
         self._out: list = []  # pieces of the stream not yet accepted by conn.send()
         self._file = None  # the current file's object
         self._reader: ReadAhead | None = None
+        self._prefix: tuple | None = None  # a prefix check under way (_start_prefix_check)
         self._hash = None
         self._body_left: int | None = None  # bytes of the current body still to queue
         self._body_index = -1
@@ -220,6 +256,8 @@ class TreeSendApp(App):
         self.stream_started = False
         self.stream_bytes_queued = 0
         self.overhead_bytes_queued = 0
+        self.file_bytes_queued = 0  # bytes of files accepted by conn.send()
+        self.resumed_bytes = 0  # bytes the receiver held already (resumed partials)
         self._queue_overhead(rec.stream_start())
         self.answered = 0
         self.verified = 0
@@ -242,9 +280,11 @@ class TreeSendApp(App):
 
     @property
     def file_bytes_acked(self) -> int:
-        """Bytes of files acknowledged (the records' own bytes left out, to within those in
-        flight)."""
-        return max(0, self.stream_bytes_acked - self.overhead_bytes_queued)
+        """Bytes of files sent and acknowledged (the records' own bytes left out, to within
+        those in flight; exact once every entry is answered)."""
+        if self.complete:
+            return self.file_bytes_queued
+        return min(self.file_bytes_queued, max(0, self.stream_bytes_acked - self.overhead_bytes_queued))
 
     def _note_acked(self, now: float) -> None:
         acked = self.stream_bytes_acked
@@ -257,23 +297,70 @@ class TreeSendApp(App):
         return self._end_queued and self.answered == len(self.entries)
 
     @property
+    def decided(self) -> bool:
+        """Every entry has its outcome (the stream may still be running: a refused last file)."""
+        return self.answered == len(self.entries)
+
+    @property
     def succeeded(self) -> bool:
         return self.complete and self.verified == len(self.entries) and self.error is None
 
     # --- failures ------------------------------------------------------------------------
 
-    def fail(self, error: RtcpError, *, abort: bool = True) -> None:
-        if self.error is None:
+    def fail(self, error: RtcpError | None, *, abort: bool = True, linger: bool = False) -> None:
+        """Stop (error None: every entry is decided already). abort resets the connection;
+        linger asks send_tree to stay a moment after it, to answer the peer's challenge ACK
+        (see Driver._reply_rst) so that the receiver drops the transfer at once rather than
+        after its idle timeout."""
+        if self.error is None and error is not None:
             self.error = error
         self.close()
         if abort and not self.handle.conn.is_closed:
             self.handle.conn.abort()
+            self.linger = self.linger or linger
         self.done = True
+
+    def linger_seconds(self) -> float:
+        srtt = stat_value(self.handle.conn.stats, "srtt_s", default=None) or 0.05
+        return min(1.0, 0.05 + 4 * srtt)
+
+    def connection_refused(self, now: float) -> None:
+        """ICMP port unreachable (the driver's connected socket): nothing is bound at the
+        receiver's port. Before the handshake that is final at once, unless --wait-ready asked
+        to wait for it (the SYN's retransmissions then keep knocking)."""
+        if self.established or self.done:
+            return
+        self.refusals += 1
+        if not self.wait_ready:
+            self.fail(
+                ConnectionRefused(
+                    f"connection refused by {self.peer_text}: nothing listens there "
+                    "(--wait-ready waits for it)"
+                ),
+                abort=False,
+            )
+
+    def _not_rtcp_datagrams(self) -> int:
+        """Datagrams from the peer that were not rtcp segments of this connection."""
+        stats = self.handle.conn.stats
+        count = stats.malformed_datagrams + stats.checksum_failures + stats.foreign_datagrams
+        if self.handle.driver is not None:
+            count += self.handle.driver.stats.unroutable
+        return count
+
+    def _not_rtcp_error(self, count: int) -> RtcpError:
+        return TransferRefused(
+            f"{self.peer_text} answers, but not as rtcp ({count} datagrams that are not rtcp "
+            "segments): is `rtcp recv` listening there?"
+        )
 
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._prefix is not None:
+            self._prefix[-1].close()
+            self._prefix = None
         if self._file is not None and self._file is not self.stdin:
             self._file.close()
         self._file = None
@@ -303,7 +390,7 @@ class TreeSendApp(App):
             failure = getattr(self.handle.protection, "failure", None)
             if failure is not None and self.error is None:
                 self.error = KeyRejected(FAILURE_MESSAGES[failure])
-            if not self.complete and self.error is None:
+            if not self.decided and self.error is None:
                 self.error = closed_error(event.reason, event.error, self.peer_text, self.timeout_s)
             self.done = True
 
@@ -342,7 +429,10 @@ class TreeSendApp(App):
                 result.sha256 is None or verdict.message.strip().lower() != result.sha256
             ):
                 result.verdict = "OK, with a SHA-256 that is not the sender's: not verified"
-                result.error = result.verdict
+                result.error = (
+                    f"the receiver answered OK with SHA-256 {verdict.message[:64]!r}, not ours "
+                    f"({result.sha256})"
+                )
                 result.exit_code = int(ExitCode.HASH_MISMATCH)
                 return
             result.verified = True
@@ -354,7 +444,12 @@ class TreeSendApp(App):
         if item.index == self.waiting:  # refused before its data: go on with the next
             self.waiting = None
             self.close()
-        # refused while its body streams: the receiver reads and drops the rest
+        elif self.decided and not self.complete:
+            # refused while its body streams, and nothing after it: the rest would be read and
+            # dropped, so stop here (RST), as for a lone file refused after its record
+            self.finished_at = now
+            self.fail(None, linger=True)
+        # else: refused while its body streams; the receiver reads and drops the rest
 
     def _offer(self, item: rec.OfferFor, now: float) -> None:
         if item.index != self.waiting:
@@ -363,34 +458,58 @@ class TreeSendApp(App):
         self.last_progress = now
         self.waiting = None
         index = self.sent[item.index]
-        offset, hasher = 0, hashlib.sha256()
         if item.offset and self.resume:
-            offset, hasher = self._check_prefix(index, item.offset, item.prefix_digest)
+            if item.offset <= (self.results[index].bytes or 0):
+                self._start_prefix_check(index, item.offset, item.prefix_digest)
+                return
+            self._changed(index)
+        self._start_body_at(index, 0, hashlib.sha256())
+
+    def _start_body_at(self, index: int, offset: int, hasher) -> None:
+        """START (offset: where the body begins) and the body from there."""
+        self.resumed_bytes += offset
+        self.results[index].resumed_from = offset
         self._queue_overhead(rec.encode_start(offset))
         self._begin_body(index, offset, hasher)
 
-    def _check_prefix(self, index: int, offset: int, digest: bytes):
-        """Hash our own first `offset` bytes (locally: nothing is sent) and compare them with
-        the receiver's partial. (offset, hash so far) to resume, else (0, fresh hash)."""
-        result = self.results[index]
+    def _changed(self, index: int) -> None:
+        path = self.results[index].path
+        self.warn(f"{path}: changed since the partial on the receiver: starting over")
+
+    def _start_prefix_check(self, index: int, offset: int, digest: bytes) -> None:
+        """Hash our own first `offset` bytes (locally: nothing is sent) to compare them with
+        the receiver's partial, in a ReadAhead helper: the loop goes on meanwhile (ACKs,
+        timers), and each chunk hashed counts as progress (a prefix of many GB on a slow
+        disk takes longer than --timeout). _prefix_step finishes it."""
         hasher = hashlib.sha256()
-        if offset <= (result.bytes or 0):
+        reader = ReadAhead(
+            self._file, offset, hasher.update, chunk_bytes=READ_CHUNK_BYTES,
+            name=self.entries[index].source or "stdin",
+            on_chunk=self.handle.driver.wakeup if self.handle.driver else None,
+        )
+        self._prefix = (index, offset, digest, hasher, reader)
+
+    def _prefix_step(self, now: float) -> bool:
+        """Take what the prefix check hashed; True once it is over (the body started)."""
+        index, offset, digest, hasher, reader = self._prefix
+        while reader.ready():
             try:
-                done = 0
-                while done < offset:
-                    chunk = self._file.read(min(READ_CHUNK_BYTES, offset - done))
-                    if not chunk:
-                        break
-                    hasher.update(chunk)
-                    done += len(chunk)
-                if done == offset and hasher.digest() == digest:
-                    result.resumed_from = offset
-                    return offset, hasher
+                chunk = reader.take()
+            except SourceError:  # shorter or unreadable now: start over (the body tells)
+                chunk, hasher = None, None
+            if chunk is not None:
+                self.last_progress = now
+                continue
+            reader.close()
+            self._prefix = None
+            if hasher is not None and hasher.digest() == digest:
+                self._start_body_at(index, offset, hasher)
+            else:
+                self._changed(index)
                 self._file.seek(0)
-            except OSError:
-                self._file.seek(0)
-        self.warn(f"{result.path}: changed since the partial on the receiver: starting over")
-        return 0, hashlib.sha256()
+                self._start_body_at(index, 0, hashlib.sha256())
+            return True
+        return False
 
     # --- the stream ----------------------------------------------------------------------
 
@@ -480,6 +599,7 @@ class TreeSendApp(App):
             if unknown:
                 self._queue_overhead(rec.encode_chunk_length(len(chunk)))
             self._out.append(memoryview(chunk))
+            self.file_bytes_queued += len(chunk)
             self._body_size += len(chunk)
             if not unknown:
                 self._body_left -= len(chunk)
@@ -502,16 +622,22 @@ class TreeSendApp(App):
 
     def _source_failed(self, message: str) -> bool:
         """The file cannot be read whole after its record went: the stream cannot go on."""
-        self.fail(LocalIOError(message))
+        self.fail(LocalIOError(message), linger=True)
         return False
 
     def poll(self, now: float) -> None:
         if self.done:
             return
         if not self.established:
+            count = self._not_rtcp_datagrams()
+            if count >= NOT_RTCP_DATAGRAMS:
+                self.fail(self._not_rtcp_error(count))
             return
         conn = self.handle.conn
         self._note_acked(now)
+        if self._prefix is not None and not self._prefix_step(now):
+            conn.cork = False
+            return
         space = conn.send_buffer_space
         while space > 0:
             if not self._out:
@@ -538,7 +664,7 @@ class TreeSendApp(App):
         if self.done and self.closing_since is None:
             return None
         if self.closing_since is not None:
-            return self.closing_since + min(2.0, self.timeout_s)
+            return self.closing_since + min(CLOSE_GRACE_S, self.timeout_s)
         return self.last_progress + self.timeout_s
 
     def on_deadline(self, now: float) -> None:
@@ -550,10 +676,13 @@ class TreeSendApp(App):
             return
         if self.established:
             what = f"no progress for {self.timeout_s:g} s sending to {self.peer_text}"
+        elif self.refusals:
+            what = f"nothing listened at {self.peer_text} within {self.timeout_s:g} s"
+        elif count := self._not_rtcp_datagrams():
+            self.fail(self._not_rtcp_error(count))
+            return
         else:
             what = f"no answer from {self.peer_text} within {self.timeout_s:g} s"
-        from rtcp.errors import PeerTimeout
-
         self.fail(PeerTimeout(what))
 
 
@@ -573,10 +702,13 @@ def split_entries(entries: list[Entry], parallel: int) -> list[list[Entry]]:
 
 
 class TreeApps:
-    """The connections of one send (--parallel), seen as one for the progress bar."""
+    """The connections of one send (--parallel), seen as one by the progress bar and the
+    --interval report (rtcp.transfer.report)."""
 
     def __init__(self, apps: list[TreeSendApp]):
         self.apps = apps
+        self.clock = apps[0].clock
+        self.started = min(a.started for a in apps)
 
     @property
     def established(self) -> bool:
@@ -584,7 +716,18 @@ class TreeApps:
 
     @property
     def file_bytes_acked(self) -> int:
+        """Bytes of files sent by this run and acknowledged."""
         return sum(a.file_bytes_acked for a in self.apps if a.established)
+
+    @property
+    def resumed_bytes(self) -> int:
+        """Bytes of files the receiver held already (resumed partials)."""
+        return sum(a.resumed_bytes for a in self.apps)
+
+    @property
+    def file_bytes_done(self) -> int:
+        """Bytes of files the receiver holds: acknowledged, or resumed from a partial."""
+        return self.file_bytes_acked + self.resumed_bytes
 
     @property
     def results(self) -> list[FileResult]:
@@ -593,6 +736,38 @@ class TreeApps:
     @property
     def done(self) -> bool:
         return all(a.done for a in self.apps)
+
+    @property
+    def succeeded(self) -> bool:
+        return all(a.succeeded for a in self.apps)
+
+    @property
+    def finished_at(self) -> float | None:
+        """When the last verdict arrived, once every entry has one (the summary's end)."""
+        ends = [a.finished_at for a in self.apps]
+        return None if None in ends else max(ends)
+
+    @property
+    def retransmissions(self) -> int:
+        return sum(a.handle.conn.stats.retransmissions for a in self.apps if hasattr(a, "handle"))
+
+    def connection_sample(self) -> tuple[int, int | None, float | None]:
+        """(retransmissions, cwnd, SRTT) for an --interval line: retransmissions over every
+        connection; the congestion windows summed over the connections still sending (what
+        the whole transfer may have in flight; once all are done, their last values) and the
+        SRTT the mean of theirs (they share the path)."""
+        connected = [a for a in self.apps if hasattr(a, "handle")]
+        retx = 0
+        for app in connected:
+            conn = app.handle.conn
+            retx += (conn.refresh_stats() if hasattr(conn, "refresh_stats") else conn.stats).retransmissions
+        sending = [a for a in connected if a.established and not a.done]
+        if not sending:
+            sending = [a for a in connected if a.established]
+        cwnd = sum(a.handle.conn.stats.cwnd_bytes for a in sending) if sending else None
+        srtts = [a.handle.conn.stats.srtt_s for a in sending]
+        srtts = [x for x in srtts if x is not None]
+        return retx, cwnd, (sum(srtts) / len(srtts) if srtts else None)
 
 
 def send_tree(
@@ -614,15 +789,33 @@ def send_tree(
 ) -> TreeResult:
     """Send entries to an `rtcp recv` over `parallel` connections (files distributed, see
     split_entries), all on one socket. Never raises for a failed transfer: the TreeResult
-    carries each entry's outcome, exit_code and error."""
+    carries each entry's outcome, exit_code and error (RtcpError for local problems before
+    anything is sent: an unresolvable host).
+
+    pcap: a rtcp.trace.pcap.PcapWriter (--pcap) that records every datagram of the socket;
+    the caller closes it. Tracing goes through config.event_hook.
+
+    The socket is connected to the receiver, so that "nothing listens there" (ICMP port
+    unreachable) arrives as ECONNREFUSED and ends the transfer at once (ConnectionRefused,
+    exit 3). wait_ready (--wait-ready) waits instead: for an address of this host until a
+    socket is bound there, before the first SYN (rtcp.net.ready: nothing is sent meanwhile);
+    elsewhere the SYN's retransmissions keep knocking. Both within timeout_s.
+
+    secret: a key or a code (rtcp.core.protection): the transfer is then authenticated and
+    encrypted; without one, a receiver that requires a key is still told apart from a
+    timeout."""
     driver, addr, peer_text = open_driver(host, port, timeout_s, wait_ready, pcap)
     cfg = make_config(config, timeout_s=timeout_s)
+    groups = split_entries(entries, parallel) if parallel > 1 else [entries]
+    cap = cfg.max_pacing_rate_bytes_per_s
+    if cap and len(groups) > 1:  # --rate caps the whole send: each connection its share
+        cfg = replace(cfg, max_pacing_rate_bytes_per_s=max(1, cap // len(groups)))
     apps = [
         TreeSendApp(
             group, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock, stdin=stdin,
-            resume=resume,
+            resume=resume, wait_ready=wait_ready,
         )
-        for group in (split_entries(entries, parallel) if parallel > 1 else [entries])
+        for group in groups
     ]
     group = TreeApps(apps)
     handles: list[Handle] = []
@@ -632,18 +825,57 @@ def send_tree(
                 handles.append(driver.connect(addr, cfg, app, ClientProtection(secret, keylog)))
             run_reporting(driver, group, on_progress, progress_interval_s)
         except KeyboardInterrupt:
+            # reset every connection, and answer the receivers' challenge ACKs a moment, so
+            # that they drop (or keep, for a resume) their partials at once
             for app in apps[: len(handles)]:
-                app.fail(RtcpError("interrupted"))
+                app.fail(RtcpError("interrupted"), linger=True)
             driver.service()
-            driver.linger(0.2)
+            driver.linger(max(a.linger_seconds() for a in apps[: len(handles)] or apps[:1]))
             raise
         finally:
             for app in apps:
                 app.close()
+        # flush what the last iteration queued (an RST, the last ACK)
         driver.service()
+        lingering = [a.linger_seconds() for a in apps[: len(handles)] if a.linger]
+        if lingering:
+            driver.linger(max(lingering))
         if on_progress is not None:
             on_progress(group, driver.clock())
-    return _tree_result(entries, apps, handles, peer_text)
+        result = _tree_result(entries, apps, handles, peer_text)
+        result.driver = stats_dict(driver.stats)
+    return result
+
+
+def lone_result(path: str, tree: TreeResult) -> SendResult:
+    """The SendResult (`rtcp send FILE --json`) of a tree of one file."""
+    one = tree.results[0]
+    result = SendResult(
+        file=str(path),
+        name=one.path,
+        peer=tree.peer,
+        bytes=one.bytes or 0,
+        resumed_bytes=one.resumed_from,
+        sha256=one.sha256,
+        verified=one.verified and tree.verified,
+        seconds=tree.seconds,
+        goodput_bytes_per_s=tree.goodput_bytes_per_s,
+        segments_sent=tree.segments_sent,
+        retransmissions=tree.retransmissions,
+        exit_code=tree.exit_code,
+        error=tree.error,
+        verdict=one.verdict,
+        stats=tree.stats,
+        driver=tree.driver,
+    )
+    srtt = tree.stats.get("srtt_s")
+    if srtt:
+        result.rtt_ms = round(float(srtt) * 1000.0, 3)
+    if result.verified:
+        result.verdict = proto.Verdict(proto.Status.OK, one.sha256 or "").describe()
+    elif one.error is not None and tree.exit_code == one.exit_code:
+        result.error = one.error  # the file's own reason, not "1 of 1 entries not verified"
+    return result
 
 
 def _tree_result(
@@ -682,9 +914,9 @@ def _tree_result(
             elif isinstance(value, int) and not isinstance(value, bool):
                 totals[key] = totals.get(key, 0) + value  # counters add up over connections
     result.stats = totals
-    verified_bytes = sum(r.bytes or 0 for r in results if r.verified and r.kind == "file")
-    if result.seconds > 0:
-        result.goodput_bytes_per_s = verified_bytes / result.seconds
+    result.resumed_bytes = sum(a.resumed_bytes for a in apps)
+    if result.seconds > 0:  # the bytes this run carried (a resumed file's rest, not its prefix)
+        result.goodput_bytes_per_s = sum(a.file_bytes_acked for a in apps) / result.seconds
     failed = [r for r in results if not r.verified]
     errors = [a.error for a in apps if a.error is not None]
     result.verified = all(a.succeeded for a in apps)

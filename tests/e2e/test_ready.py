@@ -37,6 +37,28 @@ def test_nothing_listening_is_refused_at_once(tmp_path):
     assert res.stderr.count("\n") == 1
 
 
+def test_nothing_listening_is_refused_at_once_for_a_tree_too(tmp_path):
+    """The same for several files (it waited for --timeout and said 'no answer'); the
+    summary says it only tried."""
+    import subprocess
+
+    from tests.e2e.conftest import RTCP
+
+    src = tmp_path / "d"
+    src.mkdir()
+    for name in ("a", "b"):
+        make_file(src / name, 1000)
+    res = subprocess.run(
+        [RTCP, "send", src, "--to", f"127.0.0.1:{closed_port()}", "--timeout", f"{GENEROUS_S}s"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=GENEROUS_S / 2,
+        check=False,
+    )
+    assert res.returncode == 3, res.stderr
+    assert res.stderr.startswith("rtcp: error: connection refused by 127.0.0.1:")
+    assert res.stdout.startswith("tried to send 2 files and 1 folder to 127.0.0.1:")
+    assert "d/a: connection refused" in res.stdout
+
+
 class NotRtcp:
     """A UDP server that answers every datagram with text: something, but not rtcp."""
 
@@ -129,5 +151,6 @@ def test_a_second_sender_of_a_name_in_flight_is_refused_at_the_header(receiver, 
     assert res.returncode == 6, res.stderr
     report = json.loads(res.stdout)
     assert "being received from another sender" in report["error"]
+    assert "sending again then resumes it" in report["error"]  # what to do about it
     assert report["stats"]["data_bytes_sent"] < src.stat().st_size // 2  # refused early
     assert first.wait(GENEROUS_S) == 0, first.stderr

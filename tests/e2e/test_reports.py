@@ -66,6 +66,37 @@ def test_rate_caps_the_senders_own_rate(receiver, tmp_path):
     assert size <= cap * (report["seconds"] + 0.003) + BIG_SEGMENT_BYTES
 
 
+def test_intervals_of_a_tree_over_parallel_connections(receiver, tmp_path):
+    """One line per interval for the whole tree, over both connections; --rate caps the
+    whole send (each connection paced at half of it)."""
+    from tests.e2e.test_tree import send_many
+
+    _recv, port, out = receiver()
+    src = tmp_path / "d"
+    src.mkdir()
+    for i in range(3):
+        make_file(src / f"f{i}.bin", 200_000, seed=i)
+    size, cap = 600_000, 500_000  # 4mbit: at least 1.2 s, whatever the machine
+    args = ("--parallel", "2", "--rate", "4mbit", "--interval", "200ms")
+    res = send_many(port, src, *args, "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["verified"] and report["handshakes"] == 2
+    _check_intervals(report["intervals"], size)
+    assert report["intervals"][-1]["end_s"] >= report["seconds"] - 1e-6
+    assert size <= cap * (report["seconds"] + 0.003) + 2 * BIG_SEGMENT_BYTES
+    # the human lines: the header, the intervals, the sum of the whole tree, then the summary
+    for i in range(3):
+        (out / "d" / f"f{i}.bin").unlink()
+    res = send_many(port, src, *args)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.decode().splitlines()
+    assert lines[0].split() == ["interval", "transfer", "rate", "retx", "cwnd", "srtt"]
+    total = [line for line in lines if line.endswith("  sum")]
+    assert len(total) == 1 and "600.0 kB" in total[0], res.stdout
+    assert lines.index(total[0]) < lines.index(f"sent 3 files and 1 folder to 127.0.0.1:{port}")
+
+
 def test_bad_rate_and_interval_are_usage_errors(tmp_path):
     src = make_file(tmp_path / "x.bin", 10)
     for args in (["--rate", "10"], ["--interval", "10ms"]):  # the rest: tests/transfer

@@ -38,7 +38,13 @@ def sha256(path) -> str:
 
 
 def temporaries(out) -> list[str]:
-    return [n for n in os.listdir(out) if n.startswith(".rtcp-tmp-")] if out.exists() else []
+    names = os.listdir(out) if out.exists() else []
+    return sorted(n for n in names if n.startswith(".rtcp-tmp-"))
+
+
+def partials(out) -> list[str]:
+    """The partials an interrupted transfer left for a resume (the data and its sidecar)."""
+    return sorted(n for n in temporaries(out) if n.startswith(".rtcp-tmp-partial-"))
 
 
 def assert_one_error_line(stderr: str) -> None:
@@ -230,7 +236,9 @@ def test_receiver_sigterm_aborts_open_transfer(receiver, proxy, spawn, tmp_path)
     wait_for(lambda: temporaries(out), 15, "the transfer to start")
     recv.signal(signal.SIGTERM)
     assert recv.wait(10) == 0
-    assert temporaries(out) == [] and not (out / "aborted.bin").exists()
+    # nothing under its name; what arrived is kept for a resume (the partial and its sidecar)
+    assert len(partials(out)) == 2 and temporaries(out) == partials(out)
+    assert not (out / "aborted.bin").exists()
     assert sender.wait(15) == 4, sender.stderr  # reset by the receiver
     assert_one_error_line(sender.stderr)
 
@@ -268,4 +276,5 @@ def test_sender_interrupted_resets_the_transfer(receiver, proxy, spawn, tmp_path
     assert "interrupted" in sender.stderr
     line = recv.wait_line("interrupted.bin", timeout=10).string  # the reset, not a timeout
     assert "failed" in line and "reset" in line
-    assert temporaries(out) == [] and not (out / "interrupted.bin").exists()
+    assert len(partials(out)) == 2 and temporaries(out) == partials(out)  # kept for a resume
+    assert not (out / "interrupted.bin").exists()

@@ -33,8 +33,12 @@ def test_dripping_verdict_under_zero_window_times_out(pyproc, tmp_path):
 def test_verdict_length_is_bounded():
     """A verdict announcing more than MAX_MESSAGE_BYTES is refused at its header, at once."""
     from rtcp.transfer import protocol as proto
+    from rtcp.transfer import records as rec
 
-    fs = proto.FileSender("x", 0)
-    events = fs.receive(bytes((0,)) + (proto.MAX_MESSAGE_BYTES + 1).to_bytes(2, "big"))
-    assert isinstance(events[0], proto.ProtocolFailure)
-    assert "at most" in events[0].message
+    for head in (
+        bytes((rec.REPLY_VERDICT,)) + (0).to_bytes(4, "big") + bytes((0,)),  # entry 0's
+        bytes((0,)),  # about the whole connection
+    ):
+        events = rec.ReplyParser().feed(head + (proto.MAX_MESSAGE_BYTES + 1).to_bytes(2, "big"))
+        assert isinstance(events[0], proto.ProtocolFailure)
+        assert f"{proto.MAX_MESSAGE_BYTES + 1} bytes" in events[0].message

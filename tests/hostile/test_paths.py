@@ -76,8 +76,9 @@ def test_sender_source_port_change_and_an_off_path_sender(tmp_path, keyed):
     from rtcp.core import protection as prot
     from rtcp.net.driver import Driver
     from rtcp.transfer.receiver import FileServer
-    from rtcp.transfer.sender import SendApp, make_config
+    from rtcp.transfer.sender import make_config
     from rtcp.transfer.storage import OutputDir
+    from rtcp.transfer.tree import TreeSendApp, collect_entries
 
     size = 3_000_000
     src = make_file(tmp_path / "p.bin", size)
@@ -88,37 +89,38 @@ def test_sender_source_port_change_and_an_off_path_sender(tmp_path, keyed):
         acceptor = prot.Acceptor(secret) if keyed else None
         if keyed:
             server.require_key(acceptor)
-        with open(src, "rb") as f:
-            app = SendApp(f, proto.FileSender("p.bin", size), peer_text="receiver")
-            client.connect(
-                server.local_address, make_config(), app, prot.ClientProtection(secret)
-            )
-            swapped = forged = False
-            off_path = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            off_path.bind(("127.0.0.1", 0))
-            deadline = time.monotonic() + 60
-            try:
-                while not app.done and time.monotonic() < deadline:
-                    client.run_once(0.005)
-                    server.run_once(0.005)
-                    if not forged and app.file_bytes_acked > size // 4:
-                        forged = True
-                        c = app.handle.conn
-                        from rtcp.core import wire
-                        from rtcp.core.seqnum import wrap
+        app = TreeSendApp(collect_entries([str(src)]), peer_text="receiver")
+        client.connect(server.local_address, make_config(), app, prot.ClientProtection(secret))
+        swapped = forged = False
+        off_path = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        off_path.bind(("127.0.0.1", 0))
+        deadline = time.monotonic() + 60
+        try:
+            while not app.done and time.monotonic() < deadline:
+                client.run_once(0.005)
+                server.run_once(0.005)
+                if not forged and app.file_bytes_acked > size // 4:
+                    forged = True
+                    c = app.handle.conn
+                    from rtcp.core import wire
+                    from rtcp.core.seqnum import wrap
 
-                        copy = wire.build(
-                            wire.ACK, c.local_id, c.peer_id, wrap(c.snd_una, c.iss),
-                            wrap(c.rcv_nxt, c.irs), 0xFFFF,
-                        )
-                        off_path.sendto(copy, server.local_address)
-                    if not swapped and app.file_bytes_acked > size // 2:
-                        swapped = True
-                        old_peer = server.handles[0].peer
-                        _swap_socket(client)
-                app.close()
-            finally:
-                off_path.close()
+                    copy = wire.build(
+                        wire.ACK,
+                        c.local_id,
+                        c.peer_id,
+                        wrap(c.snd_una, c.iss),
+                        wrap(c.rcv_nxt, c.irs),
+                        0xFFFF,
+                    )
+                    off_path.sendto(copy, server.local_address)
+                if not swapped and app.file_bytes_acked > size // 2:
+                    swapped = True
+                    old_peer = server.handles[0].peer
+                    _swap_socket(client)
+            app.close()
+        finally:
+            off_path.close()
         assert app.succeeded, app.error
         assert swapped and forged
         assert server.stats.migrations == 1  # the real move, not the forged one

@@ -4,7 +4,6 @@ back, and the capture's segments matching the traced ones."""
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import time
@@ -15,10 +14,9 @@ from rtcp.net.driver import Driver
 from rtcp.trace.ladder import render_ladder
 from rtcp.trace.pcap import PcapWriter, TapSocket, read_pcap
 from rtcp.trace.writer import TraceWriter, read_trace
-from rtcp.transfer import protocol as proto
 from rtcp.transfer.receiver import FileServer
-from rtcp.transfer.sender import SendApp
 from rtcp.transfer.storage import OutputDir
+from tests.sending import lone_sender
 
 
 def _bound(address=("127.0.0.1", 0)) -> socket.socket:
@@ -45,8 +43,8 @@ def test_traced_and_captured_loopback_transfer(tmp_path):
     send_writer = TraceWriter(send_trace, "send")
     send_cap = PcapWriter(send_pcap)
     client = Driver(sock=TapSocket(_bound(), send_cap))
-    app = SendApp(io.BytesIO(data), proto.FileSender("f.bin", len(data)), peer_text="srv",
-                  timeout_s=10.0, clock=client.clock)
+    app = lone_sender(tmp_path, "f.bin", data, peer_text="srv", timeout_s=10.0,
+                      clock=client.clock)
     client.connect(server.local_address, ConnectionConfig(
         user_timeout_s=10.0, event_hook=send_writer.hook()), app)
     end = time.monotonic() + 20
@@ -114,8 +112,8 @@ def test_through_the_real_proxy_with_its_decisions_traced(tmp_path):
     thread = threading.Thread(target=proxy.run, daemon=True)
     thread.start()
     client = Driver(("127.0.0.1", 0))
-    app = SendApp(io.BytesIO(data), proto.FileSender("f.bin", len(data)), peer_text="proxy",
-                  timeout_s=10.0, clock=client.clock)
+    app = lone_sender(tmp_path, "f.bin", data, peer_text="proxy", timeout_s=10.0,
+                      clock=client.clock)
     client.connect(proxy.local_address, ConnectionConfig(
         user_timeout_s=10.0, pmtud=False, event_hook=writers["send"].hook()), app)
     end = time.monotonic() + 20

@@ -1,4 +1,5 @@
-"""The sending and receiving applications over two in-memory core connections.
+"""The sending and receiving applications over two in-memory core connections: a lone file
+(`rtcp send FILE`, a tree of one file in format version 2).
 
 A tiny virtual-clock harness calls the apps exactly as rtcp.net.driver does (timers, events,
 poll, flush), with seeded loss, duplication, reordering and corruption: no sockets, no sleeps.
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import io
 import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -24,18 +25,21 @@ from rtcp.errors import (
     LocalIOError,
     PeerReset,
     PeerTimeout,
-    TransferRefused,
 )
 from rtcp.net.driver import Handle
 from rtcp.transfer import protocol as proto
 from rtcp.transfer.receiver import ReceiveApp
-from rtcp.transfer.sender import SendApp, closed_error, verdict_error
+from rtcp.transfer.sender import closed_error, verdict_error
 from rtcp.transfer.storage import OutputDir
+from rtcp.transfer.tree import TreeSendApp, collect_entries
 
 T0 = 1000.0
 
 
 class Harness:
+    """out: the receiver's folder (tmp_path); the file to send is written beside it (under
+    out's parent, in a folder of its own) unless source names one."""
+
     def __init__(
         self,
         out: OutputDir,
@@ -50,8 +54,8 @@ class Harness:
         delay_s: float = 0.002,
         timeout_s: float = 10.0,
         config: ConnectionConfig | None = None,
-        fileobj=None,
-        sender: proto.FileSender | None = None,
+        source: Path | None = None,
+        app_class: type[TreeSendApp] = TreeSendApp,
     ):
         self.now = T0
         self.rng = random.Random(seed)
@@ -64,10 +68,15 @@ class Harness:
         self.results = []
         client = Connection(cfg, is_client=True, now=self.now)
         server = Connection(cfg, is_client=False, now=self.now)
-        fs = sender or proto.FileSender(name, len(data))
+        if source is None:
+            source = Path(f"{out.path}-src") / name
+            source.parent.mkdir(exist_ok=True)
+            source.write_bytes(data)
+        self.source = source
         clock = lambda: self.now
-        self.send_app = SendApp(
-            fileobj or io.BytesIO(data), fs, peer_text="sim", timeout_s=timeout_s, clock=clock
+        self.send_app = app_class(
+            collect_entries([str(source)]), peer_text="sim", timeout_s=timeout_s, clock=clock,
+            warn=lambda text: None,
         )
         self.recv_app = ReceiveApp(
             out,
@@ -137,6 +146,11 @@ class Harness:
         self.run(lambda: self.send_app.done and bool(self.results), max_time_s)
 
 
+def _visible(folder) -> list[str]:
+    """What a user sees in the receiver's folder (not its temporaries and partials)."""
+    return [name for name in os.listdir(folder) if not name.startswith(proto.TEMP_PREFIX)]
+
+
 def test_clean_transfer(tmp_path):
     data = os.urandom(1_000_000)
     h = Harness(OutputDir(tmp_path), data)
@@ -176,16 +190,21 @@ def test_impaired_transfer(tmp_path, seed):
     assert h.c.conn.stats.retransmissions > 0
 
 
-def test_file_exists_refused_early(tmp_path):
+@pytest.mark.parametrize("size", [3_000_000, 900_000])
+def test_file_exists_refused_early(tmp_path, size):
+    # 3 MB asks for an offer: refused before any of its bytes; 900 kB streams at once (more
+    # than the send buffer): refused while it streams, the sender stops there (RST)
     (tmp_path / "file.bin").write_bytes(b"old")
-    data = os.urandom(3_000_000)  # larger than the send buffer: the refusal stops it early
+    data = os.urandom(size)
     config = ConnectionConfig(send_buffer_bytes=256 * 1024)
     h = Harness(OutputDir(tmp_path), data, config=config)
     h.run_to_end()
-    assert isinstance(h.send_app.error, FileExistsRefused)
-    assert h.send_app.error.exit_code == ExitCode.FILE_EXISTS
-    assert h.send_app.file_bytes_read < len(data)
-    assert h.results[0].exit_code == ExitCode.FILE_EXISTS
+    (refused,) = h.send_app.results
+    assert not h.send_app.succeeded and refused.exit_code == ExitCode.FILE_EXISTS
+    assert "needs --force" in refused.error
+    assert h.send_app.file_bytes_queued < (1 if size > 1 << 20 else 600_000)
+    (result,) = h.results  # one line at the receiver: the file's
+    assert result.exit_code == ExitCode.FILE_EXISTS and result.name == "file.bin"
     assert os.listdir(tmp_path) == ["file.bin"]
     assert (tmp_path / "file.bin").read_bytes() == b"old"
 
@@ -199,20 +218,29 @@ def test_force_overwrites(tmp_path):
     assert (tmp_path / "file.bin").read_bytes() == data
 
 
-class LyingSender(proto.FileSender):
+class _LyingHash:
+    def update(self, data) -> None:
+        pass
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(b"something else").digest()
+
+
+class LyingSender(TreeSendApp):
     """Announces the SHA-256 of other bytes: the receiver must refuse to store the file."""
 
-    def trailer(self) -> bytes:
-        super().trailer()
-        self._digest = hashlib.sha256(b"something else").digest()
-        return self._digest
+    def _begin_body(self, index: int, offset: int = 0, hasher=None) -> None:
+        super()._begin_body(index, offset, hasher)
+        self._hash = _LyingHash()
 
 
 def test_hash_mismatch(tmp_path):
     data = os.urandom(50_000)
-    h = Harness(OutputDir(tmp_path), data, sender=LyingSender("file.bin", len(data)))
+    h = Harness(OutputDir(tmp_path), data, app_class=LyingSender)
     h.run_to_end()
-    assert isinstance(h.send_app.error, HashMismatch)
+    (refused,) = h.send_app.results
+    assert refused.exit_code == ExitCode.HASH_MISMATCH and not h.send_app.succeeded
+    assert isinstance(verdict_error(proto.Verdict(proto.Status.HASH_MISMATCH)), HashMismatch)
     assert h.results[0].exit_code == ExitCode.HASH_MISMATCH
     assert os.listdir(tmp_path) == []
 
@@ -220,25 +248,28 @@ def test_hash_mismatch(tmp_path):
 def test_receiver_io_error_refuses(tmp_path, monkeypatch):
     from rtcp.transfer import storage
 
-    def no_space(self, name, size):
+    def no_space(self, rel, size, **_options):
         raise storage.Refusal(proto.Status.IO_ERROR, "No space left on device")
 
-    monkeypatch.setattr(storage.OutputDir, "check", no_space)
+    monkeypatch.setattr(storage.OutputDir, "open_relative", no_space)
     h = Harness(OutputDir(tmp_path), b"x" * 1000)
     h.run_to_end()
-    assert isinstance(h.send_app.error, TransferRefused)
-    assert "No space left" in str(h.send_app.error)
+    (refused,) = h.send_app.results
+    assert refused.exit_code == ExitCode.REFUSED and "No space left" in refused.error
     assert h.results[0].exit_code == ExitCode.LOCAL_IO
 
 
 def test_file_shrinking_while_sent(tmp_path):
-    data = os.urandom(100_000)
-    h = Harness(OutputDir(tmp_path), data, fileobj=io.BytesIO(data[:50_000]))
+    data = os.urandom(2_000_000)
+    h = Harness(OutputDir(tmp_path), data)
+    h.run(lambda: h.send_app.waiting is not None)  # its record went; the offer is awaited
+    os.truncate(h.source, 1_000_000)
     h.run(lambda: h.send_app.done and bool(h.results))
     assert isinstance(h.send_app.error, LocalIOError)
     assert "shrank" in str(h.send_app.error)
     assert h.results[0].exit_code == ExitCode.RESET  # the sender aborted
-    assert os.listdir(tmp_path) == []
+    assert h.results[0].name == "file.bin"
+    assert _visible(tmp_path) == []
 
 
 def test_receiver_vanishes_sender_times_out(tmp_path):
@@ -250,10 +281,10 @@ def test_receiver_vanishes_sender_times_out(tmp_path):
     h.run(lambda: h.send_app.done)
     assert isinstance(h.send_app.error, PeerTimeout)
     assert h.now - start <= 3.0 + 0.5
-    # the receiver, left alone, gives up too and removes its temporary
+    # the receiver, left alone, gives up too, and keeps only the partial (for a resume)
     h.run(lambda: bool(h.results))
     assert h.results[0].exit_code == ExitCode.TIMEOUT
-    assert os.listdir(tmp_path) == []
+    assert _visible(tmp_path) == []
 
 
 def test_receiver_abort_resets_sender(tmp_path):
@@ -264,7 +295,7 @@ def test_receiver_abort_resets_sender(tmp_path):
     h.run(lambda: h.send_app.done)
     assert isinstance(h.send_app.error, PeerReset)
     assert h.results[0].reason == "the receiver is shutting down"
-    assert os.listdir(tmp_path) == []
+    assert _visible(tmp_path) == []
 
 
 def test_no_answer_at_all(tmp_path):

@@ -3,7 +3,6 @@ garbage datagrams. Several drivers are stepped in turn from one thread."""
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 
@@ -11,10 +10,9 @@ from rtcp.core import wire
 from rtcp.core.config import ConnectionConfig
 from rtcp.errors import ExitCode
 from rtcp.net.driver import App, Driver, Handle
-from rtcp.transfer import protocol as proto
 from rtcp.transfer.receiver import FileServer
-from rtcp.transfer.sender import SendApp
 from rtcp.transfer.storage import OutputDir
+from tests.sending import lone_sender
 
 
 def step_all(drivers, until, limit_s=20.0):
@@ -27,15 +25,10 @@ def step_all(drivers, until, limit_s=20.0):
             d.run_once(0.002)
 
 
-def start_sender(data: bytes, name: str, server_addr, config=None):
+def start_sender(folder, data: bytes, name: str, server_addr, config=None):
     driver = Driver(("127.0.0.1", 0))
-    app = SendApp(
-        io.BytesIO(data),
-        proto.FileSender(name, len(data)),
-        peer_text="srv",
-        timeout_s=10.0,
-        clock=driver.clock,
-    )
+    app = lone_sender(folder / name, name, data, peer_text="srv", timeout_s=10.0,
+                      clock=driver.clock)
     cfg = config or ConnectionConfig(user_timeout_s=10.0)
     driver.connect(server_addr, cfg, app)
     return driver, app
@@ -44,9 +37,11 @@ def start_sender(data: bytes, name: str, server_addr, config=None):
 def test_four_concurrent_transfers_on_one_socket(tmp_path):
     server = Driver(("127.0.0.1", 0))
     results = []
-    srv = FileServer(server, OutputDir(tmp_path), on_result=results.append)
+    srv = FileServer(server, OutputDir(tmp_path / "inbox"), on_result=results.append)
     files = {f"f{i}.bin": os.urandom(200_000 + i) for i in range(4)}
-    senders = [start_sender(data, name, server.local_address) for name, data in files.items()]
+    senders = [
+        start_sender(tmp_path, data, name, server.local_address) for name, data in files.items()
+    ]
     drivers = [server] + [d for d, _ in senders]
     try:
         step_all(drivers, lambda: all(a.done for _, a in senders) and len(results) == 4)
@@ -55,7 +50,7 @@ def test_four_concurrent_transfers_on_one_socket(tmp_path):
         assert sorted(r.name for r in results) == sorted(files)
         assert all(r.exit_code == ExitCode.OK for r in results)
         for name, data in files.items():
-            assert (tmp_path / name).read_bytes() == data
+            assert (tmp_path / "inbox" / name).read_bytes() == data
         # connections are forgotten once closed (TIME-WAIT is shortcut after a linger)
         step_all([server], lambda: not server.handles, limit_s=5.0)
         assert srv.active == 0

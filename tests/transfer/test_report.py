@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from rtcp.core.connection import ConnectionStats
@@ -12,19 +10,22 @@ from rtcp.transfer import report
 
 
 class FakeApp:
-    """What IntervalReport reads of a SendApp: its clock, start, acked bytes, stats."""
+    """What IntervalReport reads of a send (tree.TreeApps): its clock, start, acked bytes,
+    and the connections' sample."""
 
     def __init__(self) -> None:
         self.now = 100.0
         self.started = 100.0
         self.file_bytes_acked = 0
         self.succeeded = False
-        self.verdict_at = None
+        self.finished_at = None
         self.stats = ConnectionStats(cwnd_bytes=14_000, srtt_s=0.002)
-        self.handle = SimpleNamespace(conn=SimpleNamespace(stats=self.stats))
 
     def clock(self) -> float:
         return self.now
+
+    def connection_sample(self):
+        return self.stats.retransmissions, self.stats.cwnd_bytes, self.stats.srtt_s
 
 
 def _run(lines: list[str] | None):
@@ -36,7 +37,7 @@ def _run(lines: list[str] | None):
         app.file_bytes_acked = step * 10_000
         app.stats.retransmissions = step // 100 * 2
         rep(app, app.now)
-    app.succeeded, app.verdict_at = True, app.now
+    app.succeeded, app.finished_at = True, app.now
     app.now += 0.5  # the FIN exchange after the verdict: not part of the transfer's time
     rep.finish()
     return rep
@@ -117,3 +118,26 @@ def test_recv_json_objects():
     obj = report.receive_json(failed)
     assert obj["bytes"] == 10 and obj["error"] == "bad name" and obj["exit_code"] == 8
     assert obj["rtt_ms"] is None and obj["stats"] == {} and obj["goodput_bytes_per_s"] == 0.0
+
+
+def test_a_parallel_send_sums_retransmissions_and_cwnd_and_averages_srtt():
+    """--interval over --parallel: one sample for the whole send (tree.TreeApps)."""
+    from types import SimpleNamespace
+
+    from rtcp.transfer.tree import TreeApps
+
+    def app(retx, cwnd, srtt, *, done=False):
+        stats = ConnectionStats(retransmissions=retx, cwnd_bytes=cwnd, srtt_s=srtt)
+        conn = SimpleNamespace(stats=stats, refresh_stats=lambda: stats)
+        return SimpleNamespace(
+            handle=SimpleNamespace(conn=conn), established=True, done=done, clock=lambda: 0.0,
+            started=0.0,
+        )
+
+    apps = [app(2, 10_000, 0.002), app(3, 30_000, 0.004), app(5, 99_000, 0.5, done=True)]
+    retx, cwnd, srtt = TreeApps(apps).connection_sample()
+    assert retx == 10  # every connection's, the finished one's too
+    assert cwnd == 40_000 and round(srtt * 1000) == 3  # those still sending
+    for a in apps:
+        a.done = True
+    assert TreeApps(apps).connection_sample()[1] == 139_000  # at the end: their last values
