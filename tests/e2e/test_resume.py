@@ -10,7 +10,7 @@ import json
 import os
 import signal
 
-from tests.e2e.conftest import make_file, send, wait_for
+from tests.e2e.conftest import make_file, needs_proxy, send, wait_for
 
 SIZE = 3 * 1024 * 1024  # at least 1 MiB: the receiver keeps its partial
 
@@ -79,4 +79,34 @@ def test_a_changed_lone_file_and_no_resume_start_over(receiver, spawn, tmp_path)
     assert "big.bin: changed since the partial on the receiver: starting over" in res.stderr
     assert "resumed" not in res.stdout and "verified     yes" in res.stdout
     assert (out / "big.bin").read_bytes() == src.read_bytes()
+    assert _partials(out) == []
+
+
+@needs_proxy
+def test_64_mib_killed_at_60_percent_through_a_lossy_proxy_resumes_with_the_rest(
+    receiver, proxy, spawn, tmp_path
+):
+    """The issue's case as written: SIGKILL (no RST) at 60% of 64 MiB through 1% loss; the
+    second run carries under 45% of the bytes and the file is verified."""
+    size = 64 * 1024 * 1024
+    _recv, port, out = receiver("--timeout", "2s")
+    _proxy, pport = proxy(port, "--loss", "1%", "--seed", "7")
+    src = make_file(tmp_path / "big64.bin", size, seed=64)
+    sender = spawn(["send", src, "--to", f"127.0.0.1:{pport}", "--quiet", "--rate", "200mbit"])
+    wait_for(lambda: _held(out) >= 0.6 * size, 60, "60% of the file at the receiver")
+    sender.signal(signal.SIGKILL)
+    sender.wait(10)
+    wait_for(lambda: len(_partials(out)) == 2, 15, "the partial and its sidecar")
+
+    res = send(src, pport, "--json", timeout=120)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["verified"] and report["resumed_bytes"] >= 0.55 * size
+    assert report["stats"]["data_bytes_sent"] < 0.45 * size
+    with open(out / src.name, "rb") as got, open(src, "rb") as want:
+        while True:
+            a, b = got.read(1 << 20), want.read(1 << 20)
+            assert a == b
+            if not a:
+                break
     assert _partials(out) == []

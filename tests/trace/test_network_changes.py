@@ -61,12 +61,15 @@ def test_change_labels(record, label):
 
 def test_plot_marks_each_change_on_every_graph(tmp_path):
     pytest.importorskip("matplotlib")
-    from rtcp.trace.plot import plot_trace
+    from rtcp.trace.plot import extract, plot_trace
 
     tr = traced_transfer(tmp_path, 20_000)
-    fig = plot_trace(read_trace(tr.send), marks=[(0.05, "network: loss 30% (api)")])
-    for ax in fig.axes:
-        assert any(list(line.get_xdata()) == [0.05, 0.05] for line in ax.get_lines())
+    records = read_trace(tr.send)
+    t0 = extract(records).t0  # the plot's time 0: the connection's first segment
+    fig = plot_trace(records, marks=[(t0 + 0.05, "network: loss 30% (api)")])
+    for ax in fig.axes:  # drawn 50 ms after the first segment (the axis is in ms)
+        xs = [list(line.get_xdata()) for line in ax.get_lines()]
+        assert any(len(x) == 2 and all(abs(v - 50.0) < 1e-6 for v in x) for x in xs)
     assert any("network: loss 30% (api)" in text.get_text() for text in fig.axes[0].texts)
 
 

@@ -11,6 +11,7 @@ import hashlib
 import heapq
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,21 @@ from rtcp.transfer.storage import OutputDir
 from rtcp.transfer.tree import TreeSendApp, collect_entries
 
 T0 = 1000.0
+THREAD_WAIT_S = 60.0  # real seconds a writer or commit thread may take (a generous bound)
+
+
+class _Waker:
+    """The receiver's Handle.driver: its writer and commit threads wake it when a file is
+    checked or committed (the harness then polls); flush is left to the next service."""
+
+    def __init__(self) -> None:
+        self.woken = threading.Event()
+
+    def wakeup(self) -> None:
+        self.woken.set()
+
+    def _flush(self, handle, now: float) -> None:
+        pass
 
 
 class Harness:
@@ -86,7 +102,10 @@ class Harness:
             clock=clock,
         )
         self.c = Handle(conn=client, peer=None, app=self.send_app, driver=None, created=self.now)
-        self.s = Handle(conn=server, peer=None, app=self.recv_app, driver=None, created=self.now)
+        self.waker = _Waker()
+        self.s = Handle(
+            conn=server, peer=None, app=self.recv_app, driver=self.waker, created=self.now
+        )
         self.c.peer, self.s.peer = self.s, self.c
         self.send_app.connection_made(self.c)
         self.recv_app.connection_made(self.s)
@@ -129,6 +148,11 @@ class Harness:
             self._service(self.s)
             if until():
                 return
+            tree = self.recv_app.tree
+            if tree is not None and tree.waiting:  # threads check and commit: the clock stops
+                assert self.waker.woken.wait(THREAD_WAIT_S), "the receiver's threads hang"
+                self.waker.woken.clear()
+                continue
             deadlines = [q[0] for q in self.queue[:1]]
             for h in (self.c, self.s):
                 for t in (h.conn.get_timer(), h.app.deadline()):
