@@ -425,6 +425,13 @@ class Connection:
         """CLOSED: the driver may forget this connection."""
         return self.state is S.CLOSED
 
+    @property
+    def last_heard(self) -> float:
+        """When the peer was last heard from: its SYN, or a segment past the timestamp check
+        (PAWS) that was acceptable or answered with an ACK (a duplicate, a zero-window probe).
+        What the user timeout counts from, and what a receiver judges a silent sender by."""
+        return self._last_heard
+
     # --- receiving ---------------------------------------------------------------------
 
     def receive_datagram(self, data, now: float) -> None:

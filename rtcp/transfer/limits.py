@@ -41,6 +41,9 @@ PARTIALS_REMOVED = "partials removed"
 PARTIAL_BYTES_REMOVED = "partial bytes removed"
 # Bytes of resumed partials read back and hashed (storage.RESUME_HASH_BYTES_PER_BYTE bounds it).
 PREFIX_BYTES_HASHED = "resumed prefix bytes hashed"
+# Silent connections ended by a new one from the same address for the same file
+# (receiver.TAKEOVER_SILENCE_S).
+TAKEOVERS = "takeovers"
 
 
 @dataclass

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from enum import Enum
 
 from rtcp.core import events as ev
 from rtcp.core.config import ConnectionConfig
@@ -33,6 +34,7 @@ from rtcp.transfer.storage import (
     CommitJob,
     FolderCache,
     IncomingFile,
+    InFlight,
     OutputDir,
     Refusal,
 )
@@ -44,6 +46,14 @@ DEFAULT_IDLE_TIMEOUT_S = 30.0
 # retransmissions, and the sender waits for it (the connection's user timeout ends a sender
 # that went silent).
 CLOSE_GRACE_S = 5.0
+# A new connection from the same address for a file that a connection is receiving takes it
+# over (ends it as its idle timeout would, keeping the partial, and resumes from that) once
+# nothing at all has arrived on the old one for this long: a sender killed with SIGKILL or cut
+# off by its network, sent again at once. A live sender is heard from well within it: with data
+# in flight it retransmits at least every second (ConnectionConfig.max_backoff_rto_s), and it
+# ACKs our replies; one we hold back (its window closed by us: it then probes, less and less
+# often) is never taken over.
+TAKEOVER_SILENCE_S = 2.0
 
 _STATUS_EXIT = {
     proto.Status.OK: ExitCode.OK,
@@ -56,6 +66,14 @@ _STATUS_EXIT = {
     proto.Status.PROTOCOL_ERROR: ExitCode.REFUSED,
     proto.Status.UNSUPPORTED_VERSION: ExitCode.REFUSED,
 }
+
+
+class Takeover(Enum):
+    """What a connection that wants a path in flight on another one does (FileServer)."""
+
+    DONE = "the other connection was ended: the path is free"
+    WAIT = "ask again at the given time (the other one may still prove alive)"
+    REFUSE = "refused as in flight (a live transfer, another address)"
 
 
 @dataclass
@@ -131,8 +149,10 @@ class ReceiveApp(App):
         budget: lim.ReceiveMemoryBudget | None = None,
         limits: lim.ReceiverLimits | None = None,
         on_limit: Callable[[str, str, str], None] | None = None,
+        server: FileServer | None = None,
     ):
         self.out = out
+        self.server = server  # where a takeover finds the connection that holds a path
         self.budget = budget
         self.limits = limits or lim.ReceiverLimits()
         self.on_limit = on_limit
@@ -167,6 +187,7 @@ class ReceiveApp(App):
         self._unparsed: deque = deque()  # read, not parsed yet (version 2: held back)
         self._stream_ended = False  # the sender's FIN arrived
         self._eof_parsed = False  # ... and the parser was told, after the last byte
+        self.takeovers = 0  # silent connections this one ended (TAKEOVER_SILENCE_S)
 
     # --- outcome -----------------------------------------------------------------------
 
@@ -200,9 +221,50 @@ class ReceiveApp(App):
             reason=reason,
             sha256=self._sha256,
             path=self._path,
-            stats=report.connection_stats(self.handle),
+            stats=report.connection_stats(self.handle) | {"takeovers": self.takeovers},
         )
         self.on_finished(self.result)
+
+    # --- takeover of a silent connection -----------------------------------------------
+
+    @property
+    def receiving(self) -> str | None:
+        """The path whose bytes this connection is writing now (its name in the output
+        folder's in_flight), or None."""
+        if self.result is not None:
+            return None
+        if self.tree is not None:
+            current = self.tree.current
+            return current.name if current is not None and not current.committed else None
+        incoming = self.incoming
+        if incoming is None or incoming.committed or self.verdict is not None:
+            return None
+        return incoming.name
+
+    def holding_back(self) -> bool:
+        """We are not reading this sender's stream now: its silence says nothing about it."""
+        return self._held_back() or bool(self._unparsed) or bool(self.handle.conn.readable)
+
+    def take_over(
+        self, path: str, now: float, asked_at: float | None
+    ) -> tuple[Takeover, float | None]:
+        """Another connection holds path: ask the server to end it (asked_at: when this
+        connection first asked, None when it cannot wait). (decision, when to ask again)."""
+        if self.server is None:
+            return Takeover.REFUSE, None
+        return self.server.take_over(self, path, now, asked_at)
+
+    def taken_over(self, by: str, silence_s: float, now: float) -> None:
+        """A new connection from this sender's address wants the file this one is receiving,
+        and nothing came from this sender for silence_s: end it as its idle timeout would (RST,
+        the partial kept, reported as interrupted)."""
+        self._decide(
+            ExitCode.TIMEOUT,
+            False,
+            f"taken over by a new connection from the same address ({by}): nothing from "
+            f"this sender for {silence_s:.1f} s",
+        )
+        self.abort(now)
 
     def _answer(self, verdict: proto.Verdict, now: float) -> None:
         """Send our verdict once, then close our direction (the sender may still be sending
@@ -417,7 +479,7 @@ class ReceiveApp(App):
                     )
                     continue
                 try:
-                    self.incoming = self.out.open(item.name, item.size)
+                    self.incoming = self._open_v1(item, now)
                 except Refusal as exc:
                     self._refuse(exc.verdict, now)
             elif isinstance(item, proto.TrailerReceived):
@@ -432,6 +494,17 @@ class ReceiveApp(App):
                 self._discarding = not commit.verdict.ok
             elif isinstance(item, proto.ProtocolFailure):
                 self._refuse(proto.Verdict(item.status, item.message), now)
+
+    def _open_v1(self, item: proto.HeaderReceived, now: float) -> IncomingFile:
+        """The temporary of a version 1 header; a silent connection that holds the name is
+        taken over at once (version 1 cannot wait: its data follows the header). Raises
+        Refusal."""
+        try:
+            return self.out.open(item.name, item.size)
+        except InFlight as exc:
+            if self.take_over(exc.path, now, None)[0] is not Takeover.DONE:
+                raise
+        return self.out.open(item.name, item.size)
 
     def _refuse(self, verdict: proto.Verdict, now: float) -> None:
         if self.incoming is not None:
@@ -457,12 +530,14 @@ class ReceiveApp(App):
             return None
         if self._close_grace_from is not None:
             return self._close_grace_from + CLOSE_GRACE_S
-        idle = self.last_activity + self.idle_timeout_s
+        deadline = self.last_activity + self.idle_timeout_s
         if not self.header_seen:
-            return min(idle, self.started + self.limits.header_deadline_s)
-        if self._rate_check_at is None:
-            return idle
-        return min(idle, self._rate_check_at)
+            deadline = min(deadline, self.started + self.limits.header_deadline_s)
+        elif self._rate_check_at is not None:
+            deadline = min(deadline, self._rate_check_at)
+        if self.tree is not None and self.tree.pending_until is not None:
+            deadline = min(deadline, self.tree.pending_until)  # poll() decides it then
+        return deadline
 
     def on_deadline(self, now: float) -> None:
         if self.result is not None:
@@ -541,6 +616,10 @@ class TreeSession:
         self.current_mtime_ns = 0
         self.current_asked = False  # the current file asked for an offer: it may resume
         self.offer: tuple[int, bytes] | None = None  # (offset, prefix SHA-256) offered
+        # a FILE that asked for an offer, for a path a silent-looking connection from the same
+        # address holds: (the record, when it first asked), decided by poll() from pending_until
+        self.pending: tuple[rec.FileStarted, float] | None = None
+        self.pending_until: float | None = None
         self.waiting: list[_Waiting] = []  # files ended, verdict not out yet (in order)
         self.folders: list[tuple[str, int]] = []  # (path, mtime) of the folders made
         self.ended = False  # END arrived: close once every file's verdict is out
@@ -665,12 +744,57 @@ class TreeSession:
                 f"{largest} bytes (--max-size)",
             )
         else:
-            try:
-                self.current = app.out.open_relative(
-                    item.path, item.size, check_only=item.ask_offer, folders=self.folders_open
-                )
-            except Refusal as exc:
-                refusal = exc.verdict
+            refusal = self._open_started(item, now, now if item.ask_offer else None)
+            if refusal is _WAITING:
+                return
+        self._answer_started(item, refusal, now)
+
+    def _open_started(self, item: rec.FileStarted, now: float, asked_at: float | None):
+        """Open the file of a FILE record (only check it when it asks for an offer): None, the
+        refusal's verdict, or _WAITING (pending: another connection from the same address
+        holds the path and has been silent, but not for long enough yet). asked_at: when this
+        record first asked (None: it cannot wait, its data follows)."""
+        out = self.app.out
+
+        def open_it() -> None:
+            self.current = out.open_relative(
+                item.path, item.size, check_only=item.ask_offer, folders=self.folders_open
+            )
+
+        try:
+            open_it()
+            return None
+        except InFlight as exc:
+            decision, until = self.app.take_over(exc.path, now, asked_at)
+            if decision is Takeover.WAIT:
+                self.pending, self.pending_until = (item, asked_at), until
+                return _WAITING
+            if decision is Takeover.REFUSE:
+                return exc.verdict
+        except Refusal as exc:
+            return exc.verdict
+        try:  # taken over: the path is free now
+            open_it()
+        except Refusal as exc:
+            return exc.verdict
+        return None
+
+    def _decide_pending(self, now: float) -> None:
+        """A FILE waiting for a takeover: ask again (the other connection may have ended,
+        been heard from, or stayed silent long enough)."""
+        item, asked_at = self.pending
+        self.pending = self.pending_until = None
+        if self.app._discarding:  # this connection failed meanwhile
+            return
+        refusal = self._open_started(item, now, asked_at)
+        if refusal is not _WAITING:
+            self._answer_started(item, refusal, now)
+
+    def _answer_started(
+        self, item: rec.FileStarted, refusal: proto.Verdict | None, now: float
+    ) -> None:
+        """Refuse a FILE record, or go on with it: an OFFER if it asked for one."""
+        app = self.app
         if refusal is not None:
             self._entry_done(item.index, item.path, refusal, now, size=item.size)
             if item.ask_offer:
@@ -745,7 +869,10 @@ class TreeSession:
     def advance(self, now: float) -> None:
         """Move the files that ended on (poll): checked once their writer is done, then
         handed to the group commit, then answered once committed (VERDICTs may leave out of
-        order: each names its entry). After END, close once all are answered."""
+        order: each names its entry). After END, close once all are answered. A FILE waiting
+        for a takeover is decided."""
+        if self.pending is not None:
+            self._decide_pending(now)
         if self.waiting:
             self.waiting = [w for w in self.waiting if not self._step(w, now)]
         if self.ended and not self.waiting and self.app._outcome is None:
@@ -826,6 +953,7 @@ class TreeSession:
         stats["resumed_files"] = len(self.resumed)
         stats["resumed_bytes"] = self.resumed_bytes
         stats["prefix_bytes_hashed"] = sum(f.prefix_bytes_hashed for f in self.resumed)
+        stats["takeovers"] = app.takeovers
         if not self.parser.finished and verified:
             code, verified = ExitCode.FAILURE, False
         end = app.verdict_at if app.verdict_at is not None else now
@@ -881,6 +1009,9 @@ class TreeSession:
                 stats=stats,
             )
         return None
+
+
+_WAITING = object()  # TreeSession._open_started: the FILE waits for a takeover decision
 
 
 @dataclass(eq=False)
@@ -1010,9 +1141,35 @@ class FileServer:
             budget=self.budget,
             limits=self.limits,
             on_limit=self._limit_hit,
+            server=self,
         )
         self.apps.append(app)
         return app
+
+    def take_over(
+        self, app: ReceiveApp, path: str, now: float, asked_at: float | None
+    ) -> tuple[Takeover, float | None]:
+        """app wants path, which another connection is receiving. That one is ended (DONE)
+        when it comes from the same IP address, we are not holding it back, and nothing has
+        arrived on it for TAKEOVER_SILENCE_S; while it is silent for less, app may WAIT
+        (asked_at: since when it asks) until then, unless it was heard from since it asked.
+        Otherwise, or for a path no connection is writing (its file is being committed):
+        REFUSE, as in flight. Returns (decision, when to ask again)."""
+        holder = next(
+            (a for a in self.apps if a is not app and a.receiving == path), None
+        )
+        if holder is None or holder.source != app.source or holder.holding_back():
+            return Takeover.REFUSE, None
+        heard = holder.handle.conn.last_heard
+        until = heard + TAKEOVER_SILENCE_S
+        if now >= until:  # (not now - heard: the same sum as the deadline WAIT returns)
+            self.counters[lim.TAKEOVERS] += 1
+            app.takeovers += 1
+            holder.taken_over(app.peer, now - heard, now)
+            return Takeover.DONE, None
+        if asked_at is not None and heard <= asked_at:
+            return Takeover.WAIT, until
+        return Takeover.REFUSE, None
 
     def sweep_partials(self) -> None:
         """Remove the partials beyond --partial-max-age, MAX_PARTIALS or --partial-max-bytes

@@ -84,6 +84,15 @@ class Refusal(Exception):
         return Verdict(self.status, self.message)
 
 
+class InFlight(Refusal):
+    """The path is being received on another connection now (FILE_EXISTS): `path` is its
+    name in OutputDir.in_flight, for the receiver to find that connection (a takeover)."""
+
+    def __init__(self, path: str):
+        super().__init__(Status.FILE_EXISTS, f"{path} is being received from another sender")
+        self.path = path
+
+
 def _io_message(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -285,7 +294,7 @@ class OutputDir:
         if name in self.in_flight:
             # checked at the header: a second sender of the same name must not upload it all
             # first, and two writers must never race for one final name (not even with --force)
-            raise Refusal(Status.FILE_EXISTS, f"{name} is being received from another sender")
+            raise InFlight(name)
         if os.path.lexists(final):
             if not self.force:
                 raise Refusal(Status.FILE_EXISTS, f"{name} exists on the receiver")
@@ -372,7 +381,7 @@ class OutputDir:
         except BadName as exc:
             raise Refusal(Status.BAD_NAME, str(exc)) from None
         if rel in self.in_flight:
-            raise Refusal(Status.FILE_EXISTS, f"{rel} is being received from another sender")
+            raise InFlight(rel)
         *parents, leaf = rel.split("/")
         # the folder: our own fd (walked now), or one the connection keeps open (borrowed)
         parent_fd = self._walk(parents, rel) if folders is None else None

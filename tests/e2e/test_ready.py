@@ -151,6 +151,6 @@ def test_a_second_sender_of_a_name_in_flight_is_refused_at_the_header(receiver, 
     assert res.returncode == 6, res.stderr
     report = json.loads(res.stdout)
     assert "being received from another sender" in report["error"]
-    assert "sending again then resumes it" in report["error"]  # what to do about it
+    assert "send again then, and it resumes" in report["error"]  # what to do about it
     assert report["stats"]["data_bytes_sent"] < src.stat().st_size // 2  # refused early
     assert first.wait(GENEROUS_S) == 0, first.stderr

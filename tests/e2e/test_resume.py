@@ -2,7 +2,8 @@
 part way, the same file sent again carries only the rest; a changed file, or --no-resume,
 starts over. The sender's own --rate makes the first run last long enough to be cut, without
 a proxy; the receiver's short --timeout ends the connection of a SIGKILLed sender soon (a
-SIGTERMed one resets it at once)."""
+SIGTERMed one resets it at once), or, with the default --timeout, the new connection takes the
+silent one over."""
 
 from __future__ import annotations
 
@@ -51,6 +52,33 @@ def test_a_lone_file_resumes_after_the_sender_was_killed(receiver, spawn, tmp_pa
     assert sent < SIZE - report["resumed_bytes"] + 4096 and sent < 0.7 * SIZE
     assert (out / "big.bin").read_bytes() == src.read_bytes()
     assert _partials(out) == []
+
+
+def test_a_file_sent_again_at_once_after_a_sigkill_takes_the_silent_connection_over(
+    receiver, spawn, tmp_path
+):
+    """The receiver keeps its default --timeout (30 s): the new connection from the same
+    address does not wait for it. Its FILE waits until the killed sender's connection has
+    been silent for TAKEOVER_SILENCE_S, which ends that one (the partial kept) and answers
+    the new one with an OFFER of it, whenever the new one asks."""
+    recv, port, out = receiver()
+    src = make_file(tmp_path / "big.bin", SIZE, seed=5)
+    sender = spawn(["send", src, "--to", f"127.0.0.1:{port}", "--quiet", "--rate", "16mbit"])
+    wait_for(lambda: _held(out) >= SIZE // 3, 30, "a third of the file at the receiver")
+    sender.signal(signal.SIGKILL)
+    sender.wait(10)
+
+    res = send(src, port, "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["verified"] and report["resumed_bytes"] >= SIZE // 3
+    assert report["stats"]["data_bytes_sent"] < 0.7 * SIZE
+    assert (out / "big.bin").read_bytes() == src.read_bytes()
+    assert _partials(out) == []
+    recv.wait_line(r"failed 'big\.bin' .*: taken over by a new connection from the same address")
+    recv.signal(signal.SIGTERM)
+    assert recv.wait(30) == 0
+    assert "takeovers 1" in recv.stderr
 
 
 def test_a_changed_lone_file_and_no_resume_start_over(receiver, spawn, tmp_path):

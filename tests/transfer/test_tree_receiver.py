@@ -17,9 +17,11 @@ import threading
 import pytest
 
 from rtcp.core import events as ev
+from rtcp.errors import ExitCode
 from rtcp.transfer import limits as lim
+from rtcp.transfer import protocol as proto
+from rtcp.transfer import receiver, storage
 from rtcp.transfer import records as rec
-from rtcp.transfer import storage
 from rtcp.transfer.receiver import ReceiveApp
 from rtcp.transfer.storage import OutputDir
 
@@ -38,6 +40,7 @@ class FakeConn:
         self.closed_by_us = False
         self.unacknowledged_bytes = 0
         self.stats = None
+        self.last_heard = 0.0  # when the peer's last datagram arrived (Peer.send sets it)
 
     @property
     def readable(self) -> int:
@@ -80,21 +83,31 @@ class FakeHandle:
 
 
 class Peer:
-    """One connection to a ReceiveApp: send() records, read its replies."""
+    """One connection to a ReceiveApp: send() records, read its replies. server: the
+    FileServer (server_for) whose transfers it joins (a takeover looks for them there)."""
 
-    def __init__(self, out: OutputDir) -> None:
-        self.now = 1000.0
+    def __init__(
+        self, out: OutputDir, *, addr=("10.0.0.1", 1), server=None, now: float = 1000.0,
+        version: int = rec.VERSION,
+    ) -> None:
+        self.now = now
+        self.peer_text = f"{addr[0]}:{addr[1]}"
         self.results: list = []
         self.app = ReceiveApp(
-            out, ("10.0.0.1", 1), on_finished=self.results.append, clock=lambda: self.now
+            out, addr, on_finished=self.results.append, clock=lambda: self.now, server=server
         )
+        if server is not None:
+            server.apps.append(self.app)
         self.handle = FakeHandle()
+        self.handle.conn.last_heard = now
         self.app.connection_made(self.handle)
         self.parser = rec.ReplyParser()
         self.replies: list = []
-        self.send(rec.stream_start())
+        if version == rec.VERSION:
+            self.send(rec.stream_start())
 
     def send(self, data: bytes) -> None:
+        self.handle.conn.last_heard = self.now
         self.handle.conn.inbox.append(bytes(data))
         self.app.event_received(ev.DataReceived(), self.now)
         self.poll()
@@ -263,10 +276,12 @@ def test_partials_are_bounded_in_bytes_oldest_first(tmp_path):
 
 def server_for(out: OutputDir, **kwargs):
     """A FileServer whose counters the tests read (its driver is never run)."""
+    from rtcp.net.driver import DriverStats
     from rtcp.transfer.receiver import FileServer
 
     class Driver:
         clock = staticmethod(lambda: 0.0)
+        stats = DriverStats()
 
         def listen(self, *_args) -> None:
             pass
@@ -440,4 +455,181 @@ def test_a_sender_waiting_for_a_long_hash_is_not_timed_out(tmp_path, monkeypatch
         assert peer.results == [] and not peer.handle.conn.is_closed
     release.set()
     assert peer.wait_verdict(0).ok
+    assert (tmp_path / "big.bin").read_bytes() == data
+
+
+# --- a new connection takes over a silent one for the same file ----------------------------
+
+HELD = 1024 * 1024  # what the first connection delivered before it went silent
+
+
+def a_silent_first(out: OutputDir, server, data: bytes, *, now: float = 1000.0) -> Peer:
+    """A first connection that asked for an offer and delivered HELD bytes of big.bin at
+    `now`, then nothing more (a sender killed with SIGKILL)."""
+    first = Peer(out, server=server, now=now)
+    first.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    assert [o.offset for o in first.offers()] == [0]
+    first.send(rec.encode_start(0) + data[:HELD])
+    return first
+
+
+def assert_taken_over(first: Peer, second: Peer) -> None:
+    [result] = first.results
+    assert not result.verified and result.exit_code == ExitCode.TIMEOUT
+    assert result.reason.startswith("taken over by a new connection from the same address")
+    assert second.peer_text in result.reason
+    assert result.stats["partials_kept"] == 1
+    assert first.handle.conn.is_closed  # RST: a sender stalled but alive learns it
+
+
+def resume_the_rest(second: Peer, data: bytes) -> None:
+    [offer] = second.offers()
+    assert offer.offset == HELD and offer.prefix_digest == sha(data[:HELD])
+    second.send(rec.encode_start(HELD) + data[HELD:] + sha(data))
+    assert second.wait_verdict(0).ok
+    second.end()
+    second.close("closed")
+
+
+def test_a_new_connection_takes_over_one_silent_for_long_enough(tmp_path):
+    out = OutputDir(tmp_path)
+    server = server_for(out)
+    data = os.urandom(BIG)
+    first = a_silent_first(out, server, data)
+    second = Peer(out, addr=("10.0.0.1", 2), server=server,
+                  now=first.now + receiver.TAKEOVER_SILENCE_S)
+    second.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    assert_taken_over(first, second)
+    resume_the_rest(second, data)
+    assert (tmp_path / "big.bin").read_bytes() == data
+    [result] = second.results
+    assert result.verified and result.stats["resumed_bytes"] == HELD
+    assert result.stats["takeovers"] == 1
+    assert server.counters[lim.TAKEOVERS] == 1
+    assert "takeovers 1" in server.limit_report()
+    assert out.partials() == []
+
+
+def test_a_file_asked_for_while_the_other_is_silent_for_less_waits_for_the_silence(tmp_path):
+    """Sent again at once: the FILE waits (no OFFER, no refusal) until the first connection
+    has been silent for TAKEOVER_SILENCE_S (the app's deadline), then takes it over."""
+    out = OutputDir(tmp_path)
+    server = server_for(out)
+    data = os.urandom(BIG)
+    first = a_silent_first(out, server, data)
+    second = Peer(out, addr=("10.0.0.1", 2), server=server, now=first.now + 0.5)
+    second.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    assert second.replies == [] and first.results == []
+    deadline = second.app.deadline()
+    assert deadline == first.now + receiver.TAKEOVER_SILENCE_S
+    second.now = deadline
+    second.app.on_deadline(second.now)
+    second.poll()
+    assert_taken_over(first, second)
+    resume_the_rest(second, data)
+    assert (tmp_path / "big.bin").read_bytes() == data
+
+
+def test_a_connection_heard_from_while_the_new_one_waits_is_not_taken_over(tmp_path):
+    out = OutputDir(tmp_path)
+    server = server_for(out)
+    data = os.urandom(BIG)
+    first = a_silent_first(out, server, data)
+    second = Peer(out, addr=("10.0.0.1", 2), server=server, now=first.now + 1.0)
+    second.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    assert second.replies == []
+    first.now = second.now = first.now + 1.5
+    first.send(data[HELD : HELD + 1000])  # alive after all (a pause, not a kill)
+    second.poll()
+    verdict = second.verdict(0)
+    assert verdict.status == proto.Status.FILE_EXISTS
+    assert "being received from another sender" in verdict.message
+    # the first goes on to the end, untouched
+    first.send(data[HELD + 1000 :] + sha(data))
+    assert first.wait_verdict(0).ok
+    assert (tmp_path / "big.bin").read_bytes() == data
+    assert server.counters[lim.TAKEOVERS] == 0
+
+
+@pytest.mark.parametrize(
+    "case", ["another address", "a file that cannot wait", "held back by us"]
+)
+def test_these_are_refused_as_in_flight(tmp_path, case):
+    """Another address, however long silent; a file that does not wait for an offer (its
+    data follows the record) from one silent for less; a connection whose stream we are not
+    reading (its silence is ours)."""
+    out = OutputDir(tmp_path)
+    server = server_for(out)
+    data = os.urandom(BIG)
+    first = a_silent_first(out, server, data)
+    addr, later, ask = ("10.0.0.1", 2), 10.0, True
+    if case == "another address":
+        addr = ("10.0.0.9", 2)
+    elif case == "a file that cannot wait":
+        later, ask = 1.0, False
+    else:
+        first.handle.conn.inbox.append(data[HELD : HELD + 1000])  # arrived, not read yet
+    second = Peer(out, addr=addr, server=server, now=first.now + later)
+    second.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=ask))
+    verdict = second.verdict(0)
+    assert verdict is not None and verdict.status == proto.Status.FILE_EXISTS
+    assert "being received from another sender" in verdict.message
+    assert first.results == [] and not first.handle.conn.is_closed
+    assert server.counters[lim.TAKEOVERS] == 0
+
+
+def test_a_file_that_cannot_wait_takes_over_one_silent_for_long_enough(tmp_path):
+    """A FILE that does not ask for an offer (under 1 MiB, or stdin) and a version 1 header
+    take over at once, without a resume: the old connection's temporary is removed."""
+    out = OutputDir(tmp_path)
+    server = server_for(out)
+    data = os.urandom(BIG)
+    first = a_silent_first(out, server, data)
+    second = Peer(out, addr=("10.0.0.1", 2), server=server, now=first.now + 3.0)
+    send_file(second, "big.bin", data)
+    assert first.results[0].reason.startswith("taken over by a new connection")
+    assert second.wait_verdict(0).ok
+    assert (tmp_path / "big.bin").read_bytes() == data
+
+    (tmp_path / "big.bin").unlink()
+    out.drop_partial("big.bin")  # kept by the takeover, unused by a file that did not ask
+    first = a_silent_first(out, server, data, now=2000.0)
+    v1 = Peer(out, addr=("10.0.0.1", 3), server=server, now=2003.0, version=1)
+    v1.send(proto.encode_header("big.bin", len(data)) + data + sha(data))
+    assert first.results[0].reason.startswith("taken over by a new connection")
+    assert v1.app.verdict is not None and v1.app.verdict.ok
+    assert (tmp_path / "big.bin").read_bytes() == data
+    assert server.counters[lim.TAKEOVERS] == 2
+
+
+def test_a_takeover_leaves_the_old_connections_group_commit_to_finish(tmp_path, monkeypatch):
+    """The old connection's file whose commit is under way (its fdatasync held) is committed
+    after the takeover, which neither waits for it nor blocks the new connection's OFFER."""
+    held, release = threading.Event(), threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd):
+        if not held.is_set():
+            held.set()
+            assert release.wait(WAIT_S)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    out = OutputDir(tmp_path)
+    server = server_for(out)
+    data = os.urandom(BIG)
+    first = Peer(out, server=server)
+    send_file(first, "small.txt", b"committed anyway")
+    first.poll()
+    assert held.wait(WAIT_S)  # small.txt is in the group commit
+    first.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    first.send(rec.encode_start(0) + data[:HELD])
+    second = Peer(out, addr=("10.0.0.1", 2), server=server, now=first.now + 2.0)
+    second.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    assert_taken_over(first, second)
+    assert [o.offset for o in second.offers()] == [HELD]
+    release.set()
+    out.drain_commits(WAIT_S)
+    assert (tmp_path / "small.txt").read_bytes() == b"committed anyway"
+    resume_the_rest(second, data)
     assert (tmp_path / "big.bin").read_bytes() == data
