@@ -44,6 +44,14 @@ PREFIX_BYTES_HASHED = "resumed prefix bytes hashed"
 # Silent connections ended by a new one from the same address for the same file
 # (receiver.TAKEOVER_SILENCE_S).
 TAKEOVERS = "takeovers"
+# Times the receiver stopped reading because storage.MAX_FILES_WAITING files waited for the
+# group commit.
+COMMIT_PAUSES = "pauses for the group commit"
+# While the sender checks its own copy of a prefix we offered (reading and hashing it), it
+# sends nothing: the idle and minimum-rate limits wait for its START for the time reading the
+# prefix takes at this rate (a slow disk), then count as usual. At the largest partial (16 GiB
+# by default) that is at most 17 minutes, for a prefix that this sender put here itself.
+PREFIX_CHECK_FLOOR_BYTES_PER_S = 16 * MIB
 
 
 @dataclass

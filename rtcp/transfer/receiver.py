@@ -30,7 +30,6 @@ from rtcp.transfer import report
 from rtcp.transfer.storage import (
     DEFAULT_PARTIAL_MAX_AGE_S,
     DEFAULT_PARTIAL_MAX_BYTES,
-    MAX_FILES_WAITING,
     CommitJob,
     FolderCache,
     IncomingFile,
@@ -416,6 +415,12 @@ class ReceiveApp(App):
         tree = self.tree
         return tree is not None and bool(tree.waiting) and (tree.ended or self._held_back())
 
+    def _sender_checks_prefix(self, now: float) -> bool:
+        """We offered a prefix and the sender has not answered: it reads and hashes its own
+        copy first, for as long as that takes at PREFIX_CHECK_FLOOR_BYTES_PER_S."""
+        answer_by = self.tree.offer_answer_by if self.tree is not None else None
+        return answer_by is not None and now < answer_by
+
     def _held_back(self) -> bool:
         """Too much waiting on our side (replies the sender has not taken, files not yet
         committed): leave the sender's bytes in the connection, whose window then closes."""
@@ -423,7 +428,7 @@ class ReceiveApp(App):
             return False
         return (
             len(self._replies) > MAX_REPLY_BACKLOG_BYTES
-            or self.out.files_waiting >= MAX_FILES_WAITING
+            or self.out.commit_backlog_full
         )
 
     def wake(self) -> None:
@@ -547,8 +552,9 @@ class ReceiveApp(App):
             self._close_grace_from = now  # the verdict is still on its way
             return
         if self.verdict_at is None:
-            if self._busy_here():
-                # we are the slow side: the sender waits for us, it is neither idle nor slow
+            if self._busy_here() or self._sender_checks_prefix(now):
+                # we are the slow side, or the sender reads its own copy of the prefix we
+                # offered: it is neither idle nor slow
                 self.last_activity = now
                 if self._rate_check_at is not None:
                     self._rate_check_at = now + lim.MIN_RATE_INTERVAL_S
@@ -616,6 +622,7 @@ class TreeSession:
         self.current_mtime_ns = 0
         self.current_asked = False  # the current file asked for an offer: it may resume
         self.offer: tuple[int, bytes] | None = None  # (offset, prefix SHA-256) offered
+        self.offer_answer_by: float | None = None  # the sender checks our offer until then
         # a FILE that asked for an offer, for a path a silent-looking connection from the same
         # address holds: (the record, when it first asked), decided by poll() from pending_until
         self.pending: tuple[rec.FileStarted, float] | None = None
@@ -730,6 +737,7 @@ class TreeSession:
         self.current_index, self.current_path, self.current_size = item.index, item.path, item.size
         self.current_started = now
         self.current, self.skipping, self.offer = None, False, None
+        self.offer_answer_by = None
         self.current_mtime_ns, self.current_asked = item.mtime_ns, item.ask_offer
         refusal: proto.Verdict | None = None
         largest = app.limits.max_size_bytes
@@ -808,11 +816,13 @@ class TreeSession:
                 self._reply(rec.encode_offer(item.index, 0, bytes(proto.DIGEST_BYTES)))
             else:
                 self.offer = partial
+                self.offer_answer_by = now + partial[0] / lim.PREFIX_CHECK_FLOOR_BYTES_PER_S
                 self._reply(rec.encode_offer(item.index, *partial))
             self.handle(self.parser.accept(), now)
 
     def _body_started(self, item: rec.BodyStarted, now: float) -> None:
         """START after our OFFER: from the offered offset (resume) or from 0 (fresh)."""
+        self.offer_answer_by = None
         offered = self.offer[0] if self.offer is not None else 0
         if item.offset not in (0, offered):
             self.app._refuse(
@@ -1204,6 +1214,7 @@ class FileServer:
             ("amplification withheld", stats.amplification_withheld),
             ("path challenges", stats.path_challenges_sent),
             ("migrations", stats.migrations),
+            (lim.COMMIT_PAUSES, self.out.commit_pauses),
         ):
             counts[name] = value
         return ", ".join(f"{name} {n}" for name, n in counts.items() if n)

@@ -145,6 +145,7 @@ class OutputDir:
         self.keep_times = keep_times  # give files and folders the sender's mtime
         self.in_flight: set[str] = set()  # names being received now (IncomingFile)
         self.files_waiting = 0  # files whose last byte arrived, verdict not out (IncomingFile)
+        self.commit_pauses = 0  # times files_waiting reached MAX_FILES_WAITING (reading paused)
         self._waiting_lock = threading.Lock()
         self._committer: Committer | None = None
         if os.path.lexists(self.path) and not self.path.is_dir():
@@ -174,9 +175,17 @@ class OutputDir:
         if self._committer is not None:
             self._committer.drain(timeout_s)
 
+    @property
+    def commit_backlog_full(self) -> bool:
+        """MAX_FILES_WAITING files wait for their commit: receivers stop reading until they
+        catch up."""
+        return self.files_waiting >= MAX_FILES_WAITING
+
     def files_waiting_add(self, n: int) -> None:
         with self._waiting_lock:
             self.files_waiting += n
+            if n > 0 and self.files_waiting - n < MAX_FILES_WAITING <= self.files_waiting:
+                self.commit_pauses += 1
 
     def cleanup_leftovers(self) -> list[str]:
         """Remove temporaries left by dead receivers; return the names removed."""

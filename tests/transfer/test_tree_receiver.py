@@ -396,7 +396,7 @@ def test_a_stream_end_held_back_waits_for_the_bytes_before_it(tmp_path, monkeypa
         real_fdatasync(fd)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    monkeypatch.setattr("rtcp.transfer.receiver.MAX_FILES_WAITING", 1)
+    monkeypatch.setattr(storage, "MAX_FILES_WAITING", 1)
     out = OutputDir(tmp_path)
     peer = Peer(out)
     send_file(peer, "f0", b"abc")
@@ -405,6 +405,7 @@ def test_a_stream_end_held_back_waits_for_the_bytes_before_it(tmp_path, monkeypa
     peer.handle.conn.inbox.append(rest + rec.END)
     peer.app.event_received(ev.StreamEnded(), peer.now)
     assert peer.handle.conn.readable  # held back, FIN or not
+    assert out.commit_pauses == 1  # counted (the closing 'limits and defences' line)
     release.set()
     for i in range(3):
         assert peer.wait_verdict(i).ok
@@ -456,6 +457,44 @@ def test_a_sender_waiting_for_a_long_hash_is_not_timed_out(tmp_path, monkeypatch
     release.set()
     assert peer.wait_verdict(0).ok
     assert (tmp_path / "big.bin").read_bytes() == data
+
+
+def test_a_sender_checking_its_copy_of_the_offered_prefix_is_not_timed_out(tmp_path, monkeypatch):
+    """After our OFFER the sender reads and hashes its own copy of the prefix and sends
+    nothing: the idle and minimum-rate limits wait for its START as long as reading the prefix
+    takes at PREFIX_CHECK_FLOOR_BYTES_PER_S, then count again."""
+    monkeypatch.setattr(lim, "PREFIX_CHECK_FLOOR_BYTES_PER_S", 16 * 1024)  # a very slow disk
+    out = OutputDir(tmp_path)
+    data = os.urandom(BIG)
+    held = 2 * 1024 * 1024
+    keep_a_partial(out, data, held)
+    peer = Peer(out)
+    offered_at = peer.now
+    peer.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    [offer] = peer.offers()
+    assert offer.offset == held
+    answer_by = offered_at + held / (16 * 1024)  # 128 s: past the idle timeout (30 s)
+    while peer.now < answer_by - 1:
+        peer.now = min(peer.app.deadline(), answer_by - 1)
+        peer.app.on_deadline(peer.now)
+        assert peer.results == [] and not peer.handle.conn.is_closed
+    peer.send(rec.encode_start(held) + data[held:] + sha(data))  # the prefix matched
+    assert peer.wait_verdict(0).ok
+    assert (tmp_path / "big.bin").read_bytes() == data
+
+    # a sender that never answers is dropped once the wait has passed (by the minimum rate)
+    (tmp_path / "big.bin").unlink()
+    keep_a_partial(out, data, held)
+    peer = Peer(out)
+    peer.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    for _ in range(100):
+        if peer.results:
+            break
+        peer.now = peer.app.deadline()
+        peer.app.on_deadline(peer.now)
+    [result] = peer.results
+    assert not result.verified and result.exit_code == ExitCode.TIMEOUT
+    assert peer.now >= 1000.0 + held / (16 * 1024) and "minimum rate" in result.reason
 
 
 # --- a new connection takes over a silent one for the same file ----------------------------
