@@ -95,6 +95,9 @@ class ReceiveResult:
     final: bool = True
     entries: int | None = None
     failed: int = 0
+    # the file under way when the connection ended (path, bytes_received, size, kept: its
+    # partial was kept for a resume), or None
+    cut: dict | None = None
 
     def log_line(self) -> str:
         if self.entries is not None:
@@ -103,7 +106,15 @@ class ReceiveResult:
             what = f"{self.entries} {noun} from {self.peer} in {self.seconds:.2f} s"
             if self.verified:
                 return f"received {what}: all {ok} verified"
-            return f"failed {what}: {ok} verified, {self.failed} failed ({self.reason})"
+            counts = f"{ok} verified, {self.failed} failed"
+            if self.cut is not None:
+                cut = self.cut
+                of = f" of {cut['size']}" if cut["size"] is not None else ""
+                counts += f"; {cut['path']} cut off at {cut['bytes_received']}{of} bytes"
+                if cut["kept"]:
+                    counts += " (kept: sending it again resumes it)"
+            verb = "failed" if self.failed else "interrupted"
+            return f"{verb} {what}: {counts} ({self.reason})"
         name = repr(self.name) if self.name is not None else "(no header)"
         size = f"{self.size} bytes" if self.size is not None else f"{self.bytes_received} bytes"
         rate = ""
@@ -951,6 +962,7 @@ class TreeSession:
         Files still being checked are dropped; those in the group commit are committed (their
         verdicts cannot leave any more)."""
         written = self.current.bytes_written if self.current is not None else 0
+        under_way = self.current is not None and not self.current.committed
         kept = self._abort_current(keep=not verified)
         for waiting in self.waiting:
             if waiting.job is None:
@@ -983,6 +995,11 @@ class TreeSession:
             stats=stats,
             entries=self.entries,
             failed=len(self.results),
+            cut=(
+                {"path": self.current_path, "bytes_received": written,
+                 "size": self.current_size, "kept": kept}
+                if under_way and not verified else None
+            ),
         )
 
 

@@ -270,4 +270,8 @@ def receive_json(result) -> dict:
         "error": None if result.verified else result.reason,
         "status": result.reason,
         "stats": stats,
+        **(
+            {"entries": result.entries, "failed": result.failed, "cut": result.cut}
+            if result.entries is not None else {}
+        ),
     }

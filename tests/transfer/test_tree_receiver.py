@@ -672,3 +672,25 @@ def test_a_takeover_leaves_the_old_connections_group_commit_to_finish(tmp_path, 
     assert (tmp_path / "small.txt").read_bytes() == b"committed anyway"
     resume_the_rest(second, data)
     assert (tmp_path / "big.bin").read_bytes() == data
+
+
+def test_an_interrupted_tree_names_the_file_it_cut_and_whether_it_was_kept(tmp_path):
+    from rtcp.transfer.report import receive_json
+
+    out = OutputDir(tmp_path)
+    data = os.urandom(BIG)
+    peer = Peer(out)
+    send_file(peer, "small.txt", b"hello")
+    assert peer.wait_verdict(0).ok
+    peer.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
+    peer.send(rec.encode_start(0) + data[:HELD])
+    peer.close()
+    conn = peer.results[-1]
+    assert conn.entries == 1 and not conn.verified
+    line = conn.log_line()
+    assert line.startswith("interrupted 1 entry from 10.0.0.1:1")
+    assert f"1 verified, 0 failed; big.bin cut off at {HELD} of {BIG} bytes" in line
+    assert "(kept: sending it again resumes it)" in line
+    assert receive_json(conn)["cut"] == {
+        "path": "big.bin", "bytes_received": HELD, "size": BIG, "kept": True
+    }
