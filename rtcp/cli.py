@@ -60,8 +60,56 @@ def _plain_help_types() -> None:
         core.TyperArgument.display_type_rich = argument_type
 
 
+def _plain_string_values() -> None:
+    """Option values kept as the strings click read, without pydantic.
+
+    Typer 0.2x coerces every value through a pydantic TypeAdapter built on first use: importing
+    pydantic and building the adapters costs about 0.1 s of CPU at each start, more than all of
+    rtcp's own modules. Every value option of send, recv, proxy, ctl, keygen and bench is a
+    string that rtcp.units parses, and every other one a flag: a `str` or `list[str]` value
+    stays the string(s) click read, a flag's bool stays a bool. Anything else (the paths and
+    ints of explain, plot and decrypt, a flag set from an environment variable) keeps typer's
+    coercion. Typers without this layer: nothing to do.
+    """
+    from typer import core
+
+    try:
+        from typer._coercion import RuntimeParam, build_runtime_param
+    except ImportError:
+        return
+    parameter = getattr(core, "_TyperParameter", None)
+    original = getattr(parameter, "get_runtime_param", None)
+    if original is None:
+        return
+
+    class PlainStrings(RuntimeParam):
+        def _coerce_value(self, value, param, ctx):
+            if self.annotation is str or self.annotation is bool:
+                if isinstance(value, self.annotation):
+                    return value
+            elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return list(value)
+            return build_runtime_param(param.type_descriptor)._coerce_value(value, param, ctx)
+
+    def get_runtime_param(self):
+        descriptor = getattr(self, "type_descriptor", None)
+        if (
+            getattr(self, "_runtime_param", None) is None
+            and descriptor is not None
+            and descriptor.annotation in (str, bool, list[str])
+            and descriptor.parameter_info.parser is None
+        ):
+            self._runtime_param = PlainStrings(
+                parameter_info=descriptor.parameter_info, annotation=descriptor.annotation
+            )
+        return original(self)
+
+    parameter.get_runtime_param = get_runtime_param
+
+
 def _register() -> None:
     _plain_help_types()
+    _plain_string_values()
     from rtcp.proxy.command import proxy_command
 
     app.command("proxy")(proxy_command)

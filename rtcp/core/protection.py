@@ -49,12 +49,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import Any
 
 from rtcp.core import wire
 from rtcp.core.codewords import CODE_WORDS
@@ -84,14 +79,41 @@ _FLAGS_OFFSET = 1
 _SEQ_OFFSET = 12
 _ACK_OFFSET = 16
 
-# The AEADs (OPT_AEAD ids): the class, and the version byte of the datagrams it seals.
+# The AEADs (OPT_AEAD ids): the class (in cryptography.hazmat.primitives.ciphers.aead), and
+# the version byte of the datagrams it seals.
 AEAD_CHACHA20_POLY1305 = 0
 AEAD_AES_256_GCM = 1
 AEADS = {
-    AEAD_CHACHA20_POLY1305: (ChaCha20Poly1305, PROTECTED_VERSION),
-    AEAD_AES_256_GCM: (AESGCM, PROTECTED_AES_VERSION),
+    AEAD_CHACHA20_POLY1305: ("ChaCha20Poly1305", PROTECTED_VERSION),
+    AEAD_AES_256_GCM: ("AESGCM", PROTECTED_AES_VERSION),
 }
-AEAD_BY_VERSION = {version: cls for cls, version in AEADS.values()}
+AEAD_BY_VERSION = {version: name for name, version in AEADS.values()}
+
+# cryptography's primitives, bound by _load_cryptography() when a key is first used: a
+# plaintext transfer (every `rtcp send` and `rtcp recv` without a key; ClientProtection
+# without a secret) never loads the library, about a tenth of their start-up's CPU time.
+InvalidTag: Any = None
+hashes: Any = None
+X25519PrivateKey: Any = None
+X25519PublicKey: Any = None
+HKDF: Any = None
+_AEAD_CLASSES: dict[str, Any] = {}  # AEADS' class names -> the classes
+
+
+def _load_cryptography() -> None:
+    global InvalidTag, hashes, X25519PrivateKey, X25519PublicKey, HKDF
+    if _AEAD_CLASSES:
+        return
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.ciphers import aead
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    _AEAD_CLASSES.update({name: getattr(aead, name) for name, _ in AEADS.values()})
 _PLAIN_VERSION_BYTE = bytes((PLAINTEXT_VERSION,))
 _NO_CRC = bytes(4)
 _HEADER_BYTES = wire.HEADER_BYTES
@@ -249,6 +271,7 @@ def choose_aead(offer: bytes, fast: bool) -> int:
 
 
 def _hkdf(ikm: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    _load_cryptography()
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=_LABEL, info=info).derive(ikm)
 
 
@@ -341,7 +364,9 @@ class PacketCipher:
         self, send_key: bytes, recv_key: bytes, stats: ProtectionStats,
         aead: int = AEAD_CHACHA20_POLY1305,
     ):
-        cls, self.version = AEADS[aead]
+        _load_cryptography()
+        name, self.version = AEADS[aead]
+        cls = _AEAD_CLASSES[name]
         self.aead = aead
         self._seal = cls(send_key)
         self._open = cls(recv_key)
@@ -500,6 +525,8 @@ class ClientProtection:
         self._peer_answered = False
         self.wire_bytes_sent = 0  # datagram bytes as sealed (the Connection counts plaintext)
         self.wire_bytes_received = 0
+        if secret is not None:
+            _load_cryptography()
         self._private = X25519PrivateKey.generate() if secret is not None else None
         self.share = b"" if secret is None else self._private.public_key().public_bytes_raw()
         self._pake = None
@@ -691,6 +718,7 @@ class ServerProtection:
         self.client_share = client_share
         self._syn_seq = _SEQ.unpack_from(syn, _SEQ_OFFSET)[0]
         self._pake_message = pake_message
+        _load_cryptography()
         private = X25519PrivateKey.generate()
         self.share = private.public_key().public_bytes_raw()
         dh = private.exchange(X25519PublicKey.from_public_bytes(client_share))
@@ -768,6 +796,7 @@ class Acceptor:
         self, secret: Secret, *, code_uses: int = 1, keylog: Callable[[str], None] | None = None,
         fast: bool | None = None,
     ):
+        _load_cryptography()
         self.secret = secret
         self.keylog = keylog
         self.fast = fast_aes() if fast is None else fast  # this CPU has fast AES
@@ -885,6 +914,7 @@ class CaptureDecryptor:
     with the keys of a --keylog file. Tracks connections by (src_id, dst_id) as seen in SYNs."""
 
     def __init__(self, keys: dict[bytes, tuple[bytes, bytes]]):
+        _load_cryptography()
         self._keys = keys
         self._by_ids: dict[tuple[int, int], bytes] = {}  # the key of each direction
         self._pending: dict[int, tuple[bytes, bytes]] = {}  # client id -> keys, until SYN-ACK
@@ -910,7 +940,7 @@ class CaptureDecryptor:
         if key is None:
             self.undecryptable += 1
             return data
-        aead = AEAD_BY_VERSION[data[0]](key)  # the version byte names the AEAD
+        aead = _AEAD_CLASSES[AEAD_BY_VERSION[data[0]]](key)  # the version byte names the AEAD
         pn = _PN.unpack_from(data, wire.CHECKSUM_OFFSET)[0]
         header = bytes(data[: wire.HEADER_BYTES])
         try:

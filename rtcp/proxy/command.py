@@ -2,6 +2,10 @@
 
 Every value option is taken as a string and parsed here with rtcp.units, so a bad value is
 one `rtcp: error: --flag: ...` line and exit code 2, never a traceback or a help box.
+
+Every `rtcp` start imports this module to register the command, so it imports at the top only
+what the options need; the impairments, the loop and the control API (an HTTP server) are
+imported when the proxy runs, the last only with --control.
 """
 
 from __future__ import annotations
@@ -14,17 +18,12 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from rtcp.errors import LocalIOError, UsageError
-from rtcp.proxy.api import ControlServer
-from rtcp.proxy.control import Controller
-from rtcp.proxy.impair import DIRECTIONS, DISTRIBUTIONS, ImpairConfig, Impairer, make_rng
-from rtcp.proxy.loop import DEFAULT_MAX_CLIENTS, Proxy
-from rtcp.proxy.report import status_line, summary, write_json_atomic
-from rtcp.proxy.scenario import Scenario, load_scenario
+from rtcp.proxy.defaults import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CLIENTS
 from rtcp.units import (
     format_hostport,
     parse_duration,
@@ -33,6 +32,11 @@ from rtcp.units import (
     parse_rate,
     parse_size,
 )
+
+if TYPE_CHECKING:
+    from rtcp.proxy.impair import ImpairConfig
+    from rtcp.proxy.loop import Proxy
+    from rtcp.proxy.scenario import Scenario
 
 _PANEL_IMPAIR = "Impairments (both directions)"
 _PANEL_DIRECTION = "Per direction (up = client->upstream, down = upstream->client)"
@@ -88,6 +92,8 @@ def _parse_queue(value: str) -> dict[str, int | None]:
 
 
 def _parse_distribution(value: str) -> str:
+    from rtcp.proxy.impair import DISTRIBUTIONS
+
     name = value.strip().lower()
     if name not in DISTRIBUTIONS:
         raise UsageError(f"invalid distribution {value!r}: use one of {', '.join(DISTRIBUTIONS)}")
@@ -129,6 +135,8 @@ def build_configs(
     raw: dict[str, tuple[str | None, str | None, str | None]],
 ) -> dict[str, ImpairConfig]:
     """{flag: (both, up, down)} strings -> {"up": ImpairConfig, "down": ImpairConfig}."""
+    from rtcp.proxy.impair import DIRECTIONS, ImpairConfig
+
     configs: dict[str, ImpairConfig] = {}
     for index, direction in enumerate(DIRECTIONS, start=1):
         kwargs: dict[str, Any] = {}
@@ -274,7 +282,7 @@ def proxy_command(
         rich_help_panel=_PANEL_RUN,
     ),
     idle_timeout: str = typer.Option(
-        "60s",
+        f"{DEFAULT_IDLE_TIMEOUT_S:g}s",
         "--idle-timeout",
         metavar="D",
         help="Forget a client silent for D.",
@@ -360,7 +368,11 @@ def proxy_command(
                 f"--control: {control!r} is not a loopback address; the API has no "
                 "authentication: add --control-remote to serve it there anyway"
             )
-    timeline = load_scenario(scenario) if scenario is not None else None
+    timeline = None
+    if scenario is not None:
+        from rtcp.proxy.scenario import load_scenario
+
+        timeline = load_scenario(scenario)
     if seed is None and timeline is not None and timeline.seed is not None:
         seed_value = timeline.seed
     elif seed is None:
@@ -445,6 +457,8 @@ def run_proxy(
     """Run until SIGINT/SIGTERM; report on stderr and in the stats file. --trace records each
     decision (TracingImpairer: the loop's no-impairment fast path is then off), --pcap each
     datagram in and out of the proxy's sockets."""
+    from rtcp.proxy.impair import DIRECTIONS, Impairer, make_rng
+
     impairers: dict[str, Any] = {d: Impairer(configs[d], make_rng(seed, d)) for d in DIRECTIONS}
     if trace_path is None and pcap_path is None:
         _run(impairers, listen, upstream, seed=seed, stats_path=stats_path,
@@ -500,6 +514,10 @@ def _run(
     scenario: Scenario | None = None,
 ) -> None:
     """The proxy's life: stats file, signals, the control API, the loop, the summary at exit."""
+    from rtcp.proxy.control import Controller
+    from rtcp.proxy.loop import Proxy
+    from rtcp.proxy.report import status_line, summary, write_json_atomic
+
     live = sys.stderr.isatty()
     stats_failed = False
 
@@ -550,6 +568,8 @@ def _run(
     try:
         write_stats({"seed": seed, "final": False, **proxy.snapshot()})  # fail early, not at exit
         if control is not None:
+            from rtcp.proxy.api import ControlServer
+
             try:
                 server = ControlServer(control, proxy, controller)
             except OSError as exc:

@@ -11,19 +11,20 @@ the shell's client for `rtcp proxy --control` (rtcp.proxy.api).
 
 The knobs go to the proxy as typed: it parses them with the flags' own parsers, so its answer
 (one line: what changed, and when) or its refusal is the same as for the flag.
+
+Every `rtcp` start imports this module to register the command: the HTTP client (rtcp.proxy.api,
+urllib) is imported when a request is made.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.error
 from typing import Any
 
 import typer
 
 from rtcp.errors import LocalIOError, UsageError
-from rtcp.proxy.api import ROUTES, ApiFailed, ApiRefused, request_json
 
 REQUEST_TIMEOUT_S = 15.0
 COMMANDS = ("show", "set", "replace", "clear", "down", "pause", "up", "reset")
@@ -94,13 +95,22 @@ def parse_args(command: str, args: list[str]) -> tuple[dict[str, Any], bool]:
     return body, as_json
 
 
-_ROUTES = {**ROUTES, "show": ("GET", "/"), "clear": ROUTES["replace"], "pause": ROUTES["down"]}
+def _route(command: str) -> tuple[str, str]:
+    """The method and path of a command: the API's own routes, and the ones ctl adds."""
+    from rtcp.proxy.api import ROUTES
+
+    extra = {"show": ("GET", "/"), "clear": ROUTES["replace"], "pause": ROUTES["down"]}
+    return {**ROUTES, **extra}[command]
 
 
 def call(base: str, command: str, body: dict[str, Any]) -> dict[str, Any]:
     """Send one request; the answer's JSON, or UsageError (the proxy refused, 4xx: exit 2)
     or LocalIOError (no answer: exit 7)."""
-    method, path = _ROUTES[command]
+    import urllib.error
+
+    from rtcp.proxy.api import ApiFailed, ApiRefused, request_json
+
+    method, path = _route(command)
     data = body if method != "GET" else None
     try:
         return request_json(base + path, method, data, REQUEST_TIMEOUT_S)

@@ -36,8 +36,9 @@ from typing import Any, Self
 from rtcp.proxy.api import ROUTES, ApiFailed, ApiRefused, request_json
 from rtcp.proxy.changes import ChangeError, apply_knobs, change_from_request, parse_knobs
 from rtcp.proxy.control import Controller
+from rtcp.proxy.defaults import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CLIENTS
 from rtcp.proxy.impair import DIRECTIONS, ImpairConfig, Impairer, make_rng
-from rtcp.proxy.loop import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CLIENTS, Proxy
+from rtcp.proxy.loop import Proxy
 from rtcp.proxy.scenario import Scenario, load_scenario
 
 CALL_TIMEOUT_S = 10.0  # how long a call waits for the loop (it answers within a wakeup)

@@ -37,13 +37,12 @@ from typing import Any
 
 from rtcp.errors import LocalIOError, UsageError
 from rtcp.net import udp
+from rtcp.proxy.defaults import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CLIENTS
 from rtcp.proxy.impair import DirectionStats, Impairer
 from rtcp.units import format_hostport
 
 RECV_BUFFER_BYTES = 65536  # larger than any UDP payload (65507 over IPv4)
 RECV_BATCH_PER_WAKEUP = 256  # datagrams per socket per wakeup: due releases are not starved
-DEFAULT_MAX_CLIENTS = 1024
-DEFAULT_IDLE_TIMEOUT_S = 60.0
 MAX_HELD_DATAGRAMS = 200_000  # delay line cap (both directions), beyond: dropped "overflow"
 MAX_HELD_BYTES = 256 * 1024 * 1024
 HOUSEKEEPING_INTERVAL_S = 1.0  # idle expiry and the periodic callback (stats file)

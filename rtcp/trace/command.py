@@ -1,5 +1,8 @@
 """`rtcp explain` and `rtcp plot`, and the helpers send/recv/proxy use for --trace, --pcap and
---explain."""
+--explain.
+
+Every `rtcp` start imports this module to register the two commands: the ladder, the trace
+and pcap writers are imported by the functions that use them, when asked for."""
 
 from __future__ import annotations
 
@@ -7,25 +10,23 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rtcp.errors import LocalIOError, UsageError
-from rtcp.trace.ladder import (
-    DEFAULT_WIDTH,
-    MIN_WIDTH,
-    Trace,
-    UnknownConnection,
-    parse_conn_id,
-    render_ladder,
-    same_trace,
-)
-from rtcp.trace.pcap import PcapWriter
-from rtcp.trace.writer import TraceWriter, read_trace
+from rtcp.trace.defaults import DEFAULT_WIDTH, MIN_WIDTH
+
+if TYPE_CHECKING:
+    from rtcp.trace.ladder import Trace
+    from rtcp.trace.pcap import PcapWriter
+    from rtcp.trace.writer import TraceWriter
 
 
 def _load(path: Path) -> Trace:
+    from rtcp.trace.ladder import Trace
+    from rtcp.trace.writer import read_trace
+
     try:
         records = read_trace(path)
     except OSError as exc:
@@ -47,6 +48,8 @@ CONN_HELP = (
 def _conn_option(text: str | None) -> int | None:
     if text is None:
         return None
+    from rtcp.trace.ladder import parse_conn_id
+
     try:
         return parse_conn_id(text)
     except ValueError as exc:
@@ -55,6 +58,8 @@ def _conn_option(text: str | None) -> int | None:
 
 def _refuse_repeats(paths: list[Path], loaded: list[Trace]) -> None:
     """The same trace given twice would draw every segment twice, interleaved: refuse it."""
+    from rtcp.trace.ladder import same_trace
+
     for j in range(len(loaded)):
         for i in range(j):
             if same_trace(loaded[i], loaded[j]):
@@ -88,6 +93,8 @@ def explain_command(
     transfers are condensed: the handshake, the first segments, every loss and its repair and
     the close are drawn in full, each stretch between them is one summary line.
     """
+    from rtcp.trace.ladder import UnknownConnection, render_ladder
+
     if width < MIN_WIDTH:
         raise UsageError(f"--width: {width} is too narrow (at least {MIN_WIDTH})")
     conn_id = _conn_option(conn)
@@ -195,6 +202,8 @@ def open_trace(path: str | os.PathLike[str] | None, role: str, *, explain: bool 
     when no --trace was given), or None when neither is asked for."""
     if path is None and not explain:
         return None
+    from rtcp.trace.writer import TraceWriter
+
     try:
         if path is None:
             fd, tmp = tempfile.mkstemp(prefix="rtcp-trace-", suffix=".jsonl")
@@ -217,6 +226,9 @@ def finish_trace(writer: TraceWriter | None, *, explain: bool = False,
     try:
         if not explain or writer.path is None:
             return None
+        from rtcp.trace.ladder import Trace, render_ladder
+        from rtcp.trace.writer import read_trace
+
         return render_ladder([Trace(read_trace(writer.path), name=writer.path.name)],
                              width=width, full=full)
     finally:
@@ -231,6 +243,8 @@ def open_pcap(path: str | os.PathLike[str] | None) -> PcapWriter | None:
     """The writer for --pcap FILE, or None."""
     if path is None:
         return None
+    from rtcp.trace.pcap import PcapWriter
+
     try:
         return PcapWriter(path)
     except OSError as exc:

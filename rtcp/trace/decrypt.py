@@ -1,7 +1,10 @@
 """`rtcp decrypt CAPTURE --keylog FILE -o PLAIN.pcap`: a capture of protected transfers turned
 back into plaintext rtcp datagrams (valid CRC-32s), which the dissector, `rtcp explain`-style
 tools and tcpdump read in full. The keys come from --keylog (like SSLKEYLOGFILE for TLS):
-only someone who had them at the time of the transfer can decrypt its capture."""
+only someone who had them at the time of the transfer can decrypt its capture.
+
+Every `rtcp` start imports this module to register the command: packet protection (and its
+cryptography) and the pcap codec are imported when the command runs."""
 
 from __future__ import annotations
 
@@ -10,9 +13,7 @@ from typing import Annotated
 
 import typer
 
-from rtcp.core import protection as prot
 from rtcp.errors import LocalIOError, UsageError
-from rtcp.trace.pcap import PcapWriter, read_pcap
 
 
 def decrypt_command(
@@ -42,6 +43,9 @@ def decrypt_command(
     Every datagram is copied; the protected ones whose keys are in FILE come out as plaintext
     rtcp segments. Prints how many were decrypted and how many were not.
     """
+    from rtcp.core import protection as prot
+    from rtcp.trace.pcap import PcapWriter, read_pcap
+
     try:
         keys = prot.parse_keylog(keylog.read_text(encoding="ascii", errors="replace"))
     except OSError as exc:

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rtcp.trace.defaults import DEFAULT_WIDTH, MIN_WIDTH
 from rtcp.trace.writer import MASK32, normalize_flags, read_trace, unwrap_near
 
-DEFAULT_WIDTH = 100
-MIN_WIDTH = 72
 CONDENSE_ABOVE_ROWS = 80  # a ladder with at most this many rows is always drawn in full
 FIRST_DATA_SEGMENTS = 6  # drawn in full after the handshake
 CONTEXT_BEFORE = 1

@@ -3,6 +3,10 @@
 Every value option is taken as a string and parsed with rtcp.units, so a bad value is one
 `rtcp: error: --flag: ...` line and exit code 2. Failures raise the RtcpError subclasses;
 rtcp.cli.main turns them into one line on stderr and the documented exit code.
+
+Every `rtcp` start imports this module to register the two commands, so it imports at the top
+only what their options need; the transfer machinery (the core, the UDP loop, the sender and
+the receiver, packet protection) is imported by the command that runs.
 """
 
 from __future__ import annotations
@@ -13,12 +17,10 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from rtcp.core import protection as prot
-from rtcp.core.config import ConnectionConfig
 from rtcp.errors import (
     ExitCode,
     FileExistsRefused,
@@ -42,6 +44,9 @@ from rtcp.units import (
     parse_rate,
     parse_size,
 )
+
+if TYPE_CHECKING:
+    from rtcp.core.config import ConnectionConfig
 
 _PANEL_TUNING = "Protocol tuning"
 MAX_PARALLEL = 16  # `rtcp send --parallel`: connections of one send (the receiver's own
@@ -93,6 +98,7 @@ def build_config(
     timeout_s: float | None = None,
 ) -> ConnectionConfig:
     """A ConnectionConfig from the command-line strings (None keeps the default)."""
+    from rtcp.core.config import ConnectionConfig
     from rtcp.core.congestion import CONTROLLERS
     from rtcp.core.wire import HEADER_BYTES, MAX_DATAGRAM_BYTES, TIMESTAMPS_OPTION_BYTES
 
@@ -240,7 +246,7 @@ def _pcap_option() -> Any:
 
 
 def _explain_width(value: str) -> int:
-    from rtcp.trace.ladder import MIN_WIDTH
+    from rtcp.trace.defaults import MIN_WIDTH
 
     return _parse_int("--explain-width", value, MIN_WIDTH)
 
@@ -892,7 +898,7 @@ def recv_command(
     if code_uses is not None and not code:
         raise UsageError("--code-uses needs --code")
     uses = 1 if code_uses is None else _parse_int("--code-uses", code_uses, 1)
-    secret = keys.load_secret(psk_file, prot.generate_code() if code else None)
+    secret = keys.load_secret(psk_file, keys.new_code() if code else None)
     keylog_write = keys.keylog_writer(keylog)
     partial_max_age_s = _positive_seconds("--partial-max-age", partial_max_age)
     partial_max_bytes_n = _parse_flag("--partial-max-bytes", parse_size, partial_max_bytes)
@@ -943,7 +949,9 @@ def recv_command(
         acceptor = None
         with driver:
             if secret is not None:
-                acceptor = prot.Acceptor(secret, code_uses=uses, keylog=keylog_write)
+                from rtcp.core.protection import Acceptor
+
+                acceptor = Acceptor(secret, code_uses=uses, keylog=keylog_write)
                 driver.require_key(acceptor, refused_log)
             server = FileServer(
                 driver,
@@ -990,8 +998,10 @@ def recv_command(
         if line:
             print(line, file=sys.stderr, flush=True)
     if acceptor is not None and acceptor.code_retired and not acceptor.code_used_up:
+        from rtcp.core.protection import MAX_UNCONFIRMED_CODE_ATTEMPTS
+
         raise KeyRejected(
-            f"the code was retired after {prot.MAX_UNCONFIRMED_CODE_ATTEMPTS} attempts that did "
+            f"the code was retired after {MAX_UNCONFIRMED_CODE_ATTEMPTS} attempts that did "
             "not prove it: run `rtcp recv --code` again for a new code"
         )
     if once and first and stop["signal"] is None:

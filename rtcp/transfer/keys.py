@@ -1,7 +1,11 @@
 """Keys and codes on the command line: `rtcp keygen`, --psk-file / --code / --insecure /
 --keylog for send and recv, the protected-mode rule (a receiver reachable from other machines
 needs a key, a code or an explicit --insecure, as Redis's protected mode), and the receiver's
-one line per refused handshake."""
+one line per refused handshake.
+
+Every `rtcp` start imports this module (the options of send and recv, `rtcp keygen`): the
+protection layer and its cryptography are imported by the functions that use them, so that a
+plaintext transfer never loads them."""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ import ipaddress
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
-from rtcp.core import protection as prot
 from rtcp.errors import LocalIOError, UsageError
-from rtcp.net.driver import MID_HANDSHAKE_REFUSAL
+
+if TYPE_CHECKING:
+    from rtcp.core import protection as prot
 
 PANEL_KEYS = "Keys and encryption"
 # Lines a receiver prints about refused handshakes: at most one per this many seconds; the
@@ -53,6 +59,8 @@ def keygen_command(
     Example: rtcp keygen team.key, then copy team.key to the other machine and use
     --psk-file team.key (or RTCP_PSK_FILE=team.key) on both `rtcp recv` and `rtcp send`.
     """
+    from rtcp.core import protection as prot
+
     try:
         prot.write_key_file(file, prot.generate_key())
     except FileExistsError:
@@ -62,21 +70,30 @@ def keygen_command(
     print(f"wrote a new key to {file} (keep it secret; copy it to the other side)")
 
 
+def new_code() -> str:
+    """A fresh one-time code for `rtcp recv --code` (7-guitar-oxygen-banjo)."""
+    from rtcp.core import protection as prot
+
+    return prot.generate_code()
+
+
 def load_secret(psk_file: str | None, code: str | None) -> prot.Secret | None:
     """The Secret that --psk-file or --code give (at most one of them), or None."""
     if psk_file is not None and code is not None:
         raise UsageError("--psk-file and --code: give one of them")
+    if psk_file is None and code is None:
+        return None
+    from rtcp.core import protection as prot
+
     if psk_file is not None:
         try:
             return prot.Secret(psk=prot.read_key_file(psk_file))
         except prot.KeyFileError as exc:
             raise UsageError(f"--psk-file: {psk_file}: {exc}") from None
-    if code is not None:
-        try:
-            return prot.Secret(code=prot.normalize_code(code))
-        except ValueError as exc:
-            raise UsageError(f"--code: {exc}") from None
-    return None
+    try:
+        return prot.Secret(code=prot.normalize_code(code))
+    except ValueError as exc:
+        raise UsageError(f"--code: {exc}") from None
 
 
 def check_protected_mode(listen: str, addr: tuple, keyed: bool, insecure: bool) -> None:
@@ -118,6 +135,9 @@ class RefusedLog:
     """The receiver's line for each refused handshake, at most one per REFUSED_LOG_INTERVAL_S."""
 
     def __init__(self, clock: Callable[[], float], quiet: bool = False):
+        from rtcp.net.driver import MID_HANDSHAKE_REFUSAL
+
+        self._mid_handshake = MID_HANDSHAKE_REFUSAL
         self.clock = clock
         self.quiet = quiet
         self.count = 0
@@ -139,7 +159,7 @@ class RefusedLog:
         self.count += 1
         host, port = peer[0], peer[1]
         where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-        if why == MID_HANDSHAKE_REFUSAL:
+        if why == self._mid_handshake:
             self.aborted_peers.add(where)
         now = self.clock()
         if self.quiet or (self._last is not None and now - self._last < REFUSED_LOG_INTERVAL_S):

@@ -29,7 +29,6 @@ from rtcp.errors import (
 from rtcp.net.driver import Driver, resolve
 from rtcp.net.ready import wait_until_bound
 from rtcp.transfer import protocol as proto
-from rtcp.transfer.receiver import DEFAULT_IDLE_TIMEOUT_S, TAKEOVER_SILENCE_S
 
 READ_CHUNK_BYTES = 256 * 1024
 # --timeout: give up after this long without progress. 30 s, not 15 s: through 30% loss each
@@ -77,6 +76,9 @@ def verdict_error(verdict: proto.Verdict) -> RtcpError:
         return HashMismatch(f"SHA-256 mismatch at the receiver ({verdict.message})")
     if verdict.status == proto.Status.FILE_EXISTS:
         if "being received" in verdict.message:  # in flight on another connection
+            # (the receiver's module: not imported by every send)
+            from rtcp.transfer.receiver import DEFAULT_IDLE_TIMEOUT_S, TAKEOVER_SILENCE_S
+
             return FileExistsRefused(
                 f"{text} (if that is an interrupted send: its connection is taken over once "
                 f"silent for {TAKEOVER_SILENCE_S:g} s when it came from this address, else "
