@@ -40,7 +40,7 @@ ROUTES = {
 MAX_BODY_BYTES = 64 * 1024
 REQUEST_TIMEOUT_S = 5.0  # a client that sends nothing for this long is dropped
 LOOP_ANSWER_TIMEOUT_S = 10.0  # the loop runs a change within a wakeup; beyond this: 503
-SERVER_POLL_INTERVAL_S = 0.2
+SERVER_POLL_INTERVAL_S = 0.05  # how late close() returns: serve_forever looks between polls
 
 _ACTIONS = {
     ("PATCH", "/impairments"): "set",

@@ -79,10 +79,16 @@ class NotRtcp:
                 continue
             except OSError:
                 return
+            if self.stopped.is_set():
+                return  # close()'s wake-up
             self.sock.sendto(b"HTTP/1.1 400 Bad Request\r\n\r\n", addr)
 
     def close(self) -> None:
         self.stopped.set()
+        try:  # wake the thread now rather than at its next receive timeout
+            self.sock.sendto(b"", self.sock.getsockname())
+        except OSError:
+            pass
         self.thread.join(timeout=5)
         self.sock.close()
 

@@ -446,11 +446,17 @@ class _Sink:
                 continue
             except OSError:
                 return
+            if self._stop.is_set():
+                return  # close()'s wake-up
             self.payloads.append(data)
             self.sock.sendto(data, addr)
 
     def close(self) -> None:
         self._stop.set()
+        try:  # wake the thread now rather than at its next receive timeout
+            self.sock.sendto(b"", self.address)
+        except OSError:
+            pass
         self._thread.join(WAIT_S)
         self.sock.close()
 

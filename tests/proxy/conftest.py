@@ -36,6 +36,8 @@ class EchoServer:
                 continue
             except OSError:
                 return
+            if self._stop.is_set():
+                return  # close()'s wake-up, or anything after it
             self.received += 1
             self.sources.append(addr)
             self.payloads.append(data)
@@ -44,6 +46,10 @@ class EchoServer:
 
     def close(self) -> None:
         self._stop.set()
+        try:  # wake the thread now rather than at its next receive timeout
+            self.sock.sendto(b"", self.address)
+        except OSError:
+            pass
         self._thread.join(WAIT_LIMIT_S)
         self.sock.close()
 
