@@ -305,10 +305,9 @@ class ReceiveApp(App):
             del self._replies[:n]
             if self._replies:
                 return
-            if self._close_after_replies and self._verdict_out is None:
-                conn.close()
-                return
         if self._verdict_out is None:
+            if self._close_after_replies and not self._replies:
+                conn.close()  # after END: every reply is out (they may have left long ago)
             return
         try:
             n = conn.send(self._verdict_out)

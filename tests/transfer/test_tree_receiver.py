@@ -694,3 +694,15 @@ def test_an_interrupted_tree_names_the_file_it_cut_and_whether_it_was_kept(tmp_p
     assert receive_json(conn)["cut"] == {
         "path": "big.bin", "bytes_received": HELD, "size": BIG, "kept": True
     }
+
+
+def test_after_end_the_receiver_closes_even_when_every_reply_left_before(tmp_path):
+    """A refused lone file: its VERDICT left at once; the END that follows closes the
+    connection (it waited for the close grace instead: seconds per refused send)."""
+    (tmp_path / "doc.txt").write_bytes(b"precious")
+    peer = Peer(OutputDir(tmp_path))
+    send_file(peer, "doc.txt", b"new")
+    assert peer.wait_verdict(0).status == proto.Status.FILE_EXISTS
+    assert not peer.handle.conn.closed_by_us
+    peer.end()
+    assert peer.handle.conn.closed_by_us
