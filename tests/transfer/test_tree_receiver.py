@@ -172,6 +172,20 @@ def keep_a_partial(out: OutputDir, data: bytes, held: int) -> None:
     assert peer.results[-1].stats["partials_kept"] == 1
 
 
+def hold_prefix_reads(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Reading a partial back for its hash blocks until released: (hashing, release)."""
+    hashing, release = threading.Event(), threading.Event()
+    real_pread = os.pread
+
+    def held_pread(fd, n, offset):
+        hashing.set()
+        assert release.wait(WAIT_S)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", held_pread)
+    return hashing, release
+
+
 def test_the_sidecar_holds_the_prefix_digest_and_an_offer_costs_no_hashing(tmp_path, monkeypatch):
     out = OutputDir(tmp_path)
     data = os.urandom(BIG)
@@ -229,15 +243,7 @@ def test_another_transfer_goes_on_while_a_prefix_is_hashed(tmp_path, monkeypatch
     held = 2 * 1024 * 1024
     keep_a_partial(out, data, held)
 
-    hashing, release = threading.Event(), threading.Event()
-    real_pread = os.pread
-
-    def held_pread(fd, n, offset):
-        hashing.set()
-        assert release.wait(WAIT_S)
-        return real_pread(fd, n, offset)
-
-    monkeypatch.setattr(os, "pread", held_pread)
+    hashing, release = hold_prefix_reads(monkeypatch)
     resumed = Peer(out)
     resumed.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
     resumed.send(rec.encode_start(held) + data[held:] + sha(data))
@@ -436,15 +442,7 @@ def test_a_sender_waiting_for_a_long_hash_is_not_timed_out(tmp_path, monkeypatch
     data = os.urandom(BIG)
     held = 2 * 1024 * 1024
     keep_a_partial(out, data, held)
-    hashing, release = threading.Event(), threading.Event()
-    real_pread = os.pread
-
-    def held_pread(fd, n, offset):
-        hashing.set()
-        assert release.wait(WAIT_S)
-        return real_pread(fd, n, offset)
-
-    monkeypatch.setattr(os, "pread", held_pread)
+    hashing, release = hold_prefix_reads(monkeypatch)
     peer = Peer(out)
     peer.send(rec.encode_file("big.bin", len(data), MTIME_NS, ask_offer=True))
     peer.send(rec.encode_start(held) + data[held:] + sha(data))
