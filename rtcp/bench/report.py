@@ -318,7 +318,13 @@ def format_table(doc: dict[str, Any]) -> str:
     if cfg.get("sender_startup_cpu_s"):
         lines.append(
             f"sender start-up (interpreter, imports, option parsing) costs"
-            f" {cfg['sender_startup_cpu_s']:.3f} s CPU per `rtcp send`, not counted above."
+            f" {cfg['sender_startup_cpu_s']:.3f} s CPU per `rtcp send`"
+            + (
+                f" ({cfg['sender_startup_cpu_encrypted_s']:.3f} s with --psk-file)"
+                if cfg.get("sender_startup_cpu_encrypted_s")
+                else ""
+            )
+            + ", not counted above."
         )
     if any(r.get("spurious_source") == "estimate" for r in doc["rows"]):
         lines.append(

@@ -45,11 +45,14 @@ def make_file(path: Path, size: int) -> Path:
     return path
 
 
-def startup_cpu_s(workdir: Path, cli: list[str] | None = None, runs: int = 5) -> float:
+def startup_cpu_s(
+    workdir: Path, cli: list[str] | None = None, runs: int = 5, send_args: list[str] | None = None
+) -> float:
     """CPU seconds of an `rtcp send` that ends before any work: the file does not exist.
 
     That is the interpreter, every import and the option parsing: the fixed cost of starting a
     sender, subtracted from each sender's CPU so that CPU per MB is the transfer's own.
+    send_args: the row's flags (--psk-file adds loading the cryptography library).
     """
     cli = cli or rtcp_cli()
     missing = workdir / "does-not-exist.bin"
@@ -58,7 +61,8 @@ def startup_cpu_s(workdir: Path, cli: list[str] | None = None, runs: int = 5) ->
         for i in range(runs):
             child = procs.start(
                 f"rtcp send (start-up) #{i + 1}",
-                [*cli, "send", str(missing), "--to", "127.0.0.1:9", "--json", "--quiet"],
+                [*cli, "send", str(missing), "--to", "127.0.0.1:9", "--json", "--quiet",
+                 *(send_args or [])],
             )
             if not child.wait(30.0) or child.cpu_s is None:
                 raise BenchError(f"{child.name} did not finish within 30 s")

@@ -49,6 +49,15 @@ class Context:
     ceiling_seconds: float
     startup_cpu_s: float
     files: dict[str, list[Path]] = field(default_factory=dict)
+    encrypted_startup_cpu_s: float | None = None  # measured by the first encrypted row
+
+    def encrypted_startup(self, key: str) -> float:
+        """The start-up CPU of a sender with --psk-file (it loads the cryptography library)."""
+        if self.encrypted_startup_cpu_s is None:
+            self.encrypted_startup_cpu_s = startup_cpu_s(
+                self.workdir, rtcp_cli(), send_args=["--psk-file", key]
+            )
+        return self.encrypted_startup_cpu_s
 
     def deadline_s(self, size: int) -> float:
         return 30.0 + size / 50e3  # 50 kB/s would be a broken row, not a slow one
@@ -109,12 +118,14 @@ def _rtcp_row(
         files = ctx.file_set(senders, size)
         extra = [a.replace("{workdir}", str(ctx.workdir)) for a in send_args or []]
         recv_extra: list[str] = []
+        startup = ctx.startup_cpu_s
         if encrypted:
             key = _bench_key(ctx.workdir)
             extra += ["--psk-file", key]
             recv_extra += ["--psk-file", key]
+            startup = ctx.encrypted_startup(key)
         return run_rtcp(
-            files, proxy, ctx.workdir, ctx.startup_cpu_s, ctx.deadline_s(size), send_args=extra,
+            files, proxy, ctx.workdir, startup, ctx.deadline_s(size), send_args=extra,
             recv_args=recv_extra,
         )
 
@@ -424,6 +435,7 @@ def run_benchmark(
             f" {ceiling_seconds:g} s each"
         )
         results = run_rows(rows, ctx, repeats, log=report.eprint)
+        encrypted_startup = ctx.encrypted_startup_cpu_s
     if hasattr(os, "getloadavg"):
         doc["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     doc["config"] = {
@@ -438,6 +450,7 @@ def run_benchmark(
         "relay_row": relay_row_name(),
         "relay_window_bytes": ceilings.DEFAULT_WINDOW_BYTES,
         "sender_startup_cpu_s": startup,
+        "sender_startup_cpu_encrypted_s": encrypted_startup,
     }
     doc["duration_s"] = time.monotonic() - started
     doc["ok"] = all(r["ok"] for r in results)

@@ -89,7 +89,7 @@ AEADS = {
 }
 AEAD_BY_VERSION = {version: name for name, version in AEADS.values()}
 
-# cryptography's primitives, bound by _load_cryptography() when a key is first used: a
+# cryptography's primitives, bound by load_cryptography() when a key is first used: a
 # plaintext transfer (every `rtcp send` and `rtcp recv` without a key; ClientProtection
 # without a secret) never loads the library, about a tenth of their start-up's CPU time.
 InvalidTag: Any = None
@@ -100,7 +100,9 @@ HKDF: Any = None
 _AEAD_CLASSES: dict[str, Any] = {}  # AEADS' class names -> the classes
 
 
-def _load_cryptography() -> None:
+def load_cryptography() -> None:
+    """Bind cryptography's primitives (once): the commands call it when they read a key, so
+    that no transfer's clock runs while the library loads (about 30 ms of CPU)."""
     global InvalidTag, hashes, X25519PrivateKey, X25519PublicKey, HKDF
     if _AEAD_CLASSES:
         return
@@ -114,6 +116,10 @@ def _load_cryptography() -> None:
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
     _AEAD_CLASSES.update({name: getattr(aead, name) for name, _ in AEADS.values()})
+    # OpenSSL sets up its random generator and fetches X25519 on the first key made: about
+    # 10 ms. Paid here, at start-up, rather than by the receiver's first SYN-ACK (it was the
+    # most of the encrypted rows' lag behind plaintext in `rtcp bench` at 32 MB).
+    X25519PrivateKey.generate()
 _PLAIN_VERSION_BYTE = bytes((PLAINTEXT_VERSION,))
 _NO_CRC = bytes(4)
 _HEADER_BYTES = wire.HEADER_BYTES
@@ -271,7 +277,7 @@ def choose_aead(offer: bytes, fast: bool) -> int:
 
 
 def _hkdf(ikm: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
-    _load_cryptography()
+    load_cryptography()
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=_LABEL, info=info).derive(ikm)
 
 
@@ -364,7 +370,7 @@ class PacketCipher:
         self, send_key: bytes, recv_key: bytes, stats: ProtectionStats,
         aead: int = AEAD_CHACHA20_POLY1305,
     ):
-        _load_cryptography()
+        load_cryptography()
         name, self.version = AEADS[aead]
         cls = _AEAD_CLASSES[name]
         self.aead = aead
@@ -526,7 +532,7 @@ class ClientProtection:
         self.wire_bytes_sent = 0  # datagram bytes as sealed (the Connection counts plaintext)
         self.wire_bytes_received = 0
         if secret is not None:
-            _load_cryptography()
+            load_cryptography()
         self._private = X25519PrivateKey.generate() if secret is not None else None
         self.share = b"" if secret is None else self._private.public_key().public_bytes_raw()
         self._pake = None
@@ -718,7 +724,7 @@ class ServerProtection:
         self.client_share = client_share
         self._syn_seq = _SEQ.unpack_from(syn, _SEQ_OFFSET)[0]
         self._pake_message = pake_message
-        _load_cryptography()
+        load_cryptography()
         private = X25519PrivateKey.generate()
         self.share = private.public_key().public_bytes_raw()
         dh = private.exchange(X25519PublicKey.from_public_bytes(client_share))
@@ -796,7 +802,7 @@ class Acceptor:
         self, secret: Secret, *, code_uses: int = 1, keylog: Callable[[str], None] | None = None,
         fast: bool | None = None,
     ):
-        _load_cryptography()
+        load_cryptography()
         self.secret = secret
         self.keylog = keylog
         self.fast = fast_aes() if fast is None else fast  # this CPU has fast AES
@@ -914,7 +920,7 @@ class CaptureDecryptor:
     with the keys of a --keylog file. Tracks connections by (src_id, dst_id) as seen in SYNs."""
 
     def __init__(self, keys: dict[bytes, tuple[bytes, bytes]]):
-        _load_cryptography()
+        load_cryptography()
         self._keys = keys
         self._by_ids: dict[tuple[int, int], bytes] = {}  # the key of each direction
         self._pending: dict[int, tuple[bytes, bytes]] = {}  # client id -> keys, until SYN-ACK

@@ -87,13 +87,16 @@ def load_secret(psk_file: str | None, code: str | None) -> prot.Secret | None:
 
     if psk_file is not None:
         try:
-            return prot.Secret(psk=prot.read_key_file(psk_file))
+            secret = prot.Secret(psk=prot.read_key_file(psk_file))
         except prot.KeyFileError as exc:
             raise UsageError(f"--psk-file: {psk_file}: {exc}") from None
-    try:
-        return prot.Secret(code=prot.normalize_code(code))
-    except ValueError as exc:
-        raise UsageError(f"--code: {exc}") from None
+    else:
+        try:
+            secret = prot.Secret(code=prot.normalize_code(code))
+        except ValueError as exc:
+            raise UsageError(f"--code: {exc}") from None
+    prot.load_cryptography()  # part of start-up, before any transfer's clock
+    return secret
 
 
 def check_protected_mode(listen: str, addr: tuple, keyed: bool, insecure: bool) -> None:

@@ -810,6 +810,9 @@ def send_tree(
     cap = cfg.max_pacing_rate_bytes_per_s
     if cap and len(groups) > 1:  # --rate caps the whole send: each connection its share
         cfg = replace(cfg, max_pacing_rate_bytes_per_s=max(1, cap // len(groups)))
+    # keys made (and the cryptography library loaded) before the clocks start: `seconds`
+    # runs from the handshake, for a key as for plaintext
+    protections = [ClientProtection(secret, keylog) for _ in groups]
     apps = [
         TreeSendApp(
             group, peer_text=peer_text, timeout_s=timeout_s, clock=driver.clock, stdin=stdin,
@@ -821,8 +824,8 @@ def send_tree(
     handles: list[Handle] = []
     with driver:
         try:
-            for app in apps:
-                handles.append(driver.connect(addr, cfg, app, ClientProtection(secret, keylog)))
+            for app, protection in zip(apps, protections):
+                handles.append(driver.connect(addr, cfg, app, protection))
             run_reporting(driver, group, on_progress, progress_interval_s)
         except KeyboardInterrupt:
             # reset every connection, and answer the receivers' challenge ACKs a moment, so

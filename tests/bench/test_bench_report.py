@@ -204,3 +204,13 @@ def test_the_table_and_history_carry_the_encryption_ratio() -> None:
     assert doc["history"][-1]["encrypted_to_plaintext"] == {
         "default path, direct": pytest.approx(0.9)
     }
+
+
+def test_the_table_states_the_start_up_left_out_with_and_without_a_key() -> None:
+    doc = _doc({"relay-1400": 100e6, "rtcp-direct": 80e6})
+    doc["config"]["sender_startup_cpu_s"] = 0.18
+    table = report.format_table(report.finish_document(doc, None))
+    assert "costs 0.180 s CPU per `rtcp send`, not counted above." in table
+    doc["config"]["sender_startup_cpu_encrypted_s"] = 0.21
+    table = report.format_table(report.finish_document(doc, None))
+    assert "costs 0.180 s CPU per `rtcp send` (0.210 s with --psk-file), not counted" in table
