@@ -229,15 +229,6 @@ def _change(entry: dict[str, Any] | None) -> str:
     return text + (" REGRESSION" if entry.get("regression") else "")
 
 
-def _default_basis(doc: dict[str, Any]) -> str:
-    """The relay row that rtcp's default-path rows were divided by (relay-1400 if not run)."""
-    for row in doc["rows"]:
-        capped = "--mtu" in ((row.get("params") or {}).get("proxy_args") or [])
-        if row["kind"] == "rtcp" and not capped and row.get("ratio_basis"):
-            return str(row["ratio_basis"])
-    return str(doc["config"].get("relay_row"))
-
-
 def format_table(doc: dict[str, Any]) -> str:
     cfg = doc["config"]
     git = doc.get("git") or {}
@@ -259,8 +250,8 @@ def format_table(doc: dict[str, Any]) -> str:
             " (ceilings: bytes/s at the sink)."
         ),
         (
-            f"x relay: goodput / {_default_basis(doc)} (rtcp, default path) or / relay-1400"
-            " (--mtu 1400 rows, ceilings).  dgram: largest datagram, bytes."
+            "x relay: goodput / relay-1400, every row (blank when relay-1400 did not run)."
+            "  dgram: largest datagram, bytes."
         ),
         (
             "CPU: ms per MB (user+sys, start-up excluded).  RSS: peak, MB.  wire: datagram bytes"
