@@ -984,6 +984,7 @@ def recv_command(
                     if shown_code is not None:
                         print(f"code: {shown_code}", flush=True)
                 driver.run(finished)
+                refused_log.flush()
                 server.shutdown()
                 counts = server.limit_report()
                 if counts and not quiet:

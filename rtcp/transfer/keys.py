@@ -170,12 +170,21 @@ class RefusedLog:
             return
         more = f" (and {self._suppressed} more since the last line)" if self._suppressed else ""
         self._last, self._suppressed = now, 0
+        self._print(f"rtcp: refused a handshake from {where}: {why}{more}")
+
+    def flush(self) -> None:
+        """At exit: the refusals that no line has told yet (they came within the interval)."""
+        if self._suppressed and not self.quiet:
+            n, self._suppressed = self._suppressed, 0
+            plural = "s" if n > 1 else ""
+            self._print(f"rtcp: refused {n} more handshake{plural} since the last line")
+
+    @staticmethod
+    def _print(line: str) -> None:
         try:
-            print(f"rtcp: refused a handshake from {where}: {why}{more}", file=sys.stderr,
-                  flush=True)
+            print(line, file=sys.stderr, flush=True)
         except OSError:
             pass
-
 
 
 def protection_summary(stats: prot.ProtectionStats) -> str | None:
