@@ -67,9 +67,8 @@ def _plain_string_values() -> None:
     pydantic and building the adapters costs about 0.1 s of CPU at each start, more than all of
     rtcp's own modules. Every value option of send, recv, proxy, ctl, keygen and bench is a
     string that rtcp.units parses, and every other one a flag: a `str` or `list[str]` value
-    stays the string(s) click read, a flag's bool stays a bool. Anything else (the paths and
-    ints of explain, plot and decrypt, a flag set from an environment variable) keeps typer's
-    coercion. Typers without this layer: nothing to do.
+    stays the string(s) click read, a flag's bool stays a bool. Anything else (the paths of
+    explain, plot and decrypt) keeps typer's coercion. Typers without this layer: nothing to do.
     """
     from typer import core
 

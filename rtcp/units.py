@@ -1,5 +1,5 @@
 """Parsing of the values users type on the command line: percentages, durations, rates, sizes,
-HOST:PORT.
+counts, HOST:PORT.
 
 Shared by every command, so the units mean the same thing everywhere. Every parser raises
 `rtcp.errors.UsageError` with a message that quotes the bad value; callers may prefix it with
@@ -140,6 +140,29 @@ def parse_size(value: str) -> int:
     if number < 0:
         raise UsageError(f"invalid size {value!r}: must not be negative")
     return round(number * factor)
+
+
+def parse_count(
+    value: str, minimum: int = 0, maximum: int | None = None, *, flag: str | None = None
+) -> int:
+    """A whole number within [minimum, maximum]: "4" = 4 (no unit, no fraction). flag: the
+    option's name, to prefix the error with."""
+    where = f"{flag}: " if flag else ""
+    if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", str(value)):
+        raise UsageError(f"{where}invalid integer {value!r}")
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f"at least {minimum}"
+        raise UsageError(f"{where}{str(value).strip()!r} must be {bound}")
+    return number
+
+
+def with_flag(flag: str, parse, value: str):
+    """parse(value), its UsageError prefixed with the flag's name ("--seed: invalid ...")."""
+    try:
+        return parse(value)
+    except UsageError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

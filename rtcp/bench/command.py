@@ -21,7 +21,7 @@ from rtcp.bench.defaults import (
     QUICK_SIZE,
 )
 from rtcp.errors import ExitCode, RtcpError, UsageError
-from rtcp.units import parse_duration, parse_size
+from rtcp.units import parse_count, parse_duration, parse_size
 
 
 def bench_command(
@@ -45,7 +45,7 @@ def bench_command(
         help="File size of the rtcp rows with loss or reordering."
         f" (default {DEFAULT_IMPAIRED_SIZE}; --quick {QUICK_IMPAIRED_SIZE})",
     ),
-    repeats: int | None = typer.Option(
+    repeats: str | None = typer.Option(
         None,
         "--repeats",
         metavar="N",
@@ -101,9 +101,11 @@ def bench_command(
         "--impaired-size",
         impaired_size or (QUICK_IMPAIRED_SIZE if quick else DEFAULT_IMPAIRED_SIZE),
     )
-    n = repeats if repeats is not None else (1 if quick else DEFAULT_REPEATS)
-    if n < 1:
-        raise UsageError("--repeats: must be at least 1")
+    n = (
+        parse_count(repeats, 1, flag="--repeats")
+        if repeats is not None
+        else (1 if quick else DEFAULT_REPEATS)
+    )
     seconds = _parse_seconds(
         ceiling_seconds or (QUICK_CEILING_SECONDS if quick else DEFAULT_CEILING_SECONDS)
     )

@@ -26,11 +26,13 @@ from rtcp.errors import LocalIOError, UsageError
 from rtcp.proxy.defaults import DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MAX_CLIENTS
 from rtcp.units import (
     format_hostport,
+    parse_count,
     parse_duration,
     parse_hostport,
     parse_probability,
     parse_rate,
     parse_size,
+    with_flag,
 )
 
 if TYPE_CHECKING:
@@ -59,15 +61,6 @@ def _one(flag: str, direction: str, metavar: str) -> Any:
         help=f"--{flag}, {direction} only.",
         rich_help_panel=_PANEL_DIRECTION,
     )
-
-
-def _parse_int(value: str, minimum: int) -> int:
-    if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
-        raise UsageError(f"invalid integer {value!r}")
-    number = int(value)
-    if number < minimum:
-        raise UsageError(f"invalid value {value!r}: must be at least {minimum}")
-    return number
 
 
 def _parse_gemodel(value: str) -> tuple[float, ...]:
@@ -118,7 +111,7 @@ _KNOBS: dict[str, tuple[Any, str | None]] = {
     "loss-correlation": (parse_probability, "loss_correlation"),
     "gemodel": (_parse_gemodel, "gemodel"),
     "reorder": (parse_probability, "reorder"),
-    "reorder-gap": (lambda v: _parse_int(v, 1), "reorder_gap"),
+    "reorder-gap": (lambda v: parse_count(v, 1), "reorder_gap"),
     "reorder-delay": (parse_duration, "reorder_delay_s"),
     "duplicate": (parse_probability, "duplicate"),
     "corrupt": (parse_probability, "corrupt"),
@@ -354,15 +347,15 @@ def proxy_command(
         for flag in _KNOBS
     }
     configs = build_configs(raw)
-    listen_addr = _parse_flag("--listen", parse_hostport, listen)
-    upstream_addr = _parse_flag("--upstream", parse_hostport, upstream)
-    idle_timeout_s = _parse_flag("--idle-timeout", parse_duration, idle_timeout)
+    listen_addr = with_flag("--listen", parse_hostport, listen)
+    upstream_addr = with_flag("--upstream", parse_hostport, upstream)
+    idle_timeout_s = with_flag("--idle-timeout", parse_duration, idle_timeout)
     if idle_timeout_s <= 0:
         raise UsageError(f"--idle-timeout: {idle_timeout!r} must be positive")
-    clients_limit = _parse_flag("--max-clients", lambda v: _parse_int(v, 1), max_clients)
+    clients_limit = with_flag("--max-clients", lambda v: parse_count(v, 1), max_clients)
     control_addr = None
     if control is not None:
-        control_addr = _parse_flag("--control", parse_hostport, control)
+        control_addr = with_flag("--control", parse_hostport, control)
         if not control_remote and not is_loopback(control_addr[0]):
             raise UsageError(
                 f"--control: {control!r} is not a loopback address; the API has no "
@@ -378,7 +371,7 @@ def proxy_command(
     elif seed is None:
         seed_value = secrets.randbits(32)
     else:
-        seed_value = _parse_flag("--seed", lambda v: _parse_int(v, 0), seed)
+        seed_value = with_flag("--seed", lambda v: parse_count(v, 0), seed)
     if wait_upstream and not _wait_for_upstream(upstream_addr):
         return  # stopped (Ctrl-C, SIGTERM) before the upstream came up: nothing to report
     run_proxy(
@@ -431,13 +424,6 @@ def _wait_for_upstream(upstream: tuple[str, int]) -> bool:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return True
-
-
-def _parse_flag(flag: str, parse: Any, value: str) -> Any:
-    try:
-        return parse(value)
-    except UsageError as exc:
-        raise UsageError(f"{flag}: {exc}") from None
 
 
 def run_proxy(

@@ -16,6 +16,7 @@ import typer
 
 from rtcp.errors import LocalIOError, UsageError
 from rtcp.trace.defaults import DEFAULT_WIDTH, MIN_WIDTH
+from rtcp.units import parse_count
 
 if TYPE_CHECKING:
     from rtcp.trace.ladder import Trace
@@ -76,8 +77,9 @@ def explain_command(
             help="Trace files (--trace) of the sender, the receiver and the proxy.",
         ),
     ],
-    width: int = typer.Option(
-        DEFAULT_WIDTH, "--width", metavar="COLUMNS", help=f"Width of the drawing (>= {MIN_WIDTH})."
+    width_text: str = typer.Option(
+        str(DEFAULT_WIDTH), "--width", metavar="COLUMNS",
+        help=f"Width of the drawing (>= {MIN_WIDTH}).",
     ),
     full: bool = typer.Option(
         False, "--full", help="Draw every segment (long transfers are condensed by default)."
@@ -95,8 +97,7 @@ def explain_command(
     """
     from rtcp.trace.ladder import UnknownConnection, render_ladder
 
-    if width < MIN_WIDTH:
-        raise UsageError(f"--width: {width} is too narrow (at least {MIN_WIDTH})")
+    width = parse_count(width_text, MIN_WIDTH, flag="--width")
     conn_id = _conn_option(conn)
     paths = [Path(p) for p in traces]
     loaded = [_load(p) for p in paths]

@@ -39,10 +39,12 @@ from rtcp.units import (
     format_bytes,
     format_hostport,
     format_rate,
+    parse_count,
     parse_duration,
     parse_hostport,
     parse_rate,
     parse_size,
+    with_flag,
 )
 
 if TYPE_CHECKING:
@@ -63,29 +65,11 @@ _ERRORS_BY_CODE: dict[ExitCode, type[RtcpError]] = {
 }
 
 
-def _parse_flag(flag: str, parse: Any, value: str) -> Any:
-    try:
-        return parse(value)
-    except UsageError as exc:
-        raise UsageError(f"{flag}: {exc}") from None
-
-
 def _positive_seconds(flag: str, value: str) -> float:
-    seconds = _parse_flag(flag, parse_duration, value)
+    seconds = with_flag(flag, parse_duration, value)
     if seconds <= 0:
         raise UsageError(f"{flag}: {value!r} must be positive")
     return seconds
-
-
-def _parse_int(flag: str, value: str, minimum: int, maximum: int | None = None) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise UsageError(f"{flag}: invalid integer {value!r}") from None
-    if number < minimum or (maximum is not None and number > maximum):
-        bound = f"{minimum}..{maximum}" if maximum is not None else f"at least {minimum}"
-        raise UsageError(f"{flag}: {value!r} must be {bound}")
-    return number
 
 
 def build_config(
@@ -106,11 +90,11 @@ def build_config(
     values: dict[str, Any] = {}
     if mss is not None:
         limit = MAX_DATAGRAM_BYTES - HEADER_BYTES - TIMESTAMPS_OPTION_BYTES - 40  # SACK room
-        values["mss_bytes"] = _parse_int("--mss", mss, 64, limit)
+        values["mss_bytes"] = parse_count(mss, 64, limit, flag="--mss")
         if hasattr(config, "pmtud"):
             values["pmtud"] = False  # a fixed segment size: no path MTU discovery
     if window is not None:
-        size = _parse_flag("--window", parse_size, window)
+        size = with_flag("--window", parse_size, window)
         floor = values.get("mss_bytes", config.mss_bytes)
         if size < floor:
             raise UsageError(f"--window: {window!r} is smaller than one segment ({floor} bytes)")
@@ -119,11 +103,11 @@ def build_config(
         values["send_buffer_bytes"] = size
         values["receive_buffer_bytes"] = size
     if min_rto is not None:
-        values["min_rto_s"] = _parse_flag("--min-rto", parse_duration, min_rto)
+        values["min_rto_s"] = with_flag("--min-rto", parse_duration, min_rto)
         if values["min_rto_s"] <= 0:
             raise UsageError(f"--min-rto: {min_rto!r} must be positive")
     if max_rto is not None:
-        values["max_rto_s"] = _parse_flag("--max-rto", parse_duration, max_rto)
+        values["max_rto_s"] = with_flag("--max-rto", parse_duration, max_rto)
     lo = values.get("min_rto_s", config.min_rto_s)
     hi = values.get("max_rto_s", config.max_rto_s)
     if hi < lo:
@@ -248,7 +232,7 @@ def _pcap_option() -> Any:
 def _explain_width(value: str) -> int:
     from rtcp.trace.defaults import MIN_WIDTH
 
-    return _parse_int("--explain-width", value, MIN_WIDTH)
+    return parse_count(value, MIN_WIDTH, flag="--explain-width")
 
 
 class _Recording:
@@ -502,14 +486,14 @@ def send_command(
     from rtcp.transfer.tree import TreeResult, collect_entries, lone_result, send_tree
 
     timeout_s = _positive_seconds("--timeout", timeout)
-    host, port = _parse_flag("--to", parse_hostport, to)
+    host, port = with_flag("--to", parse_hostport, to)
     if port == 0:
         raise UsageError(f"--to: {to!r} needs a port")
     if name is not None and "-" not in files:
         raise UsageError("--name names what - reads from stdin: give - as a FILE")
     if files.count("-") > 1:
         raise UsageError("- (stdin) can be given once")
-    connections = _parse_int("--parallel", parallel, 1, MAX_PARALLEL)
+    connections = parse_count(parallel, 1, MAX_PARALLEL, flag="--parallel")
     config = build_config(
         mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc, timeout_s=timeout_s
     )
@@ -672,14 +656,14 @@ def _receiver_limits(
 ):
     """The named limits of `rtcp recv` from its flags (README: Security and limits)."""
     limits = _limits.ReceiverLimits(
-        max_connections=_parse_int("--max-connections", max_connections, 1),
-        max_per_source=_parse_int("--max-per-source", max_per_source, 1),
-        max_memory_bytes=_parse_flag("--max-memory", parse_size, max_memory),
+        max_connections=parse_count(max_connections, 1, flag="--max-connections"),
+        max_per_source=parse_count(max_per_source, 1, flag="--max-per-source"),
+        max_memory_bytes=with_flag("--max-memory", parse_size, max_memory),
         max_size_bytes=(
-            None if max_size is None else _parse_flag("--max-size", parse_size, max_size)
+            None if max_size is None else with_flag("--max-size", parse_size, max_size)
         ),
         header_deadline_s=_positive_seconds("--header-deadline", header_deadline),
-        min_rate_bytes_per_s=int(_parse_flag("--min-rate", parse_rate, min_rate)),
+        min_rate_bytes_per_s=int(with_flag("--min-rate", parse_rate, min_rate)),
     )
     if limits.max_memory_bytes < _limits.MIN_GRANT_BYTES:
         raise UsageError(
@@ -885,7 +869,7 @@ def recv_command(
     from rtcp.transfer.storage import OutputDir
 
     timeout_s = _positive_seconds("--timeout", timeout)
-    host, port = _parse_flag("--listen", parse_hostport, listen)
+    host, port = with_flag("--listen", parse_hostport, listen)
     config = build_config(window=window, timeout_s=timeout_s)
     limits = _receiver_limits(
         max_connections=max_connections,
@@ -897,11 +881,11 @@ def recv_command(
     )
     if code_uses is not None and not code:
         raise UsageError("--code-uses needs --code")
-    uses = 1 if code_uses is None else _parse_int("--code-uses", code_uses, 1)
+    uses = 1 if code_uses is None else parse_count(code_uses, 1, flag="--code-uses")
     secret = keys.load_secret(psk_file, keys.new_code() if code else None)
     keylog_write = keys.keylog_writer(keylog)
     partial_max_age_s = _positive_seconds("--partial-max-age", partial_max_age)
-    partial_max_bytes_n = _parse_flag("--partial-max-bytes", parse_size, partial_max_bytes)
+    partial_max_bytes_n = with_flag("--partial-max-bytes", parse_size, partial_max_bytes)
     output = OutputDir(Path(out), force=force, keep_times=not no_times)
     output.remove_old_partials(partial_max_age_s, time.time(), partial_max_bytes_n)
     removed = output.cleanup_leftovers()

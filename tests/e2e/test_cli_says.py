@@ -94,6 +94,25 @@ def test_proxy_refuses_what_cannot_be_meant(args, why):
     assert res.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["explain", "--width", "wide", "t.jsonl"], "rtcp: error: --width: invalid integer 'wide'"),
+        (["bench", "--repeats", "0"], "rtcp: error: --repeats: '0' must be at least 1"),
+        (
+            ["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--seed", "x"],
+            "rtcp: error: --seed: invalid integer 'x'",
+        ),
+        (["send", "f", "--to", "127.0.0.1:9", "--parallel", "99"],
+         "rtcp: error: --parallel: '99' must be 1..16"),
+    ],
+)
+def test_a_bad_count_is_one_line_exit_2(args, line):
+    res = run_rtcp(*args)
+    assert res.returncode == 2
+    assert one_error_line(res.stderr) == line
+
+
 def test_recv_out_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     res = run_rtcp("recv", "--listen", "127.0.0.1:0", "--out", str(tmp_path / "afile"))

@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 from rtcp.errors import ExitCode, UsageError
 from rtcp.units import (
     format_hostport,
+    parse_count,
     parse_duration,
     parse_hostport,
     parse_probability,
     parse_rate,
     parse_size,
+    with_flag,
 )
 
 
@@ -171,3 +173,38 @@ def test_a_bare_number_is_refused_with_the_choices(parse, text: str, hint: str) 
     with pytest.raises(UsageError) as info:
         parse(text)
     assert hint in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "minimum", "maximum", "expected"),
+    [("4", 1, None, 4), (" 16 ", 1, 16, 16), ("0", 0, None, 0), ("+3", 1, 5, 3)],
+)
+def test_counts(text: str, minimum: int, maximum: int | None, expected: int) -> None:
+    assert parse_count(text, minimum, maximum) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("wide", "--width: invalid integer 'wide'"),
+        ("1.5", "--width: invalid integer '1.5'"),
+        ("", "--width: invalid integer ''"),
+        ("10", "--width: '10' must be at least 72"),
+    ],
+)
+def test_a_bad_count_names_its_flag_and_value(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_count(text, 72, flag="--width")
+    assert str(info.value) == message
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+def test_a_count_beyond_its_range_says_the_range() -> None:
+    with pytest.raises(UsageError, match=r"^--parallel: '99' must be 1\.\.16$"):
+        parse_count("99", 1, 16, flag="--parallel")
+
+
+def test_with_flag_prefixes_any_parser_error() -> None:
+    with pytest.raises(UsageError, match=r"^--size: invalid size"):
+        with_flag("--size", parse_size, "12 parsecs")
+    assert with_flag("--size", parse_size, "1KiB") == 1024
