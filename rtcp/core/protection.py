@@ -120,6 +120,8 @@ def load_cryptography() -> None:
     # 10 ms. Paid here, at start-up, rather than by the receiver's first SYN-ACK (it was the
     # most of the encrypted rows' lag behind plaintext in `rtcp bench` at 32 MB).
     X25519PrivateKey.generate()
+
+
 _PLAIN_VERSION_BYTE = bytes((PLAINTEXT_VERSION,))
 _NO_CRC = bytes(4)
 _HEADER_BYTES = wire.HEADER_BYTES
