@@ -7,7 +7,9 @@
 --
 -- rtcp has no fixed port, so the dissector finds its datagrams by a heuristic on UDP (version 1,
 -- the unused flag bit 0x80 and the reserved field zero, the options' TLVs well formed). "Decode As..."
--- on a UDP port, or the protocol preference "UDP ports", force it.
+-- on a UDP port, or the protocol preference "UDP ports", force it. A port that another dissector
+-- registered (41170, 37008, ...: 31 in Linux's ephemeral range) goes to that one before any
+-- heuristic unless UDP's "Try heuristic sub-dissectors first" is on (udp.try_heuristic_first).
 --
 -- The display filter name is "rtcpu" ("rtcp" is Wireshark's RTP Control Protocol):
 --   rtcpu.seq, rtcpu.ack, rtcpu.window, rtcpu.flags.syn, rtcpu.checksum_good == 0,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import RTCP, Proc, make_file
+from tests.trace.test_tshark import HEURISTIC_FIRST
 
 TSHARK = shutil.which("tshark")
 DISSECTOR = Path(__file__).resolve().parents[2] / "contrib" / "wireshark" / "rtcp.lua"
@@ -39,7 +40,7 @@ pytestmark = [
 
 def _tshark(pcap: Path) -> list[dict[str, str]]:
     args = [TSHARK, "-X", f"lua_script:{DISSECTOR}", "-r", str(pcap), "-o",
-            "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=/t"]
+            "udp.check_checksum:TRUE", *HEURISTIC_FIRST, "-T", "fields", "-E", "separator=/t"]
     for name in FIELDS:
         args += ["-e", name]
     out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
