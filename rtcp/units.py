@@ -142,25 +142,21 @@ def parse_size(value: str) -> int:
     return round(number * factor)
 
 
-def parse_count(
-    value: str, minimum: int = 0, maximum: int | None = None, *, flag: str | None = None
-) -> int:
-    """A whole number within [minimum, maximum]: "4" = 4 (no unit, no fraction). flag: the
-    option's name, to prefix the error with."""
-    where = f"{flag}: " if flag else ""
+def parse_count(value: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """A whole number within [minimum, maximum]: "4" = 4 (no unit, no fraction)."""
     if not re.fullmatch(r"\s*[-+]?[0-9]+\s*", str(value)):
-        raise UsageError(f"{where}invalid integer {value!r}")
+        raise UsageError(f"invalid integer {value!r}")
     number = int(value)
     if number < minimum or (maximum is not None and number > maximum):
         bound = f"{minimum}..{maximum}" if maximum is not None else f"at least {minimum}"
-        raise UsageError(f"{where}{str(value).strip()!r} must be {bound}")
+        raise UsageError(f"{str(value).strip()!r} must be {bound}")
     return number
 
 
-def with_flag(flag: str, parse, value: str):
-    """parse(value), its UsageError prefixed with the flag's name ("--seed: invalid ...")."""
+def with_flag(flag: str, parse, value: str, *args):
+    """parse(value, *args), its UsageError prefixed with the flag's name ("--seed: ...")."""
     try:
-        return parse(value)
+        return parse(value, *args)
     except UsageError as exc:
         raise UsageError(f"{flag}: {exc}") from None
 

@@ -21,7 +21,7 @@ from rtcp.bench.defaults import (
     QUICK_SIZE,
 )
 from rtcp.errors import ExitCode, RtcpError, UsageError
-from rtcp.units import parse_count, parse_duration, parse_size
+from rtcp.units import parse_count, parse_duration, parse_size, with_flag
 
 
 def bench_command(
@@ -102,7 +102,7 @@ def bench_command(
         impaired_size or (QUICK_IMPAIRED_SIZE if quick else DEFAULT_IMPAIRED_SIZE),
     )
     n = (
-        parse_count(repeats, 1, flag="--repeats")
+        with_flag("--repeats", parse_count, repeats, 1)
         if repeats is not None
         else (1 if quick else DEFAULT_REPEATS)
     )
@@ -151,10 +151,7 @@ def _interrupt_on_sigterm() -> None:
 
 
 def _parse_size(flag: str, text: str) -> int:
-    try:
-        value = parse_size(text)
-    except (RtcpError, ValueError) as exc:
-        raise UsageError(f"{flag}: {exc}") from None
+    value = with_flag(flag, parse_size, text)
     if value < CONCURRENT_SENDERS:
         raise UsageError(f"{flag}: must be at least {CONCURRENT_SENDERS} bytes")
     return value

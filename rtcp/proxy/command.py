@@ -352,7 +352,7 @@ def proxy_command(
     idle_timeout_s = with_flag("--idle-timeout", parse_duration, idle_timeout)
     if idle_timeout_s <= 0:
         raise UsageError(f"--idle-timeout: {idle_timeout!r} must be positive")
-    clients_limit = parse_count(max_clients, 1, flag="--max-clients")
+    clients_limit = with_flag("--max-clients", parse_count, max_clients, 1)
     control_addr = None
     if control is not None:
         control_addr = with_flag("--control", parse_hostport, control)
@@ -371,7 +371,7 @@ def proxy_command(
     elif seed is None:
         seed_value = secrets.randbits(32)
     else:
-        seed_value = parse_count(seed, 0, flag="--seed")
+        seed_value = with_flag("--seed", parse_count, seed, 0)
     if wait_upstream and not _wait_for_upstream(upstream_addr):
         return  # stopped (Ctrl-C, SIGTERM) before the upstream came up: nothing to report
     run_proxy(

@@ -16,7 +16,7 @@ import typer
 
 from rtcp.errors import LocalIOError, UsageError
 from rtcp.trace.defaults import DEFAULT_WIDTH, MIN_WIDTH
-from rtcp.units import parse_count
+from rtcp.units import parse_count, with_flag
 
 if TYPE_CHECKING:
     from rtcp.trace.ladder import Trace
@@ -97,7 +97,7 @@ def explain_command(
     """
     from rtcp.trace.ladder import UnknownConnection, render_ladder
 
-    width = parse_count(width_text, MIN_WIDTH, flag="--width")
+    width = with_flag("--width", parse_count, width_text, MIN_WIDTH)
     conn_id = _conn_option(conn)
     paths = [Path(p) for p in traces]
     loaded = [_load(p) for p in paths]

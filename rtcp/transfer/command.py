@@ -90,7 +90,7 @@ def build_config(
     values: dict[str, Any] = {}
     if mss is not None:
         limit = MAX_DATAGRAM_BYTES - HEADER_BYTES - TIMESTAMPS_OPTION_BYTES - 40  # SACK room
-        values["mss_bytes"] = parse_count(mss, 64, limit, flag="--mss")
+        values["mss_bytes"] = with_flag("--mss", parse_count, mss, 64, limit)
         if hasattr(config, "pmtud"):
             values["pmtud"] = False  # a fixed segment size: no path MTU discovery
     if window is not None:
@@ -232,7 +232,7 @@ def _pcap_option() -> Any:
 def _explain_width(value: str) -> int:
     from rtcp.trace.defaults import MIN_WIDTH
 
-    return parse_count(value, MIN_WIDTH, flag="--explain-width")
+    return with_flag("--explain-width", parse_count, value, MIN_WIDTH)
 
 
 class _Recording:
@@ -493,7 +493,7 @@ def send_command(
         raise UsageError("--name names what - reads from stdin: give - as a FILE")
     if files.count("-") > 1:
         raise UsageError("- (stdin) can be given once")
-    connections = parse_count(parallel, 1, MAX_PARALLEL, flag="--parallel")
+    connections = with_flag("--parallel", parse_count, parallel, 1, MAX_PARALLEL)
     config = build_config(
         mss=mss, window=window, min_rto=min_rto, max_rto=max_rto, cc=cc, timeout_s=timeout_s
     )
@@ -656,8 +656,8 @@ def _receiver_limits(
 ):
     """The named limits of `rtcp recv` from its flags (README: Security and limits)."""
     limits = _limits.ReceiverLimits(
-        max_connections=parse_count(max_connections, 1, flag="--max-connections"),
-        max_per_source=parse_count(max_per_source, 1, flag="--max-per-source"),
+        max_connections=with_flag("--max-connections", parse_count, max_connections, 1),
+        max_per_source=with_flag("--max-per-source", parse_count, max_per_source, 1),
         max_memory_bytes=with_flag("--max-memory", parse_size, max_memory),
         max_size_bytes=(
             None if max_size is None else with_flag("--max-size", parse_size, max_size)
@@ -881,7 +881,7 @@ def recv_command(
     )
     if code_uses is not None and not code:
         raise UsageError("--code-uses needs --code")
-    uses = 1 if code_uses is None else parse_count(code_uses, 1, flag="--code-uses")
+    uses = 1 if code_uses is None else with_flag("--code-uses", parse_count, code_uses, 1)
     secret = keys.load_secret(psk_file, keys.new_code() if code else None)
     keylog_write = keys.keylog_writer(keylog)
     partial_max_age_s = _positive_seconds("--partial-max-age", partial_max_age)

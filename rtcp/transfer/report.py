@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rtcp.errors import UsageError
-from rtcp.units import format_bytes, format_rate, parse_duration, parse_rate
+from rtcp.units import format_bytes, format_rate, parse_duration, parse_rate, with_flag
 
 # The shortest --interval: the driver loop samples at least this often while it runs
 MIN_INTERVAL_S = 0.1
@@ -37,10 +37,7 @@ SEPARATOR = "- " * 40
 
 def parse_interval(value: str) -> float:
     """--interval: a duration with a unit (1s, 500ms), at least MIN_INTERVAL_S."""
-    try:
-        seconds = parse_duration(value)
-    except UsageError as exc:
-        raise UsageError(f"--interval: {exc}") from None
+    seconds = with_flag("--interval", parse_duration, value)
     if seconds < MIN_INTERVAL_S:
         raise UsageError(f"--interval: {value!r} is shorter than {MIN_INTERVAL_S * 1000:g}ms")
     return seconds
@@ -48,10 +45,7 @@ def parse_interval(value: str) -> float:
 
 def parse_rate_cap(value: str) -> int:
     """--rate on send: a rate in the proxy's units (10mbit, 1MBps) -> whole bytes per second."""
-    try:
-        rate = parse_rate(value)
-    except UsageError as exc:
-        raise UsageError(f"--rate: {exc}") from None
+    rate = with_flag("--rate", parse_rate, value)
     if rate < MIN_RATE_BYTES_PER_S:
         raise UsageError(f"--rate: {value!r} is below 1kbit")
     return round(rate)

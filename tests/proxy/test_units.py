@@ -194,14 +194,14 @@ def test_counts(text: str, minimum: int, maximum: int | None, expected: int) -> 
 )
 def test_a_bad_count_names_its_flag_and_value(text: str, message: str) -> None:
     with pytest.raises(UsageError) as info:
-        parse_count(text, 72, flag="--width")
+        with_flag("--width", parse_count, text, 72)
     assert str(info.value) == message
     assert info.value.exit_code == ExitCode.USAGE
 
 
 def test_a_count_beyond_its_range_says_the_range() -> None:
     with pytest.raises(UsageError, match=r"^--parallel: '99' must be 1\.\.16$"):
-        parse_count("99", 1, 16, flag="--parallel")
+        with_flag("--parallel", parse_count, "99", 1, 16)
 
 
 def test_with_flag_prefixes_any_parser_error() -> None:
